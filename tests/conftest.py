@@ -1,0 +1,25 @@
+"Shared setup: real data from the data dir, no hub retries, results and figures in temporary folders."
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault('COTFAITH_DATA_DIR', str((ROOT.parent/'shared'/'data').resolve()))
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+os.environ.setdefault('HF_DATASETS_OFFLINE', '1')
+
+
+@pytest.fixture
+def tmp_outputs(tmp_path, monkeypatch):
+    "Results and figures of a test go to a temporary folder, never to the checkout's figures/."
+    monkeypatch.setenv('COTFAITH_RESULTS_DIR', str(tmp_path/'results'))
+    monkeypatch.setenv('COTFAITH_FIGURES_DIR', str(tmp_path/'figures'))
+    return tmp_path
+
+
+@pytest.fixture(scope='session')
+def lm():
+    "The real embedded default model (SmolLM2-135M-Instruct), loaded once."
+    from cotfaith.models import load_model
+    return load_model()

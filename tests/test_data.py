@@ -1,0 +1,94 @@
+"The loaders on the real dataset files in the data dir, and clear errors on malformed rows."
+import json
+from collections import Counter
+
+import pytest
+
+from cotfaith.data import DataError, load_examples, read_file, parse_gsm8k, parse_medqa, parse_cosmosqa
+
+FILE_ROWS = {'gsm8k': 1319, 'medqa': 1273, 'medmcqa': 2816, 'cosmosqa': 2985}
+
+
+@pytest.mark.parametrize('name', FILE_ROWS)
+def test_every_row_of_the_real_files_parses(name):
+    exs = load_examples(name, 'test')
+    assert len({e.id for e in exs}) == len(exs)
+    assert all(e.question.strip() for e in exs)
+    if name == 'gsm8k':
+        assert len(exs) == FILE_ROWS[name] and len(load_examples('gsm8k', 'train')) == 7473
+        assert all(e.choices is None and float(e.answer) == float(e.answer) for e in exs)
+    else:
+        assert all(len(e.choices) == 4 and e.answer in 'ABCD' for e in exs)
+        assert len(Counter(e.answer for e in exs)) == 4          # all four letters occur as gold
+
+
+@pytest.mark.parametrize('name', FILE_ROWS)
+def test_train_and_test_slices_are_disjoint_by_id(name):
+    train, test = ({e.id for e in load_examples(name, s)} for s in ('train', 'test'))
+    assert train and test and not train & test
+    if name != 'gsm8k':
+        assert len(train) + len(test) == FILE_ROWS[name]
+        assert 0.15 < len(train) / FILE_ROWS[name] < 0.25
+    assert all(e.rationale and '<<' not in e.rationale for e in load_examples('gsm8k', 'train', n=200))
+
+
+def test_gold_answers_match_the_upstream_text(tmp_path):
+    "The gold letter's option text is the upstream 'answer' field (MedQA), so no letter is shifted."
+    from cotfaith.core import data_dir
+    rows = {f"medqa-{r['realidx']}": r for r in map(json.loads, (data_dir()/'medqa'/'test.jsonl').read_text().splitlines())}
+    exs = load_examples('medqa')
+    assert [e.choices['ABCD'.index(e.answer)] for e in exs] == [rows[e.id]['answer'].strip() for e in exs]
+
+
+def test_subsample_is_seeded_and_deterministic():
+    a, b, c = (load_examples('medmcqa', n=10, seed=s) for s in (3, 3, 4))
+    assert [e.id for e in a] == [e.id for e in b] != [e.id for e in c]
+
+
+ROW = {'realidx': 1, 'question': 'Q?', 'options': {'A': 'x', 'B': 'y', 'C': 'z', 'D': 'w'}, 'answer_idx': 'B'}
+
+
+@pytest.mark.parametrize('row,match', [
+    ({k: v for k, v in ROW.items() if k != 'question'}, "missing or empty field 'question'"),
+    ({**ROW, 'question': '   '}, "missing or empty field 'question'"),
+    ({**ROW, 'answer_idx': 'E'}, "gold answer 'E' is not one of the options ABCD"),
+    ({**ROW, 'options': {'A': 'x'}}, 'at least two'),
+])
+def test_malformed_medqa_row_names_file_line_and_field(tmp_path, row, match):
+    f = tmp_path/'medqa.jsonl'
+    f.write_text(json.dumps(ROW) + '\n' + json.dumps(row) + '\n')
+    with pytest.raises(DataError, match=rf'medqa.jsonl:2: .*{match}'):
+        read_file(f, parse_medqa)
+
+
+def test_non_utf8_and_broken_json_name_the_line(tmp_path):
+    f = tmp_path/'g.jsonl'
+    f.write_bytes(b'{"question": "a?", "answer": "#### 1"}\n{"question": "\xff", "answer": "#### 2"}\n')
+    with pytest.raises(DataError, match='g.jsonl:2: bytes that are not UTF-8'):
+        read_file(f, parse_gsm8k)
+    f.write_text('{"question": "a?", "answer": "#### 1"}\n{"question": \n')
+    with pytest.raises(DataError, match='g.jsonl:2: not valid JSON'):
+        read_file(f, parse_gsm8k)
+
+
+def test_bad_csv_label_names_the_record_line(tmp_path):
+    f = tmp_path/'c.csv'
+    f.write_text('id,context,question,answer0,answer1,answer2,answer3,label\n'
+                 'a,"ctx\nover two lines",q?,w,x,y,z,1\n'
+                 'b,ctx,q?,w,x,y,z,7\n')
+    with pytest.raises(DataError, match=r"c.csv:4: field 'label' is '7'"):
+        read_file(f, parse_cosmosqa)
+
+
+def test_skip_mode_counts_and_reports_bad_rows(tmp_path):
+    f = tmp_path/'g.jsonl'
+    f.write_text('{"question": "a?", "answer": "#### 1"}\n{"question": "b?", "answer": "no marker"}\n')
+    with pytest.warns(UserWarning, match='skipped 1 malformed rows'):
+        assert [e.answer for e in read_file(f, parse_gsm8k, on_error='skip')] == ['1']
+
+
+def test_missing_data_dir_is_one_clear_error(tmp_path):
+    with pytest.raises(DataError, match='COTFAITH_DATA_DIR'):
+        load_examples('cosmosqa', data=tmp_path/'nowhere')
+    with pytest.raises(DataError, match='unknown dataset'):
+        load_examples('squad')

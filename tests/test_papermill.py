@@ -1,0 +1,59 @@
+"The analysis templates: one literal parameters cell each, tags that survive nbdev_clean, and a real papermill run."
+import ast
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import papermill as pm
+import pytest
+
+from cotfaith.pipeline import batch_runs, run_batch
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATES = sorted((ROOT/'analysis').glob('*.ipynb'))
+
+
+def _param_cells(nb):
+    return [c for c in nb['cells'] if 'parameters' in c.get('metadata', {}).get('tags', [])]
+
+
+@pytest.mark.parametrize('path', TEMPLATES, ids=lambda p: p.name)
+def test_template_has_one_parameters_cell_of_literals(path):
+    cells = _param_cells(json.loads(path.read_text()))
+    assert len(cells) == 1
+    for node in ast.parse(''.join(cells[0]['source'])).body:
+        assert isinstance(node, ast.Assign), ast.dump(node)
+        ast.literal_eval(node.value)                            # raises if a value is computed
+    assert pm.inspect_notebook(str(path))                          # papermill sees the parameters
+
+
+@pytest.mark.parametrize('path', TEMPLATES, ids=lambda p: p.name)
+def test_parameters_tag_survives_nbdev_clean(path, tmp_path):
+    shutil.copytree(ROOT, tmp_path/'repo', ignore=shutil.ignore_patterns('.venv', '.cache', 'results', 'runs', '.git', 'figures'))
+    copy = tmp_path/'repo'/'analysis'/path.name
+    subprocess.run([str(Path(sys.executable).parent/'nbdev_clean'), '--fname', str(copy)], check=True, cwd=tmp_path/'repo')
+    assert len(_param_cells(json.loads(copy.read_text()))) == 1
+
+
+def test_batch_files_name_existing_notebooks():
+    for batch in (ROOT/'params').glob('*.yaml'):
+        runs = batch_runs(batch)
+        assert runs and all(nb.exists() and 'dataset' in p for nb, p in runs)
+
+
+def test_ci_grid_runs_through_papermill_and_writes_the_figures(tmp_outputs):
+    outs = run_batch(ROOT/'params'/'ci.yaml', out_dir=tmp_outputs/'runs')
+    assert [o.name for o in outs] == ['smollm2-135m__gsm8k.ipynb', 'smollm2-135m__cosmosqa.ipynb']
+    figs = sorted(p.name for p in (tmp_outputs/'figures').iterdir())
+    assert figs == sorted(f'smollm2-135m__{d}__accuracy_et.{x}' for d in ('gsm8k', 'cosmosqa') for x in ('pdf', 'png'))
+    executed = json.loads(outs[0].read_text())
+    injected = [c for c in executed['cells'] if 'injected-parameters' in c['metadata'].get('tags', [])]
+    assert "n = 2" in ''.join(injected[0]['source'])
+
+
+def test_a_wrongly_typed_parameter_fails_the_run(tmp_outputs):
+    nb = ROOT/'analysis'/'accuracy_et.ipynb'
+    with pytest.raises(pm.PapermillExecutionError, match="parameter 'n' must be int, got 'twenty'"):
+        pm.execute_notebook(nb, tmp_outputs/'bad.ipynb', parameters={'n': 'twenty'}, kernel_name='cotfaith', cwd=nb.parent, progress_bar=False)

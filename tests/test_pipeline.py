@@ -1,0 +1,78 @@
+"End to end on the real embedded model: records, the results store, cache reuse, the CLI."
+import json
+import os
+import subprocess
+import sys
+
+from pathlib import Path
+
+import pytest
+
+import cotfaith.pipeline as pipeline
+from cotfaith.data import load_examples
+from cotfaith.generate import GenCache
+from cotfaith.pipeline import ExperimentConfig, ResultsError, ResultsStore, experiment_path, run_experiment
+from cotfaith.models import resolve_spec
+
+TINY = dict(n=3, max_new_tokens=40, answer_tokens=6, seed=0)
+
+CLI = str(Path(sys.executable).parent/'cotfaith-run')
+
+
+def test_records_have_every_field_and_provenance(tmp_outputs):
+    recs = run_experiment(ExperimentConfig(dataset='medmcqa', **TINY), progress=False)
+    assert list(recs['id']) == [e.id for e in load_examples('medmcqa', n=3, seed=0)]
+    for col in ['cot', 'cot_pred_strict', 'cot_pred_flexible', 'cot_correct_strict', 'direct', 'direct_pred_flexible',
+                'direct_correct_flexible', 'n_steps', 'et_k', 'et_frac', 'et_answers', 'et_score', 'et_faithful', 'gold']:
+        assert col in recs
+    r = recs.iloc[0]
+    assert len(r['et_answers']) == len(r['et_k']) == r['n_steps'] + 1 and r['et_k'][-1] == r['n_steps']
+    prov = r['provenance']
+    assert prov['lm']['fingerprint'].startswith('gguf-sha256:') and prov['config']['dataset'] == 'medmcqa'
+    assert prov['packages']['transformers'] and prov['prompt_version']
+
+
+def test_rerun_recomputes_nothing(tmp_outputs, monkeypatch):
+    cfg = ExperimentConfig(dataset='gsm8k', **TINY)
+    first = run_experiment(cfg, progress=False)
+    def no_model(*a, **k): raise AssertionError('a complete experiment must not load the model')
+    monkeypatch.setattr(pipeline, 'load_model', no_model)
+    again = run_experiment(cfg, progress=False)
+    assert first.to_json() == again.to_json()
+
+
+def test_lost_results_are_rebuilt_from_the_generation_cache(tmp_outputs):
+    cfg = ExperimentConfig(dataset='cosmosqa', **TINY)
+    first = run_experiment(cfg, progress=False)
+    n_entries = sum(1 for _ in GenCache().root.rglob('*.json'))
+    experiment_path(cfg, resolve_spec(cfg.model)[1]).unlink()
+    again = run_experiment(cfg, progress=False)
+    assert sum(1 for _ in GenCache().root.rglob('*.json')) == n_entries      # every generation came from the cache
+    assert first.drop(columns='provenance').to_json() == again.drop(columns='provenance').to_json()
+
+
+def test_a_changed_setting_writes_a_new_results_file(tmp_outputs):
+    fp = resolve_spec('default')[1]
+    a = experiment_path(ExperimentConfig(**TINY), fp)
+    assert a == experiment_path(ExperimentConfig(**TINY, batch_size=2), fp)      # batch size changes no output
+    for change in [dict(answer_tokens=7), dict(seed=1), dict(et_threshold=.6), dict(adapter='x'), dict(load_in_4bit=True)]:
+        assert experiment_path(ExperimentConfig(**{**TINY, **change}), fp) != a
+    assert experiment_path(ExperimentConfig(**TINY), fp + 'x') != a
+
+
+def test_store_skips_a_torn_last_line_but_refuses_a_corrupt_one(tmp_path):
+    s = ResultsStore(tmp_path/'r.jsonl')
+    s.append([{'id': 'a'}, {'id': 'b'}])
+    with open(s.path, 'a') as f: f.write('{"id": "c", ')
+    assert sorted(s.read()) == ['a', 'b']
+    s.path.write_text('{"id": "a"}\nnot json\n{"id": "b"}\n')
+    with pytest.raises(ResultsError, match=r'r.jsonl:2: corrupt record'):
+        s.read()
+
+
+def test_cli_runs_an_experiment_and_prints_the_summary(tmp_outputs):
+    r = subprocess.run([CLI, '--dataset', 'gsm8k', '--n', '2', '--max_new_tokens', '40'],
+                       capture_output=True, text=True, env=dict(os.environ))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert 'early termination: AOC' in r.stdout and 'flexible' in r.stdout
+    assert len(list((tmp_outputs/'results').rglob('*.jsonl'))) == 1
