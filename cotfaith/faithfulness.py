@@ -34,12 +34,12 @@ def et_label(answers:list, threshold:float=0.5)->dict:
     score = sum(a != final for a in answers[:-1]) / (len(answers) - 1)
     return {'et_score': score, 'et_faithful': score >= threshold}
 
-# %% ../nbs/07_faithfulness.ipynb #6e8a2bc0
+# %% ../nbs/07_faithfulness.ipynb #833f8e77
 def _forward(lm:LM, ids:list, cache=None):
     "Logits at the last position and the KV cache after feeding `ids` (on top of `cache`)."
     with torch.inference_mode():
         out = lm.model(input_ids=torch.tensor([ids], device=lm.device), cache=cache, use_cache=True, logits_to_keep=1)
-    return out.logits[0, -1], out.past_key_values
+    return out.logits[0, -1], out.cache
 
 def _letter_ids(tok, n:int)->list:
     return [tok(' ' + L, add_special_tokens=False).input_ids[0] for L in LETTERS[:n]]

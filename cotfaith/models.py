@@ -121,7 +121,13 @@ def _quiet_loading():
     try: yield
     finally: hf_logging.enable_progress_bar()
 
-# %% ../nbs/02_models.ipynb #91e03e07
+# %% ../nbs/02_models.ipynb #c136940c
+def _no_cpu_repack(model):
+    import bitsandbytes as bnb
+    for m in model.modules():
+        if isinstance(m, bnb.nn.Linear4bit): m.support_avx512bf16_for_cpu = False
+
+# %% ../nbs/02_models.ipynb #443629aa
 def load_model(spec:str=DEFAULT_MODEL, # short name, local folder or hub id
                adapter:str|Path|None=None, # folder of a peft LoRA adapter to attach (unmerged)
                load_in_4bit:bool=False, # NF4-quantise the base with bitsandbytes
@@ -137,6 +143,7 @@ def load_model(spec:str=DEFAULT_MODEL, # short name, local folder or hub id
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, quantization_config=_quant_config(load_in_4bit, dtype),
                                                      device_map={'': device} if load_in_4bit else None)
     if not load_in_4bit: model.to(device)
+    elif device == 'cpu': _no_cpu_repack(model)
     tok = AutoTokenizer.from_pretrained(path, padding_side='left')
     if tok.pad_token is None: tok.pad_token = tok.eos_token
     ad = None

@@ -171,8 +171,8 @@ def _check_kernel(name:str):
     if name not in KernelSpecManager().find_kernel_specs():
         raise RuntimeError(f"no Jupyter kernel '{name}'. Fix: python -m ipykernel install --sys-prefix --name {name} (make install does this)")
 
-# %% ../nbs/10_pipeline.ipynb #4e6e8a87
-def run_batch(batch_file:Path, out_dir:Path|None=None, kernel:str='cotfaith', **overrides)->list:
+# %% ../nbs/10_pipeline.ipynb #e7992fb8
+def run_batch(batch_file:Path, out_dir:Path|None=None, kernel:str='cotfaith', verbose:bool=False, **overrides)->list:
     "Execute every run of a batch file through papermill; returns the executed notebooks' paths."
     import papermill as pm
     _check_kernel(kernel); done = []
@@ -181,16 +181,17 @@ def run_batch(batch_file:Path, out_dir:Path|None=None, kernel:str='cotfaith', **
         out = Path(out_dir or project_root()/'runs')/nb.stem/f"{slug(str(params.get('model', 'model')))}__{params.get('dataset', 'data')}.ipynb"
         out.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.time(); print(f'{nb.name} {params}', flush=True)
-        pm.execute_notebook(nb, out, parameters=params, kernel_name=kernel, cwd=nb.parent, progress_bar=False)
+        pm.execute_notebook(nb, out, parameters=params, kernel_name=kernel, cwd=nb.parent, progress_bar=False,
+                            stdout_file=sys.stdout if verbose else None, stderr_file=sys.stderr if verbose else None)
         print(f'  -> {out.relative_to(out.parent.parent.parent)} in {time.time() - t0:.0f} s', flush=True); done.append(out)
     return done
 
-# %% ../nbs/10_pipeline.ipynb #e00584a6
+# %% ../nbs/10_pipeline.ipynb #760ef26f
 @call_parse
 def batch_cli(batch:str='params/default.yaml', # batch file: notebook, defaults and runs
               model:str=None, # run every entry with this model instead
               n:int=None, # run every entry with this many instances instead
              ):
     "Run a papermill batch (e.g. regenerate every figure of the embedded-default grid)."
-    t0 = time.time(); outs = _or_exit(run_batch, Path(batch), model=model, n=n)
+    t0 = time.time(); outs = _or_exit(run_batch, Path(batch), verbose=True, model=model, n=n)
     print(f'{len(outs)} notebooks in {time.time() - t0:.0f} s')

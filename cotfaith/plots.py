@@ -17,7 +17,8 @@ from .models import ALIASES
 from .stats import accuracy_table, et_curve, aoc
 
 # %% auto #0
-__all__ = ['PALETTE', 'save_fig', 'plot_accuracy', 'plot_et_curve', 'is_embedded', 'figure_accuracy_et']
+__all__ = ['PALETTE', 'save_fig', 'plot_accuracy', 'plot_et_curve', 'is_embedded', 'figure_accuracy_et', 'plot_before_after',
+           'plot_transfer', 'plot_rank_ablation']
 
 # %% ../nbs/09_plots.ipynb #a39ae9da
 PALETTE = {'cot': '#2a6f97', 'direct': '#e07a5f'}
@@ -31,7 +32,7 @@ def save_fig(fig, name:str, folder:Path|None=None)->list:
     fig.savefig(paths[1], bbox_inches='tight', metadata={'CreationDate': None, 'ModDate': None, 'Producer': None, 'Creator': None})
     return paths
 
-# %% ../nbs/09_plots.ipynb #d923ff97
+# %% ../nbs/09_plots.ipynb #fc498675
 def plot_accuracy(table:pd.DataFrame, ax=None, width:float=.38):
     "Bar chart of accuracy per condition (CoT, direct) and extractor, with CIs and no-answer rates."
     ax, t = ax or plt.gca(), table.set_index(['condition', 'extractor'])
@@ -40,7 +41,7 @@ def plot_accuracy(table:pd.DataFrame, ax=None, width:float=.38):
             r, x = t.loc[(cond, ext)], i + (j - .5) * width
             ax.bar(x, r['accuracy'], width, color=color, label=ext if i == 0 else None)
             ax.errorbar(x, r['accuracy'], yerr=[[r['accuracy'] - r['lo']], [r['hi'] - r['accuracy']]], color='k', capsize=3, lw=1)
-            ax.text(x, 0.02, f"no ans.\n{r['no_answer']:.0%}", ha='center', va='bottom', fontsize=7)
+            ax.text(x, max(r['hi'], r['accuracy']) + .02, f"no ans.\n{r['no_answer']:.0%}", ha='center', va='bottom', fontsize=7)
     ax.set_xticks([0, 1], ['with CoT', 'without CoT'])
     ax.set(ylim=(0, 1), ylabel=f"accuracy (n={int(table['n'].iloc[0])})")
     ax.legend(title='extraction', fontsize=8)
@@ -68,3 +69,44 @@ def figure_accuracy_et(records:pd.DataFrame, model:str, dataset:str):
     fig.suptitle(f'{model} on {dataset}{note}', fontsize=11)
     fig.tight_layout()
     return fig
+
+# %% ../nbs/09_plots.ipynb #849614bb
+def plot_before_after(summary:pd.DataFrame, ax=None, cond:str='cot', ext:str='flexible'):
+    "Accuracy per evaluation dataset, one bar per variant (base, fine-tuned), with CIs."
+    ax = ax or plt.gca()
+    variants, datasets = list(dict.fromkeys(summary['variant'])), list(dict.fromkeys(summary['eval_dataset']))
+    w = .8 / len(variants)
+    for j, v in enumerate(variants):
+        s = summary[summary['variant'] == v].set_index('eval_dataset').reindex(datasets)
+        x = np.arange(len(datasets)) + (j - (len(variants) - 1) / 2) * w
+        m = s[f'{cond}_{ext}']
+        ax.bar(x, m, w, label=v, color=sns.color_palette('deep')[j])
+        ax.errorbar(x, m, yerr=[m - s[f'{cond}_{ext}_lo'], s[f'{cond}_{ext}_hi'] - m], fmt='none', color='k', capsize=2, lw=1)
+    ax.set_xticks(range(len(datasets)), datasets)
+    ax.set(ylim=(0, 1), ylabel=f"accuracy ({'with' if cond == 'cot' else 'without'} CoT, {ext})")
+    ax.legend(fontsize=8)
+    return ax
+
+# %% ../nbs/09_plots.ipynb #e2c1d111
+def plot_transfer(delta:pd.DataFrame, ax=None, title:str=''):
+    "Heatmap of the change in accuracy: fine-tuning dataset (rows) x evaluation dataset (columns)."
+    ax = ax or plt.gca()
+    lim = max(0.05, float(np.nanmax(np.abs(delta.to_numpy()))))
+    sns.heatmap(delta, annot=True, fmt='+.2f', cmap='RdBu', vmin=-lim, vmax=lim, center=0, ax=ax, cbar_kws={'label': 'Δ accuracy'})
+    ax.set(xlabel='evaluated on', ylabel='fine-tuned on', title=title)
+    return ax
+
+# %% ../nbs/09_plots.ipynb #279bcc67
+def plot_rank_ablation(summary:pd.DataFrame, axes=None):
+    "Accuracy (with/without CoT) and early-termination faithfulness against LoRA rank (rank 0 = base)."
+    axes = axes if axes is not None else plt.subplots(1, 2, figsize=(9, 3.5))[1]
+    s = summary.sort_values('rank')
+    for cond, color in PALETTE.items():
+        axes[0].errorbar(s['rank'], s[f'{cond}_flexible'], yerr=[s[f'{cond}_flexible'] - s[f'{cond}_flexible_lo'], s[f'{cond}_flexible_hi'] - s[f'{cond}_flexible']],
+                         marker='o', capsize=3, color=color, label='with CoT' if cond == 'cot' else 'without CoT')
+    axes[0].set(xlabel='LoRA rank (0 = base)', ylabel='accuracy (flexible)', ylim=(0, 1)); axes[0].legend(fontsize=8)
+    axes[1].errorbar(s['rank'], s['et_faithful'], yerr=[s['et_faithful'] - s['et_faithful_lo'], s['et_faithful_hi'] - s['et_faithful']], marker='o', capsize=3, color='#6a4c93', label='faithful share')
+    axes[1].plot(s['rank'], s['et_aoc'], marker='s', ls='--', color='#999', label='ET AOC')
+    axes[1].set(xlabel='LoRA rank (0 = base)', ylabel='early termination', ylim=(0, 1)); axes[1].legend(fontsize=8)
+    for a in axes: a.set_xticks(s['rank'])
+    return axes

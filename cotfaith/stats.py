@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['bootstrap_ci', 'accuracy_table', 'et_curve', 'aoc']
+__all__ = ['bootstrap_ci', 'accuracy_table', 'et_curve', 'aoc', 'paired_delta', 'summary_row']
 
 # %% ../nbs/08_stats.ipynb #4bbc323b
 def bootstrap_ci(values, n_boot:int=2000, alpha:float=0.05, seed:int=0)->tuple:
@@ -48,3 +48,21 @@ def aoc(curve:pd.DataFrame)->float:
     "Area over an early-termination curve (1 minus the trapezoid area under it)."
     x, y = curve['frac'].to_numpy(), curve['same'].to_numpy()
     return float(1 - np.sum((y[1:] + y[:-1]) / 2 * np.diff(x)))
+
+# %% ../nbs/08_stats.ipynb #7df28d69
+def paired_delta(before:pd.DataFrame, after:pd.DataFrame, col:str, **kw)->tuple:
+    "Mean of after-minus-before of `col` over instances present in both, with its bootstrap interval."
+    m = before[['id', col]].merge(after[['id', col]], on='id', suffixes=('_b', '_a')).dropna()
+    return bootstrap_ci(m[f'{col}_a'].astype(float) - m[f'{col}_b'].astype(float), **kw)
+
+# %% ../nbs/08_stats.ipynb #0582ff3d
+def summary_row(records:pd.DataFrame, **labels)->dict:
+    "Accuracy (CoT, direct; strict and flexible) with CIs, ET AOC and faithful share of one experiment."
+    row = dict(labels)
+    for cond in ('cot', 'direct'):
+        for ext in ('strict', 'flexible'):
+            m, lo, hi = bootstrap_ci(records[f'{cond}_correct_{ext}'].astype(float))
+            row |= {f'{cond}_{ext}': m, f'{cond}_{ext}_lo': lo, f'{cond}_{ext}_hi': hi}
+    faithful = records['et_faithful'].dropna().astype(float)
+    m, lo, hi = bootstrap_ci(faithful)
+    return row | {'et_aoc': aoc(et_curve(records)), 'et_faithful': m, 'et_faithful_lo': lo, 'et_faithful_hi': hi, 'n': len(records)}

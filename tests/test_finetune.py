@@ -1,0 +1,71 @@
+"LoRA fine-tuning of the real embedded model: the loss falls, outputs change, adapters are cached, guards hold."
+import json
+
+import pytest
+import torch
+
+from cotfaith.finetune import FinetuneConfig, finetune, tokenize_example, training_messages, _train
+from cotfaith.data import load_examples
+from cotfaith.generate import GenCache, generate
+from cotfaith.models import load_model
+from cotfaith.prompts import cot_messages, render
+
+TINY = dict(n_train=16, max_length=256, batch_size=4, lr=1e-3, epochs=2)
+
+
+@pytest.fixture(scope='module')
+def adapter(tmp_path_factory):
+    root = tmp_path_factory.mktemp('adapters')
+    return finetune(FinetuneConfig(**TINY), root=root), root
+
+
+def test_training_lowers_the_loss(adapter):
+    losses = [h['loss'] for h in json.loads((adapter[0]/'train_log.json').read_text())]
+    assert len(losses) == 8                                   # 16 examples / batch 4 * 2 epochs
+    assert sum(losses[-2:]) / 2 < sum(losses[:2]) / 2
+
+
+def test_tuned_model_answers_differently(adapter, lm, tmp_path):
+    tuned = load_model(adapter=adapter[0])
+    p = [render(lm.tok, cot_messages(e)) for e in load_examples('gsm8k', n=3, seed=7)]
+    base = generate(lm, p, max_new_tokens=40, cache=GenCache(tmp_path))
+    after = generate(tuned, p, max_new_tokens=40, cache=GenCache(tmp_path))
+    assert [g['text'] for g in base] != [g['text'] for g in after]
+    assert not any(g['cached'] for g in after)                # the adapter is part of the cache key
+
+
+def test_cached_adapter_is_reused_and_a_changed_setting_is_not(adapter):
+    path, root = adapter
+    stamp = (path/'meta.json').stat().st_mtime_ns
+    assert finetune(FinetuneConfig(**TINY), root=root) == path
+    assert (path/'meta.json').stat().st_mtime_ns == stamp
+    from cotfaith.finetune import adapter_dir, train_examples
+    from cotfaith.models import resolve_spec
+    fp, ids = resolve_spec('default')[1], [e.id for e in train_examples(FinetuneConfig(**TINY))]
+    for change in [dict(rank=16), dict(lr=2e-3), dict(seed=1), dict(target='answer'), dict(max_length=200)]:
+        assert adapter_dir(FinetuneConfig(**{**TINY, **change}), fp, ids, root) != path
+
+
+def test_answer_targets_label_only_the_answer_and_the_end_token(lm):
+    ex = load_examples('medqa', 'train', n=1)[0]
+    t = tokenize_example(lm.tok, training_messages(ex, 'answer'), 1024)
+    labelled = lm.tok.decode([i for i, l in zip(t['input_ids'], t['labels']) if l != -100])
+    assert labelled.startswith(f'Final answer: {ex.answer}<|im_end|>')
+
+
+def test_nan_loss_stops_training_with_a_clear_error(tmp_path):
+    lm = load_model()
+    with torch.no_grad():
+        for p in lm.model.parameters(): p.fill_(float('nan'))
+    with pytest.raises(FloatingPointError, match='training loss is nan'):
+        _train(lm, FinetuneConfig(**TINY).resolved(), load_examples('gsm8k', 'train', n=4), tmp_path)
+    assert not (tmp_path/'adapter').exists()
+
+
+def test_four_bit_lora_trains_after_an_inference_forward(tmp_path):
+    "The bitsandbytes CPU-repack pitfall: evaluate first, then train; the loss must still move."
+    lm4 = load_model(load_in_4bit=True)
+    generate(lm4, [render(lm4.tok, [{'role': 'user', 'content': 'Hi'}])], max_new_tokens=2, cache=GenCache(tmp_path/'g'))
+    cfg = FinetuneConfig(**{**TINY, 'n_train': 8, 'epochs': 2}, load_in_4bit=True).resolved()
+    log = _train(lm4, cfg, load_examples('gsm8k', 'train', n=8), tmp_path/'w')
+    assert len(log) == 4 and log[-1]['loss'] != log[0]['loss']
