@@ -18,7 +18,7 @@ from .stats import accuracy_table, et_curve, aoc
 
 # %% auto #0
 __all__ = ['PALETTE', 'save_fig', 'plot_accuracy', 'plot_et_curve', 'is_embedded', 'figure_accuracy_et', 'plot_before_after',
-           'plot_transfer', 'plot_rank_ablation']
+           'plot_transfer', 'plot_rank_ablation', 'figure_finetune', 'figure_transfer', 'figure_rank']
 
 # %% ../nbs/09_plots.ipynb #a39ae9da
 PALETTE = {'cot': '#2a6f97', 'direct': '#e07a5f'}
@@ -70,20 +70,19 @@ def figure_accuracy_et(records:pd.DataFrame, model:str, dataset:str):
     fig.tight_layout()
     return fig
 
-# %% ../nbs/09_plots.ipynb #849614bb
-def plot_before_after(summary:pd.DataFrame, ax=None, cond:str='cot', ext:str='flexible'):
-    "Accuracy per evaluation dataset, one bar per variant (base, fine-tuned), with CIs."
+# %% ../nbs/09_plots.ipynb #b84dab27
+def plot_before_after(summary:pd.DataFrame, ax=None, metric:str='cot_flexible', ylabel:str|None=None):
+    "`metric` per evaluation dataset, one bar per variant (e.g. base, fine-tuned), with CIs."
     ax = ax or plt.gca()
     variants, datasets = list(dict.fromkeys(summary['variant'])), list(dict.fromkeys(summary['eval_dataset']))
     w = .8 / len(variants)
     for j, v in enumerate(variants):
         s = summary[summary['variant'] == v].set_index('eval_dataset').reindex(datasets)
-        x = np.arange(len(datasets)) + (j - (len(variants) - 1) / 2) * w
-        m = s[f'{cond}_{ext}']
+        x, m = np.arange(len(datasets)) + (j - (len(variants) - 1) / 2) * w, s[metric]
         ax.bar(x, m, w, label=v, color=sns.color_palette('deep')[j])
-        ax.errorbar(x, m, yerr=[m - s[f'{cond}_{ext}_lo'], s[f'{cond}_{ext}_hi'] - m], fmt='none', color='k', capsize=2, lw=1)
+        ax.errorbar(x, m, yerr=[m - s[f'{metric}_lo'], s[f'{metric}_hi'] - m], fmt='none', color='k', capsize=2, lw=1)
     ax.set_xticks(range(len(datasets)), datasets)
-    ax.set(ylim=(0, 1), ylabel=f"accuracy ({'with' if cond == 'cot' else 'without'} CoT, {ext})")
+    ax.set(ylim=(0, 1), ylabel=ylabel or metric)
     ax.legend(fontsize=8)
     return ax
 
@@ -110,3 +109,29 @@ def plot_rank_ablation(summary:pd.DataFrame, axes=None):
     axes[1].set(xlabel='LoRA rank (0 = base)', ylabel='early termination', ylim=(0, 1)); axes[1].legend(fontsize=8)
     for a in axes: a.set_xticks(s['rank'])
     return axes
+
+# %% ../nbs/09_plots.ipynb #76f9064a
+def _title(fig, text:str, model:str):
+    note = '\n(embedded 135M model: a pipeline check, not the paper\'s result)' if is_embedded(model) else ''
+    fig.suptitle(text + note, fontsize=11); fig.tight_layout()
+    return fig
+
+def figure_finetune(summary:pd.DataFrame, model:str, title:str):
+    "Base vs fine-tuned on every evaluation dataset: accuracy with CoT, without CoT, and ET-faithful share."
+    fig, axs = plt.subplots(1, 3, figsize=(15, 4))
+    for ax, (m, lab) in zip(axs, [('cot_flexible', 'accuracy with CoT'), ('direct_flexible', 'accuracy without CoT'),
+                                  ('et_faithful', 'faithful (early termination)')]):
+        plot_before_after(summary, ax, m, lab)
+    return _title(fig, title, model)
+
+def figure_transfer(deltas:dict, model:str, title:str):
+    "One transfer heatmap per condition, e.g. {'with CoT': df, 'without CoT': df}."
+    fig, axs = plt.subplots(1, len(deltas), figsize=(6.5 * len(deltas), 4.5))
+    for ax, (name, d) in zip(np.atleast_1d(axs), deltas.items()): plot_transfer(d, ax, name)
+    return _title(fig, title, model)
+
+def figure_rank(summary:pd.DataFrame, model:str, title:str):
+    "Accuracy and early-termination faithfulness against LoRA rank."
+    fig, axs = plt.subplots(1, 2, figsize=(10, 4))
+    plot_rank_ablation(summary, axs)
+    return _title(fig, title, model)

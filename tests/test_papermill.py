@@ -37,17 +37,22 @@ def test_parameters_tag_survives_nbdev_clean(path, tmp_path):
     assert len(_param_cells(json.loads(copy.read_text()))) == 1
 
 
-def test_batch_files_name_existing_notebooks():
+def test_batch_files_name_existing_notebooks_and_their_parameters():
     for batch in (ROOT/'params').glob('*.yaml'):
         runs = batch_runs(batch)
-        assert runs and all(nb.exists() and 'dataset' in p for nb, p in runs)
+        assert runs and len({(nb.stem, name) for nb, _, name in runs}) == len(runs)
+        for nb, params, _ in runs:
+            declared = pm.inspect_notebook(str(nb))
+            assert nb.exists() and set(params) <= set(declared), (nb.name, set(params) - set(declared))
 
 
 def test_ci_grid_runs_through_papermill_and_writes_the_figures(tmp_outputs):
     outs = run_batch(ROOT/'params'/'ci.yaml', out_dir=tmp_outputs/'runs')
-    assert [o.name for o in outs] == ['smollm2-135m__gsm8k.ipynb', 'smollm2-135m__cosmosqa.ipynb']
+    assert [o.parent.name for o in outs] == ['accuracy_et', 'accuracy_et', 'finetune', 'transfer', 'rank_ablation']
     figs = sorted(p.name for p in (tmp_outputs/'figures').iterdir())
-    assert figs == sorted(f'smollm2-135m__{d}__accuracy_et.{x}' for d in ('gsm8k', 'cosmosqa') for x in ('pdf', 'png'))
+    stems = ['smollm2-135m__gsm8k__accuracy_et', 'smollm2-135m__cosmosqa__accuracy_et', 'smollm2-135m__ft-gsm8k-r8__before_after',
+             'smollm2-135m__transfer-r8', 'smollm2-135m__rank-ablation-gsm8k']
+    assert figs == sorted(f'{s}.{x}' for s in stems for x in ('pdf', 'png'))
     executed = json.loads(outs[0].read_text())
     injected = [c for c in executed['cells'] if 'injected-parameters' in c['metadata'].get('tags', [])]
     assert "n = 2" in ''.join(injected[0]['source'])
