@@ -20,7 +20,7 @@ from .prompts import ANSWER_MARKER, cot_messages, direct_messages, render
 __all__ = ['FT_VERSION', 'FinetuneConfig', 'target_kind', 'training_messages', 'tokenize_example', 'train_examples',
            'adapter_dir', 'finetune']
 
-# %% ../nbs/06_finetune.ipynb #136d4886
+# %% ../nbs/06_finetune.ipynb #df67cbb8
 @dataclass
 class FinetuneConfig:
     "Everything that defines a fine-tuned adapter."
@@ -37,7 +37,7 @@ class FinetuneConfig:
     epochs: int = 1
     batch_size: int = 8
     grad_accum: int = 1
-    max_length: int = 256            # tokens per example (prompt + target); longer ones are cut at the end
+    max_length: int = 512            # tokens per example (prompt + target); longer targets are cut, longer prompts skipped
     load_in_4bit: bool|None = None   # None: 4-bit (QLoRA) on CUDA, fp32 LoRA on CPU
     def resolved(self)->'FinetuneConfig':
         "A copy with `auto`/0/None defaults made explicit (what the cache key and the records store)."
@@ -113,13 +113,14 @@ def _training_args(c:FinetuneConfig, out:Path):
                              report_to=[], seed=c.seed, data_seed=c.seed, use_cpu=not torch.cuda.is_available(),
                              bf16=torch.cuda.is_available(), remove_unused_columns=False, disable_tqdm=False)
 
-# %% ../nbs/06_finetune.ipynb #9485206b
+# %% ../nbs/06_finetune.ipynb #74a1cffb
 def _train(lm:LM, c:FinetuneConfig, exs:list, work:Path)->list:
     "Train LoRA adapters in `work` (resuming its last checkpoint); returns the loss log."
     from transformers import Trainer, DataCollatorForSeq2Seq
     data = [t for e in exs if (t := tokenize_example(lm.tok, training_messages(e, target_kind(c, e)), c.max_length))]
     if not data: raise ValueError(f'no training example fits max_length={c.max_length}')
     if len(data) < len(exs): warnings.warn(f'{len(exs) - len(data)} of {len(exs)} training prompts are longer than max_length={c.max_length} and were skipped')
+    (work/'n_used').write_text(str(len(data)))
     set_seed(c.seed)
     trainer = Trainer(model=_lora_model(lm, c), args=_training_args(c, work), train_dataset=data, callbacks=_trainer_callbacks(),
                       data_collator=DataCollatorForSeq2Seq(lm.tok, label_pad_token_id=-100, padding=True))
@@ -128,7 +129,7 @@ def _train(lm:LM, c:FinetuneConfig, exs:list, work:Path)->list:
     trainer.model.save_pretrained(work/'adapter')
     return [{'step': h['step'], 'loss': h['loss']} for h in trainer.state.log_history if 'loss' in h]
 
-# %% ../nbs/06_finetune.ipynb #3a5a51ca
+# %% ../nbs/06_finetune.ipynb #fdf95b8a
 def finetune(cfg:FinetuneConfig, root:Path|None=None, # adapters folder; default <cache>/adapters
             )->Path:
     "Folder of the LoRA adapter for `cfg`, trained (or resumed) only if it is not cached."
@@ -144,7 +145,9 @@ def finetune(cfg:FinetuneConfig, root:Path|None=None, # adapters folder; default
         for f in (work/'adapter').glob('adapter_*'): shutil.copy2(f, work/f.name)
         atomic_write(work/'train_log.json', json.dumps(log))
         atomic_write(work/'meta.json', json.dumps({'config': asdict(c), 'slice': slice_rule(c.dataset, 'train'), 'n_examples': len(exs),
+                                                   'n_used': int((work/'n_used').read_text()),
                                                    'train_seconds': time.time() - t0, **run_metadata()}, default=str))
         for p in [work/'adapter', *work.glob('checkpoint-*')]: shutil.rmtree(p)
+        (work/'n_used').unlink()
         work.rename(dest)
     return dest
