@@ -113,14 +113,14 @@ def _training_args(c:FinetuneConfig, out:Path):
                              report_to=[], seed=c.seed, data_seed=c.seed, use_cpu=not torch.cuda.is_available(),
                              bf16=torch.cuda.is_available(), remove_unused_columns=False, disable_tqdm=False)
 
-# %% ../nbs/06_finetune.ipynb #74a1cffb
+# %% ../nbs/06_finetune.ipynb #1298bc39
 def _train(lm:LM, c:FinetuneConfig, exs:list, work:Path)->list:
     "Train LoRA adapters in `work` (resuming its last checkpoint); returns the loss log."
     from transformers import Trainer, DataCollatorForSeq2Seq
     data = [t for e in exs if (t := tokenize_example(lm.tok, training_messages(e, target_kind(c, e)), c.max_length))]
     if not data: raise ValueError(f'no training example fits max_length={c.max_length}')
     if len(data) < len(exs): warnings.warn(f'{len(exs) - len(data)} of {len(exs)} training prompts are longer than max_length={c.max_length} and were skipped')
-    (work/'n_used').write_text(str(len(data)))
+    work.mkdir(parents=True, exist_ok=True); (work/'n_used').write_text(str(len(data)))
     set_seed(c.seed)
     trainer = Trainer(model=_lora_model(lm, c), args=_training_args(c, work), train_dataset=data, callbacks=_trainer_callbacks(),
                       data_collator=DataCollatorForSeq2Seq(lm.tok, label_pad_token_id=-100, padding=True))
