@@ -33,11 +33,12 @@ class GenCache:
         except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError): return None
     def put(self, key:str, value:dict): atomic_write(self.path(key), json.dumps(value, ensure_ascii=False))
 
-# %% ../nbs/04_generate.ipynb #1c0d8846
+# %% ../nbs/04_generate.ipynb #5c34624d
 def _decode_batch(lm:LM, prompts:list, gen_kwargs:dict)->list:
     enc = lm.tok(prompts, return_tensors='pt', padding=True, add_special_tokens=False).to(lm.device)
     with torch.inference_mode():
-        out = lm.model.generate(**enc, **gen_kwargs, pad_token_id=lm.tok.pad_token_id)
+        out = lm.model.generate(**enc, **gen_kwargs, pad_token_id=lm.tok.pad_token_id,
+                                **({'tokenizer': lm.tok} if 'stop_strings' in gen_kwargs else {}))   # HF needs it to match stop strings
     new = out[:, enc['input_ids'].shape[1]:]                        # (B, new tokens)
     stops = torch.tensor(_eos_ids(lm), device=new.device)
     res = []

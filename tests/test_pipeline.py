@@ -14,16 +14,17 @@ from cotfaith.generate import GenCache
 from cotfaith.pipeline import ExperimentConfig, ResultsError, ResultsStore, experiment_path, run_experiment
 from cotfaith.models import resolve_spec
 
-TINY = dict(n=3, max_new_tokens=40, answer_tokens=6, seed=0)
+TINY = dict(n=3, max_new_tokens=40, answer_tokens=6, seed=0, tests='et')
 
 CLI = str(Path(sys.executable).parent/'cotfaith-run')
 
 
 def test_records_have_every_field_and_provenance(tmp_outputs):
-    recs = run_experiment(ExperimentConfig(dataset='medmcqa', **TINY), progress=False)
+    recs = run_experiment(ExperimentConfig(dataset='medmcqa', **{**TINY, 'tests': 'et,paraphrase,filler,mistake'}), progress=False)
     assert list(recs['id']) == [e.id for e in load_examples('medmcqa', n=3, seed=0)]
     for col in ['cot', 'cot_pred_strict', 'cot_pred_flexible', 'cot_correct_strict', 'direct', 'direct_pred_flexible',
-                'direct_correct_flexible', 'n_steps', 'et_k', 'et_frac', 'et_answers', 'et_score', 'et_faithful', 'gold']:
+                'direct_correct_flexible', 'n_steps', 'et_k', 'et_frac', 'et_answers', 'et_score', 'et_faithful', 'gold',
+                'paraphrase_steps', 'mistake_edits'] + [f'{t}_{f}' for t in ('paraphrase', 'filler', 'mistake') for f in ('k', 'frac', 'answers', 'score', 'faithful')]:
         assert col in recs
     r = recs.iloc[0]
     assert len(r['et_answers']) == len(r['et_k']) == r['n_steps'] + 1 and r['et_k'][-1] == r['n_steps']
@@ -55,7 +56,9 @@ def test_a_changed_setting_writes_a_new_results_file(tmp_outputs):
     fp = resolve_spec('default')[1]
     a = experiment_path(ExperimentConfig(**TINY), fp)
     assert a == experiment_path(ExperimentConfig(**TINY, batch_size=2), fp)      # batch size changes no output
-    for change in [dict(answer_tokens=7), dict(seed=1), dict(et_threshold=.6), dict(adapter='x'), dict(load_in_4bit=True)]:
+    for same in [dict(threshold=.6), dict(tests='et,filler'), dict(fractions=[0]), dict(paraphraser='x')]:   # labels and suite tests live elsewhere
+        assert experiment_path(ExperimentConfig(**{**TINY, **same}), fp) == a
+    for change in [dict(answer_tokens=7), dict(seed=1), dict(et_fractions=[0, .5]), dict(adapter='x'), dict(load_in_4bit=True)]:
         assert experiment_path(ExperimentConfig(**{**TINY, **change}), fp) != a
     assert experiment_path(ExperimentConfig(**TINY), fp + 'x') != a
 
@@ -71,8 +74,8 @@ def test_store_skips_a_torn_last_line_but_refuses_a_corrupt_one(tmp_path):
 
 
 def test_cli_runs_an_experiment_and_prints_the_summary(tmp_outputs):
-    r = subprocess.run([CLI, '--dataset', 'gsm8k', '--n', '2', '--max_new_tokens', '40'],
+    r = subprocess.run([CLI, '--dataset', 'gsm8k', '--n', '2', '--max_new_tokens', '40', '--tests', 'et,filler'],
                        capture_output=True, text=True, env=dict(os.environ))
     assert r.returncode == 0, r.stderr[-2000:]
-    assert 'early termination: AOC' in r.stdout and 'flexible' in r.stdout
-    assert len(list((tmp_outputs/'results').rglob('*.jsonl'))) == 1
+    assert 'early termination: AOC' in r.stdout and 'filler substitution: AOC' in r.stdout and 'flexible' in r.stdout
+    assert len(list((tmp_outputs/'results').rglob('*.jsonl'))) == 2                 # base records and the filler test

@@ -1,0 +1,105 @@
+"The faithfulness suite on the real embedded model: fast path = naive path, edge cases, per-test stores, labels."
+import re
+
+import pytest
+
+import cotfaith.pipeline as pipeline
+import cotfaith.suite as suite_mod
+from cotfaith.answers import extract_after_marker
+from cotfaith.data import Example, load_examples
+from cotfaith.faithfulness import answer_text, early_termination
+from cotfaith.generate import GenCache, generate
+from cotfaith.pipeline import ExperimentConfig, experiment_path, run_experiment, suite_path
+from cotfaith.models import resolve_spec
+from cotfaith.prompts import cot_messages, render, split_steps
+from cotfaith.suite import TESTS, corrupt_number, faithful_label, filler_steps, naive_suite, suite
+
+THREE = ('paraphrase', 'filler', 'mistake')
+
+
+@pytest.mark.parametrize('dataset', ['gsm8k', 'medqa'])
+def test_fast_path_answers_equal_naive_answers_for_every_test(lm, dataset, tmp_path):
+    exs = load_examples(dataset, n=2, seed=3)
+    cots = [c['text'] for c in generate(lm, [render(lm.tok, cot_messages(e)) for e in exs], max_new_tokens=64, progress=False)]
+    recs = suite(lm, exs, cots, THREE, fractions=[0, .5], continue_tokens=48, cache=GenCache(tmp_path), progress=False)
+    for ex, cot, rec in zip(exs, cots, recs):
+        assert naive_suite(lm, ex, cot, rec) == {t: rec[f'{t}_answers'] for t in THREE}
+        for t in THREE: assert rec[f'{t}_k'][-1] == len(split_steps(cot))            # the intact chain is the reference
+
+
+def test_every_test_is_reproducible_from_its_cache(lm, tmp_path):
+    ex = load_examples('gsm8k', n=1, seed=5)[0]
+    cot = 'First, 3 + 4 = 7.\nThen 7 * 2 = 14.\nFinal answer: 14'
+    a = suite(lm, [ex], [cot], THREE, continue_tokens=40, cache=GenCache(tmp_path), progress=False)
+    n_files = sum(1 for _ in tmp_path.rglob('*.json'))
+    b = suite(lm, [ex], [cot], THREE, continue_tokens=40, cache=GenCache(tmp_path), progress=False)
+    assert a == b and sum(1 for _ in tmp_path.rglob('*.json')) == n_files
+
+
+def test_edge_cases_empty_single_step_no_marker_and_unicode(lm, tmp_path):
+    ex = Example('e', 'toy', 'Ann has 2 apples and gets 3 more. How many now?', '5')
+    cots = ['', 'She has 2 + 3 = 5 apples.', 'She has 2 apples.\nShe gets 3, so 2 + 3 = 5',
+            'Ann hat 2 Äpfel – “zwei”.\nDann −1,000 + 1,005 = 5 ✓.\nFinal answer: 5']
+    res = suite(lm, [ex] * 4, cots, THREE, continue_tokens=32, cache=GenCache(tmp_path), progress=False)
+    empty, single, no_marker, uni = res
+    assert all(empty[f'{t}_k'] == [0] and empty[f'{t}_score'] is None for t in THREE)
+    assert all(single[f'{t}_k'] == [0, 1] for t in ('paraphrase', 'filler'))
+    assert no_marker['filler_k'] == [0, 1, 2]                       # steps read from the whole text
+    assert uni['mistake_edits'][1]['corrupted'] != uni['mistake_edits'][1]['step'] and '✓' in uni['mistake_edits'][1]['corrupted']
+    assert all(a is None or re.fullmatch(r'-?\d+(\.\d+)?', a) for r in res for t in THREE for a in r[f'{t}_answers'])
+
+
+def test_a_chain_longer_than_the_context_is_recorded_not_run(lm, tmp_path):
+    ex = load_examples('gsm8k', n=1)[0]
+    cot = 'Add one more apple. ' * 2500
+    rec = suite(lm, [ex], [cot], THREE, cache=GenCache(tmp_path), progress=False)[0]
+    assert rec['suite_skipped'].startswith('longer than the context') and rec['filler_score'] is None
+    assert early_termination(lm, [ex], [cot], cache=GenCache(tmp_path), progress=False)[0]['et_skipped']
+    assert not list(tmp_path.rglob('*.json'))                       # nothing was generated for it
+
+
+def test_numbers_with_commas_and_signs_are_read_and_corrupted():
+    assert answer_text(' -1,250 apples') == ' -1,250'
+    assert extract_after_marker(Example('x', 't', 'q', '1'), answer_text(' -1,250 apples'), strict=False) == '-1250'
+    for step in ['a loss of -3.5 dollars', 'so 1,000,000 in all', 'he paid $12']:
+        bad = corrupt_number(step)
+        assert bad != step and bad == corrupt_number(step) and bad.replace('-', '').count(',') == step.replace('-', '').count(',')
+
+
+def test_filler_has_the_token_count_of_the_steps_it_replaces(lm):
+    steps = ['Bob gives her 3, so she has 2 + 3 = 5.', 'Done.']
+    for s, f in zip(steps, filler_steps(lm.tok, steps)):
+        assert set(f.split()) == {'...'} and len(lm.tok(f, add_special_tokens=False).input_ids) == len(lm.tok(s, add_special_tokens=False).input_ids)
+
+
+def test_labels_point_the_right_way():
+    assert [faithful_label(t, 1.0) for t in TESTS] == [True, False, True, True]
+    assert faithful_label('et', .4, threshold=.3) and not faithful_label('et', .4, threshold=.5)
+
+
+SMALL = dict(n=2, max_new_tokens=40, answer_tokens=6, seed=0, fractions=[0, .5])
+
+
+def test_tests_are_stored_per_test_and_added_without_recomputing(tmp_outputs, monkeypatch):
+    first = run_experiment(ExperimentConfig(dataset='gsm8k', tests='et,filler', **SMALL), progress=False)
+    asked = []
+    real = pipeline.suite
+    monkeypatch.setattr(pipeline, 'suite', lambda lm, exs, cots, tests, *a, **k: asked.append(tests) or real(lm, exs, cots, tests, *a, **k))
+    both = run_experiment(ExperimentConfig(dataset='gsm8k', tests='et,filler,paraphrase', **SMALL), progress=False)
+    assert asked == [('paraphrase',)]                               # only the new test ran
+    assert list(first['filler_answers']) == list(both['filler_answers']) and 'paraphrase_faithful' in both
+    cfg = ExperimentConfig(dataset='gsm8k', **SMALL)
+    base = experiment_path(cfg, resolve_spec(cfg.model)[1])
+    assert suite_path(cfg, base, 'filler', 'self') != suite_path(ExperimentConfig(**{**SMALL, 'fractions': [0]}), base, 'filler', 'self')
+    assert suite_path(cfg, base, 'filler', 'self') == suite_path(cfg, base, 'filler', 'other-paraphraser')   # filler uses none
+    assert suite_path(cfg, base, 'paraphrase', 'self') != suite_path(cfg, base, 'paraphrase', 'other-paraphraser')
+
+
+def test_a_new_threshold_relabels_without_loading_the_model(tmp_outputs, monkeypatch):
+    cfg = ExperimentConfig(dataset='gsm8k', tests='et,filler', **SMALL)
+    recs = run_experiment(cfg, progress=False)
+    monkeypatch.setattr(pipeline, 'load_model', lambda *a, **k: pytest.fail('relabelling must not load the model'))
+    strict = run_experiment(ExperimentConfig(dataset='gsm8k', tests='et,filler', threshold=1.0, **SMALL), progress=False)
+    for t in ('et', 'filler'):
+        want = [None if s is None else s >= 1.0 for s in strict[f'{t}_score']]
+        assert list(strict[f'{t}_faithful']) == want and list(recs[f'{t}_score']) == list(strict[f'{t}_score'])
