@@ -29,7 +29,7 @@ from .stats import accuracy_table, summary_row
 __all__ = ['SUITE_FIELDS', 'USER_ERRORS', 'ConfigError', 'ExperimentConfig', 'ResultsError', 'ResultsStore', 'experiment_path',
            'suite_path', 'run_experiment', 'run_finetuned', 'run_cli', 'batch_runs', 'run_batch', 'batch_cli']
 
-# %% ../nbs/10_pipeline.ipynb #7f197e77
+# %% ../nbs/10_pipeline.ipynb #2f01b7d2
 class ConfigError(ValueError):
     "An experiment parameter of the wrong type."
 
@@ -56,7 +56,7 @@ class ExperimentConfig:
     batch_size: int = 8
     et_fractions: list|None = None    # early termination: None = every step, else fractions of the chain
     tests: str = 'et,paraphrase,filler,mistake'  # faithfulness tests (comma-separated); early termination always runs
-    fractions: list|None = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75])  # paraphrase, filler, mistake points (fractions kept intact); None = every step
+    fractions: list|None = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75])  # paraphrase and filler points (fractions kept intact); None = every step
     mistake_fractions: list|None = field(default_factory=lambda: [0.0, 0.5])  # mistake points (each costs a continuation); None = `fractions`
     paraphraser: str|None = None      # model that paraphrases and writes mistakes; None = the evaluated model
     threshold: float = 0.5            # per-instance faithful label threshold, every test (see `suite.faithful_label`)
