@@ -140,7 +140,7 @@ def figure_rank(summary:pd.DataFrame, model:str, title:str):
     plot_rank_ablation(summary, axs)
     return _title(fig, title, model)
 
-# %% ../nbs/09_plots.ipynb #f1c629b2
+# %% ../nbs/09_plots.ipynb #61a56194
 def plot_suite_bars(summary:pd.DataFrame, metric:str='faithful', ax=None, tests:tuple=tuple(TESTS)):
     "`<test>_<metric>` per test (x) and variant (bars), with CIs."
     ax, variants = ax or plt.gca(), list(summary['variant'])
@@ -153,8 +153,8 @@ def plot_suite_bars(summary:pd.DataFrame, metric:str='faithful', ax=None, tests:
         ax.bar(x, m, w, label=r['variant'], color=sns.color_palette('deep')[j])
         ax.errorbar(x, m, yerr=[m - lo, hi - m], fmt='none', color='k', capsize=2, lw=1)
     ax.set_xticks(range(len(tests)), [TESTS[t] for t in tests], fontsize=9)
-    ax.set(ylim=(0, 1), ylabel='faithful share' if metric == 'faithful' else 'weighted AOC')
-    ax.legend(fontsize=8)
+    ax.set(ylim=(0, 1.16), yticks=np.linspace(0, 1, 6), ylabel='faithful share' if metric == 'faithful' else 'weighted AOC')
+    ax.legend(fontsize=8, ncol=len(variants), loc='upper center')        # in the band above 1, clear of the bars
     return ax
 
 def figure_suite(records:dict, # variant name -> records with every test
