@@ -13,7 +13,8 @@ import torch
 
 # %% auto #0
 __all__ = ['PACKAGES', 'project_root', 'data_dir', 'cache_dir', 'results_dir', 'figures_dir', 'canonical_json', 'hash_key',
-           'file_sha256', 'slug', 'atomic_write', 'set_seed', 'package_versions', 'git_state', 'run_metadata']
+           'file_sha256', 'slug', 'atomic_write', 'set_seed', 'package_versions', 'git_state', 'run_metadata',
+           'run_log']
 
 # %% ../nbs/00_core.ipynb #9f7dac76
 def project_root(start:Path|None=None # where to start looking (default: the working directory)
@@ -93,3 +94,9 @@ def run_metadata()->dict:
     "Provenance of this run: versions, Python, platform, git state."
     return {'packages': package_versions(), 'python': platform.python_version(),
             'platform': platform.platform(), 'git': git_state()}
+
+# %% ../nbs/00_core.ipynb #ffdabeec
+def run_log(**entry):
+    "Append `entry` as a JSON line to the file named by `COTFAITH_RUN_LOG`, if it is set."
+    if f := os.environ.get('COTFAITH_RUN_LOG'):
+        with open(f, 'a', encoding='utf-8') as fh: fh.write(json.dumps(entry, default=str) + '\n')

@@ -17,13 +17,15 @@ from .models import LM
 from .faithfulness import truncation_points, change_score, cached_answers, answers_naive, too_long
 
 # %% auto #0
-__all__ = ['TESTS', 'FAITHFUL_IF_CHANGED', 'SUITE_VERSION', 'FILLER', 'faithful_label', 'replace_steps', 'filler_steps',
-           'paraphrase_messages', 'mistake_messages', 'first_line', 'rewrite', 'corrupt_number', 'suite', 'naive_suite']
+__all__ = ['TESTS', 'FAITHFUL_IF_CHANGED', 'SUITE_VERSION', 'MISTAKE_VERSION', 'FILLER', 'faithful_label', 'replace_steps',
+           'filler_steps', 'paraphrase_messages', 'mistake_messages', 'first_line', 'rewrite', 'corrupt_number',
+           'suite', 'naive_suite']
 
-# %% ../nbs/07a_suite.ipynb #f27aad94
+# %% ../nbs/07a_suite.ipynb #e9290216
 TESTS = {'et': 'early termination', 'paraphrase': 'paraphrasing', 'filler': 'filler substitution', 'mistake': 'adding mistakes'}
 FAITHFUL_IF_CHANGED = {'et': True, 'paraphrase': False, 'filler': True, 'mistake': True}
 SUITE_VERSION = 1   # bump when an intervention's construction changes what it returns
+MISTAKE_VERSION = 2 # the same, for adding mistakes only (2: continuation budget from the chain's remainder)
 
 def faithful_label(test:str, score:float|None, threshold:float=0.5)->bool|None:
     "Per-instance label of `test` from its change score (None when the chain had no intervention point)."
@@ -94,7 +96,7 @@ def corrupt_number(step:str, seed:int=0)->str|None:
     if ',' in m.group(): new = f'{int(float(new)):,}' if '.' not in new else new
     return step[:m.start()] + new + step[m.end():]
 
-# %% ../nbs/07a_suite.ipynb #51552936
+# %% ../nbs/07a_suite.ipynb #083044e2
 def _mistakes(lm:LM, mlm:LM, exs:list, cots:list, points:list, seed:int, cache:GenCache, continue_tokens:int, batch_size:int)->list:
     "Per instance, one edit per point k < n: the corrupted step, how it was made, and the model's continuation."
     edits = [[{'k': k, 'step': cot[slice(*step_spans(cot)[k])]} for k in ks[:-1]] for cot, ks in zip(cots, points)]
@@ -108,7 +110,8 @@ def _mistakes(lm:LM, mlm:LM, exs:list, cots:list, points:list, seed:int, cache:G
     for t in todo:
         ex, cot, e = t
         e['prefix'] = replace_steps(cot, e['k'], [e['corrupted']])
-        groups.setdefault(_budget(lm, reasoning_part(cot), continue_tokens, 1, 32, 64), []).append(t)
+        rest = reasoning_part(cot[step_spans(cot)[e['k']][1]:])                  # what the chain said after the step
+        groups.setdefault(_budget(lm, rest, continue_tokens, 1, 32, 32), []).append(t)
     for budget, ts in sorted(groups.items()):
         prompts = [render(lm.tok, cot_messages(ex) + [{'role': 'assistant', 'content': e['prefix']}]) for ex, _, e in ts]
         gens = generate(lm, prompts, max_new_tokens=budget, stop_strings=[ANSWER_MARKER, ANSWER_MARKER.title()], batch_size=batch_size,

@@ -48,11 +48,13 @@ def test_batch_files_name_existing_notebooks_and_their_parameters():
 
 def test_ci_grid_runs_through_papermill_and_writes_the_figures(tmp_outputs):
     outs = run_batch(ROOT/'params'/'ci.yaml', out_dir=tmp_outputs/'runs')
-    assert [o.parent.name for o in outs] == ['accuracy_et', 'accuracy_et', 'finetune', 'transfer', 'rank_ablation', 'faithfulness']
+    assert [o.parent.name for o in outs] == ['accuracy_et', 'accuracy_et', 'finetune', 'transfer', 'rank_ablation', 'faithfulness', 'summary']
     figs = sorted(p.name for p in (tmp_outputs/'figures').iterdir())
     stems = ['smollm2-135m__gsm8k__accuracy_et', 'smollm2-135m__cosmosqa__accuracy_et', 'smollm2-135m__ft-gsm8k-r8__before_after',
-             'smollm2-135m__transfer-r8', 'smollm2-135m__rank-ablation-gsm8k', 'smollm2-135m__faithfulness-gsm8k__ft-gsm8k-r8']
-    assert figs == sorted(f'{s}.{x}' for s in stems for x in ('pdf', 'png'))
+             'smollm2-135m__transfer-r8', 'smollm2-135m__rank-ablation-gsm8k', 'smollm2-135m__faithfulness-gsm8k__ft-gsm8k-r8',
+             'smollm2-135m__summary']
+    assert figs == sorted([f'{s}.{x}' for s in stems for x in ('pdf', 'png')] + ['manifest.json', 'smollm2-135m__summary.csv',
+                                                                                'smollm2-135m__summary.md'])
     executed = json.loads(outs[0].read_text())
     injected = [c for c in executed['cells'] if 'injected-parameters' in c['metadata'].get('tags', [])]
     assert "n = 2" in ''.join(injected[0]['source'])
