@@ -131,7 +131,7 @@ def _train(lm:LM, c:FinetuneConfig, exs:list, work:Path)->list:
     trainer.model.save_pretrained(work/'adapter')
     return [{'step': h['step'], 'loss': h['loss']} for h in trainer.state.log_history if 'loss' in h]
 
-# %% ../nbs/06_finetune.ipynb #fdf95b8a
+# %% ../nbs/06_finetune.ipynb #f62ab93e
 def finetune(cfg:FinetuneConfig, root:Path|None=None, # adapters folder; default <cache>/adapters
             )->Path:
     "Folder of the LoRA adapter for `cfg`, trained (or resumed) only if it is not cached."
@@ -146,7 +146,8 @@ def finetune(cfg:FinetuneConfig, root:Path|None=None, # adapters folder; default
         log = _train(lm, c, exs, work)
         for f in (work/'adapter').glob('adapter_*'): shutil.copy2(f, work/f.name)
         atomic_write(work/'train_log.json', json.dumps(log))
-        atomic_write(work/'meta.json', json.dumps({'config': asdict(c), 'slice': slice_rule(c.dataset, 'train'), 'n_examples': len(exs),
+        atomic_write(work/'meta.json', json.dumps({'config': asdict(c), 'base_fingerprint': lm.fingerprint,
+                                                   'slice': slice_rule(c.dataset, 'train'), 'n_examples': len(exs),
                                                    'n_used': int((work/'n_used').read_text()),
                                                    'train_seconds': time.time() - t0, **run_metadata()}, default=str))
         for p in [work/'adapter', *work.glob('checkpoint-*')]: shutil.rmtree(p)

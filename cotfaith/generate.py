@@ -14,7 +14,7 @@ from .core import atomic_write, cache_dir, hash_key, set_seed
 from .models import LM
 
 # %% auto #0
-__all__ = ['GEN_VERSION', 'gen_key', 'GenCache', 'generate']
+__all__ = ['GEN_VERSION', 'gen_key', 'CacheError', 'GenCache', 'generate']
 
 # %% ../nbs/04_generate.ipynb #e3b6c44f
 GEN_VERSION = 1   # bump when the decoding code itself changes what it returns
@@ -23,14 +23,22 @@ def gen_key(lm:LM, prompt:str, gen_kwargs:dict, seed:int)->str:
     "Cache key of one generation."
     return hash_key({'lm': lm.key, 'prompt': prompt, 'gen': gen_kwargs, 'seed': seed, 'v': GEN_VERSION}, n=32)
 
-# %% ../nbs/04_generate.ipynb #6ebca9a6
+# %% ../nbs/04_generate.ipynb #8b1422ad
+class CacheError(RuntimeError):
+    "A cache entry that cannot be read back; the message names the file and the fix."
+
 class GenCache:
     "On-disk store of generations, one atomic JSON file per key."
     def __init__(self, root:Path|None=None): self.root = Path(root or cache_dir()/'generations')
     def path(self, key:str)->Path: return self.root/key[:2]/f'{key}.json'
     def get(self, key:str)->dict|None:
-        try: return json.loads(self.path(key).read_text(encoding='utf-8'))
-        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError): return None
+        p = self.path(key)
+        try: v = json.loads(p.read_text(encoding='utf-8'))
+        except FileNotFoundError: return None
+        except (json.JSONDecodeError, UnicodeDecodeError): v = None
+        if not isinstance(v, dict) or not isinstance(v.get('text'), str):
+            raise CacheError(f"{p}: corrupt cache entry. Fix: delete this file and rerun (only this generation is recomputed)")
+        return v
     def put(self, key:str, value:dict): atomic_write(self.path(key), json.dumps(value, ensure_ascii=False))
 
 # %% ../nbs/04_generate.ipynb #5c34624d

@@ -101,16 +101,20 @@ class LM:
     @property
     def key(self)->dict: return {'model': self.spec, 'fingerprint': self.fingerprint, 'adapter': self.adapter, 'quant': self.quant}
 
-# %% ../nbs/02_models.ipynb #83d17886
+# %% ../nbs/02_models.ipynb #bbf55a2b
 def _quant_config(load_in_4bit:bool, dtype):
     if not load_in_4bit: return None
     from transformers import BitsAndBytesConfig
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type='nf4', bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype)
 
-def _attach_adapter(model, adapter:str|Path):
+def _attach_adapter(model, adapter:str|Path, spec:str, base_fp:str):
     from peft import PeftModel
     a = Path(adapter)
     if not (a/'adapter_config.json').exists(): raise ModelError(f"adapter '{adapter}' holds no adapter_config.json")
+    meta = json.loads((a/'meta.json').read_text()) if (a/'meta.json').exists() else {}
+    if meta.get('base_fingerprint', base_fp) != base_fp:                 # adapters from `finetune` record their base
+        raise ModelError(f"adapter '{adapter}' was trained on '{meta['config']['model']}' (weights {meta['base_fingerprint']}), "
+                         f"not on '{spec}' (weights {base_fp}). Fix: load it with the base model it was trained on, or fine-tune '{spec}'")
     fp = hash_key([file_sha256(f) for f in sorted(a.glob('adapter_*')) if f.is_file()])
     return PeftModel.from_pretrained(model, a, is_trainable=False), fp
 
@@ -129,7 +133,7 @@ def _no_cpu_repack(model):
     for m in model.modules():
         if isinstance(m, bnb.nn.Linear4bit): m.support_avx512bf16_for_cpu = False
 
-# %% ../nbs/02_models.ipynb #443629aa
+# %% ../nbs/02_models.ipynb #a2fd2908
 def load_model(spec:str=DEFAULT_MODEL, # short name, local folder or hub id
                adapter:str|Path|None=None, # folder of a peft LoRA adapter to attach (unmerged)
                load_in_4bit:bool=False, # NF4-quantise the base with bitsandbytes
@@ -149,7 +153,7 @@ def load_model(spec:str=DEFAULT_MODEL, # short name, local folder or hub id
     tok = AutoTokenizer.from_pretrained(path, padding_side='left')
     if tok.pad_token is None: tok.pad_token = tok.eos_token
     ad = None
-    if adapter is not None: model, ad = _attach_adapter(model, adapter)
+    if adapter is not None: model, ad = _attach_adapter(model, adapter, spec, fp)
     return LM(model.eval(), tok, ALIASES.get(spec, spec), fp, ad, 'nf4' if load_in_4bit else None)
 
 # %% ../nbs/02_models.ipynb #d2ca779e
