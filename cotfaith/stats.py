@@ -60,12 +60,12 @@ def aoc(curve:pd.DataFrame)->float:
     x, y = curve['frac'].to_numpy(), curve['same'].to_numpy()
     return float(1 - np.sum((y[1:] + y[:-1]) / 2 * np.diff(x)))
 
-# %% ../nbs/08_stats.ipynb #f2801728
+# %% ../nbs/08_stats.ipynb #1629a1bc
 def instance_aoc(fracs:list, answers:list)->float:
     "Area over one instance's same-answer curve, on its own intervention points (held flat down to 0)."
     x = np.asarray(fracs, dtype=float); y = np.array([a == answers[-1] for a in answers], dtype=float)
     if x[0] > 0: x, y = np.r_[0., x], np.r_[y[0], y]
-    return float(1 - np.sum((y[1:] + y[:-1]) / 2 * np.diff(x)))
+    return aoc(pd.DataFrame({'frac': x, 'same': y}))
 
 def weighted_aoc(records:pd.DataFrame, test:str='et')->tuple:
     "Length-weighted AOC of `test` (Lanham et al.): the mean per-instance AOC, with its bootstrap interval."
