@@ -177,7 +177,7 @@ def _suite_chunk(lm:LM, plm:LM|None, cfg:ExperimentConfig, exs:list, base:dict, 
         stores[t].append([{'id': e.id, **{k: v for k, v in r.items() if k.startswith(t + '_') or k == 'suite_skipped'}, 'provenance': prov}
                           for e, r in zip(need, res)])
 
-# %% ../nbs/10_pipeline.ipynb #946733ef
+# %% ../nbs/10_pipeline.ipynb #39d0ff59
 def _merge(cfg:ExperimentConfig, exs:list, have:dict)->pd.DataFrame:
     "One row per instance: base record, every test's fields, and each test's label under `cfg.threshold`."
     rows = []
@@ -192,14 +192,16 @@ def _merge(cfg:ExperimentConfig, exs:list, have:dict)->pd.DataFrame:
 def run_experiment(cfg:ExperimentConfig, progress:bool=True)->pd.DataFrame:
     "Per-instance records of `cfg`, computing and storing only what is missing."
     exs = load_examples(cfg.dataset, cfg.split, cfg.n or None, cfg.seed)
-    base = experiment_path(cfg, resolve_spec(cfg.model)[1])
+    fp = resolve_spec(cfg.model)[1]
+    base = experiment_path(cfg, fp)
     pfp = resolve_spec(cfg.paraphraser)[1] if cfg.paraphraser else 'self'
+    same = pfp == fp and not cfg.adapter and not cfg.load_in_4bit      # the paraphraser is the evaluated model itself
     stores = {'base': ResultsStore(base)} | {t: ResultsStore(suite_path(cfg, base, t, pfp)) for t in cfg.suite_tests()}
     have = {k: s.read() for k, s in stores.items()}
     todo = [e for e in exs if any(e.id not in h for h in have.values())]
     if todo:
         lm = load_model(cfg.model, cfg.adapter, cfg.load_in_4bit)
-        plm = load_model(cfg.paraphraser) if cfg.paraphraser else None
+        plm = load_model(cfg.paraphraser) if cfg.paraphraser and not same else None      # loaded once, not twice
         prov = _provenance(cfg, lm, exs)
         try:
             with tqdm(total=len(exs), initial=len(exs) - len(todo), desc=f'{dataset_name(cfg.dataset)} ({cfg.model})', unit='instance',

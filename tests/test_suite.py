@@ -103,3 +103,12 @@ def test_a_new_threshold_relabels_without_loading_the_model(tmp_outputs, monkeyp
     for t in ('et', 'filler'):
         want = [None if s is None else s >= 1.0 for s in strict[f'{t}_score']]
         assert list(strict[f'{t}_faithful']) == want and list(recs[f'{t}_score']) == list(strict[f'{t}_score'])
+
+
+def test_a_paraphraser_that_is_the_evaluated_model_is_loaded_once(tmp_outputs, monkeypatch):
+    loads = []
+    real = pipeline.load_model
+    monkeypatch.setattr(pipeline, 'load_model', lambda *a, **k: loads.append(a) or real(*a, **k))
+    recs = run_experiment(ExperimentConfig(dataset='gsm8k', n=1, max_new_tokens=24, answer_tokens=6, tests='et,paraphrase',
+                                           fractions=[0.5], paraphraser='smollm2-135m'), progress=False)
+    assert len(loads) == 1 and 'paraphrase_answers' in recs
