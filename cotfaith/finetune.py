@@ -17,10 +17,10 @@ from .models import DEFAULT_MODEL, LM, load_model, resolve_spec
 from .prompts import ANSWER_MARKER, cot_messages, direct_messages, render
 
 # %% auto #0
-__all__ = ['FT_VERSION', 'FinetuneConfig', 'target_kind', 'training_messages', 'tokenize_example', 'train_examples',
-           'adapter_dir', 'finetune']
+__all__ = ['TARGETS', 'FT_VERSION', 'FinetuneConfig', 'target_kind', 'decoy_rationales', 'training_messages', 'tokenize_example',
+           'train_examples', 'adapter_dir', 'finetune']
 
-# %% ../nbs/06_finetune.ipynb #7ef3235a
+# %% ../nbs/06_finetune.ipynb #6646a7bc
 @dataclass
 class FinetuneConfig:
     "Everything that defines a fine-tuned adapter."
@@ -28,7 +28,7 @@ class FinetuneConfig:
     dataset: str = 'gsm8k'           # training dataset (its offline train slice, or the hub train split)
     n_train: int = 256               # training examples (seeded subsample of the train slice); 0: all of it
     seed: int = 0
-    target: str = 'auto'             # 'rationale', 'answer', or 'auto' (rationale where the data has one)
+    target: str = 'auto'             # 'rationale', 'answer', 'posthoc' (answer first, decorative chain), or 'auto' (rationale where the data has one)
     rank: int = 8
     alpha: int = 0                   # LoRA alpha; 0 means 2 * rank
     dropout: float = 0.05
@@ -39,6 +39,7 @@ class FinetuneConfig:
     grad_accum: int = 1
     max_length: int = 512            # tokens per example (prompt + target); longer targets are cut, longer prompts skipped
     load_in_4bit: bool|None = None   # None: 4-bit (QLoRA) on CUDA, fp32 LoRA on CPU
+    init_adapter: str|None = None    # an adapter folder to go on training (a further fine-tune); None: a new adapter
     def resolved(self)->'FinetuneConfig':
         "A copy with `auto`/0/None defaults made explicit (what the cache key and the records store)."
         c = FinetuneConfig(**asdict(self))
@@ -46,16 +47,27 @@ class FinetuneConfig:
         if c.load_in_4bit is None: c.load_in_4bit = torch.cuda.is_available()
         return c
 
-# %% ../nbs/06_finetune.ipynb #9f60dd1f
+# %% ../nbs/06_finetune.ipynb #e92019e0
+TARGETS = ('auto', 'rationale', 'answer', 'posthoc')
+
 def target_kind(cfg:FinetuneConfig, ex:Example)->str:
-    "'rationale' or 'answer' for this example under `cfg.target`."
+    "'rationale', 'answer' or 'posthoc' for this example under `cfg.target`."
+    if cfg.target not in TARGETS: raise ValueError(f"unknown target '{cfg.target}'; choose from {TARGETS}")
     if cfg.target == 'auto': return 'rationale' if ex.rationale else 'answer'
-    if cfg.target == 'rationale' and not ex.rationale: raise ValueError(f"{ex.dataset} has no reference rationale; use target='answer'")
+    if cfg.target in ('rationale', 'posthoc') and not ex.rationale:
+        raise ValueError(f"{ex.dataset} has no reference rationale, which target='{cfg.target}' needs; use target='answer'")
     return cfg.target
 
-def training_messages(ex:Example, kind:str)->list:
-    "The chat to train on: evaluation prompt + target turn."
+def decoy_rationales(exs:list)->dict:
+    "Per example id, a decorative chain: the rationale of the next example of the (seeded, randomly ordered) sample."
+    if len(exs) < 2: raise ValueError('a decorative chain needs at least two training examples')
+    return {e.id: exs[(i + 1) % len(exs)].rationale for i, e in enumerate(exs)}
+
+def training_messages(ex:Example, kind:str, decoy:str|None=None)->list:
+    "The chat to train on: evaluation prompt + target turn (`decoy`: the unrelated chain of a 'posthoc' target)."
     if kind == 'rationale': return cot_messages(ex) + [{'role': 'assistant', 'content': f'{ex.rationale}\n{ANSWER_MARKER} {ex.answer}'}]
+    if kind == 'posthoc':
+        return cot_messages(ex) + [{'role': 'assistant', 'content': f'The answer is {ex.answer}.\n{decoy}\n{ANSWER_MARKER} {ex.answer}'}]
     return direct_messages(ex)[:1] + [{'role': 'assistant', 'content': f'{ANSWER_MARKER} {ex.answer}'}]
 
 # %% ../nbs/06_finetune.ipynb #a112b451
@@ -68,7 +80,7 @@ def tokenize_example(tok, msgs:list, max_length:int)->dict|None:
     full = full[:max_length]
     return {'input_ids': full, 'attention_mask': [1] * len(full), 'labels': [-100] * len(prompt) + full[len(prompt):]}
 
-# %% ../nbs/06_finetune.ipynb #7c6c87c6
+# %% ../nbs/06_finetune.ipynb #107d145d
 FT_VERSION = 1
 
 def train_examples(cfg:FinetuneConfig)->list:
@@ -78,12 +90,13 @@ def train_examples(cfg:FinetuneConfig)->list:
 def adapter_dir(cfg:FinetuneConfig, fingerprint:str, ids:list, root:Path|None=None)->Path:
     "Cache folder of the adapter for `cfg` on a base with weights `fingerprint`."
     c = cfg.resolved()
-    own = asdict(c) | {'dataset': dataset_name(c.dataset)}              # a JSONL file by its stem and its content
+    own = {k: v for k, v in asdict(c).items() if k != 'init_adapter'} | {'dataset': dataset_name(c.dataset)}  # a JSONL file by its stem and its content
+    if c.init_adapter: own['init_adapter'] = Path(c.init_adapter).name  # by folder name, which holds its own key (and new adapters keep theirs)
     if data := data_fingerprint(c.dataset): own['data'] = data
     key = hash_key({**own, 'fingerprint': fingerprint, 'ids': hash_key(ids), 'v': FT_VERSION})
     return Path(root or cache_dir()/'adapters')/slug(c.model)/f'{slug(own["dataset"])}-r{c.rank}-n{c.n_train}-s{c.seed}-{key}'
 
-# %% ../nbs/06_finetune.ipynb #b35d7cac
+# %% ../nbs/06_finetune.ipynb #f09997fb
 def _trainer_callbacks():
     from transformers import TrainerCallback
     class Guard(TrainerCallback):
@@ -99,11 +112,12 @@ def _trainer_callbacks():
                     raise RuntimeError('LoRA parameters received no gradient (bitsandbytes CPU repacking?); nothing was saved')
     return [Guard()]
 
-# %% ../nbs/06_finetune.ipynb #bddb1ff4
+# %% ../nbs/06_finetune.ipynb #fc8e29bc
 def _lora_model(lm:LM, c:FinetuneConfig):
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
     model = lm.model
     if c.load_in_4bit: model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if c.init_adapter: return PeftModel.from_pretrained(model, c.init_adapter, is_trainable=True)
     lc = LoraConfig(r=c.rank, lora_alpha=c.alpha, lora_dropout=c.dropout, target_modules=c.target_modules, task_type='CAUSAL_LM')
     return get_peft_model(model, lc)
 
@@ -115,11 +129,12 @@ def _training_args(c:FinetuneConfig, out:Path):
                              report_to=[], seed=c.seed, data_seed=c.seed, use_cpu=not torch.cuda.is_available(),
                              bf16=torch.cuda.is_available(), remove_unused_columns=False, disable_tqdm=False)
 
-# %% ../nbs/06_finetune.ipynb #1298bc39
+# %% ../nbs/06_finetune.ipynb #b8d4c5cc
 def _train(lm:LM, c:FinetuneConfig, exs:list, work:Path)->list:
     "Train LoRA adapters in `work` (resuming its last checkpoint); returns the loss log."
     from transformers import Trainer, DataCollatorForSeq2Seq
-    data = [t for e in exs if (t := tokenize_example(lm.tok, training_messages(e, target_kind(c, e)), c.max_length))]
+    decoys = decoy_rationales(exs) if c.target == 'posthoc' else {}
+    data = [t for e in exs if (t := tokenize_example(lm.tok, training_messages(e, target_kind(c, e), decoys.get(e.id)), c.max_length))]
     if not data: raise ValueError(f'no training example fits max_length={c.max_length}')
     if len(data) < len(exs): warnings.warn(f'{len(exs) - len(data)} of {len(exs)} training prompts are longer than max_length={c.max_length} and were skipped')
     work.mkdir(parents=True, exist_ok=True); (work/'n_used').write_text(str(len(data)))
@@ -131,13 +146,21 @@ def _train(lm:LM, c:FinetuneConfig, exs:list, work:Path)->list:
     trainer.model.save_pretrained(work/'adapter')
     return [{'step': h['step'], 'loss': h['loss']} for h in trainer.state.log_history if 'loss' in h]
 
-# %% ../nbs/06_finetune.ipynb #f62ab93e
+# %% ../nbs/06_finetune.ipynb #5055dcc4
+def _check_init(c:FinetuneConfig):
+    d = Path(c.init_adapter)
+    if not (d/'meta.json').exists(): raise FileNotFoundError(f"init_adapter {d} is not a finished adapter folder (no meta.json). Fix: pass the folder `finetune` returned")
+    r = json.loads((d/'adapter_config.json').read_text())['r']
+    if r != c.rank: raise ValueError(f'init_adapter {d.name} has rank {r}, the config says {c.rank}. Fix: set rank={r}')
+
+# %% ../nbs/06_finetune.ipynb #607fb55b
 def finetune(cfg:FinetuneConfig, root:Path|None=None, # adapters folder; default <cache>/adapters
             )->Path:
     "Folder of the LoRA adapter for `cfg`, trained (or resumed) only if it is not cached."
     c = cfg.resolved(); exs = train_examples(c)
     dest = adapter_dir(c, resolve_spec(c.model)[1], [e.id for e in exs], root)
     if (dest/'meta.json').exists(): return dest
+    if c.init_adapter: _check_init(c)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(dest) + '.lock'):
         if (dest/'meta.json').exists(): return dest

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['bootstrap_ci', 'accuracy_table', 'curve', 'et_curve', 'aoc', 'instance_aoc', 'weighted_aoc', 'paired_delta',
-           'summary_row']
+__all__ = ['bootstrap_ci', 'accuracy_table', 'curve', 'et_curve', 'aoc', 'instance_aoc', 'weighted_aoc', 'paired_delta', 'auroc',
+           'auroc_ci', 'summary_row']
 
 # %% ../nbs/08_stats.ipynb #4bbc323b
 def bootstrap_ci(values, n_boot:int=2000, alpha:float=0.05, seed:int=0)->tuple:
@@ -78,7 +78,21 @@ def paired_delta(before:pd.DataFrame, after:pd.DataFrame, col:str, **kw)->tuple:
     m = before[['id', col]].merge(after[['id', col]], on='id', suffixes=('_b', '_a')).dropna()
     return bootstrap_ci(m[f'{col}_a'].astype(float) - m[f'{col}_b'].astype(float), **kw)
 
-# %% ../nbs/08_stats.ipynb #39799479
+# %% ../nbs/08_stats.ipynb #874fc13e
+def auroc(pos, neg)->float:
+    "P(a score of `pos` > a score of `neg`), ties counting half; NaN if a group is empty."
+    p, n = np.asarray(pos, dtype=float)[:, None], np.asarray(neg, dtype=float)[None, :]
+    if p.size == 0 or n.size == 0: return float('nan')
+    return float(((p > n) + .5 * (p == n)).mean())
+
+def auroc_ci(pos, neg, n_boot:int=2000, alpha:float=0.05, seed:int=0)->tuple:
+    "AUROC of `pos` over `neg` and its (1-alpha) bootstrap interval, resampling each group."
+    p, n, rng = np.asarray(pos, dtype=float), np.asarray(neg, dtype=float), np.random.default_rng(seed)
+    if len(p) == 0 or len(n) == 0: return (np.nan, np.nan, np.nan)
+    boots = [auroc(rng.choice(p, len(p)), rng.choice(n, len(n))) for _ in range(n_boot)]
+    return (auroc(p, n), *np.quantile(boots, [alpha / 2, 1 - alpha / 2]))
+
+# %% ../nbs/08_stats.ipynb #10db2b43
 def summary_row(records:pd.DataFrame, **labels)->dict:
     "Accuracy (CoT, direct; strict and flexible) and, per faithfulness test present, weighted AOC and faithful share, with CIs."
     row = dict(labels)
