@@ -158,7 +158,8 @@ def test_suite_file_changes_with(field, value, tmp_path):
 
 @pytest.mark.parametrize('field,value', [('model', 'org/other'), ('dataset', 'medqa'), ('n_train', 32), ('seed', 1), ('target', 'answer'),
                                          ('rank', 16), ('alpha', 8), ('dropout', 0.1), ('target_modules', 'q_proj'), ('lr', 1e-4),
-                                         ('epochs', 2), ('batch_size', 4), ('grad_accum', 2), ('max_length', 256), ('load_in_4bit', True)])
+                                         ('epochs', 2), ('batch_size', 4), ('grad_accum', 2), ('max_length', 256), ('load_in_4bit', True),
+                                         ('init_adapter', '/adapters/smollm2-135m/arith-r8-n128-s0-0123abcd')])
 def test_adapter_folder_changes_with(field, value, tmp_path):
     cfg = FinetuneConfig(load_in_4bit=False)
     assert adapter_dir(replace(cfg, **{field: value}), 'fp', ['a'], tmp_path) != adapter_dir(cfg, 'fp', ['a'], tmp_path)
@@ -172,7 +173,7 @@ def test_adapter_folder_changes_with_the_base_weights_and_the_training_slice(tmp
 
 def test_every_finetune_field_is_covered():
     covered = {'model', 'dataset', 'n_train', 'seed', 'target', 'rank', 'alpha', 'dropout', 'target_modules', 'lr', 'epochs',
-               'batch_size', 'grad_accum', 'max_length', 'load_in_4bit'}
+               'batch_size', 'grad_accum', 'max_length', 'load_in_4bit', 'init_adapter'}
     assert {f.name for f in fields(FinetuneConfig)} == covered
 
 
