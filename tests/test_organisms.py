@@ -13,11 +13,10 @@ N_HELD_OUT, SEED = 16, 1        # a small held-out set, drawn apart from the bat
 
 @pytest.fixture(scope='module')
 def organisms(tmp_path_factory):
-    import os
-    os.environ['COTFAITH_RESULTS_DIR'] = str(tmp_path_factory.mktemp('results'))      # records of this test only
     cfg = ExperimentConfig(dataset='arith', n=N_HELD_OUT, seed=SEED, max_new_tokens=128, tests=','.join(SEPARATING))
-    try: return {k: run_finetuned(organism_config(k), cfg, progress=False) for k in ('faithful', 'unfaithful')}
-    finally: os.environ.pop('COTFAITH_RESULTS_DIR')
+    with pytest.MonkeyPatch.context() as mp:                           # records of this test only; the caller's setting comes back
+        mp.setenv('COTFAITH_RESULTS_DIR', str(tmp_path_factory.mktemp('results')))
+        return {k: run_finetuned(organism_config(k), cfg, progress=False) for k in ('faithful', 'unfaithful')}
 
 
 def test_held_out_questions_were_never_trained_on(organisms):
