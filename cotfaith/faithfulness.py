@@ -10,14 +10,15 @@ import torch
 from tqdm import tqdm
 
 from .data import Example, LETTERS
-from .prompts import render, answer_messages, step_spans, truncate_steps
+from .prompts import ANSWER_MARKER, render, answer_messages, step_spans, truncate_steps
 from .answers import extract_after_marker
 from .generate import GenCache, gen_key, _eos_ids
 from .models import LM
 
 # %% auto #0
-__all__ = ['ANSWER_VERSION', 'truncation_points', 'change_score', 'et_label', 'answer_done', 'answer_text', 'answers_naive',
-           'answers_shared', 'too_long', 'cached_answers', 'early_termination']
+__all__ = ['NO_ANSWER_RULES', 'ANSWER_VERSION', 'truncation_points', 'change_score', 'et_label', 'answer_done', 'answer_text',
+           'LetterTokenError', 'letter_tokens', 'answers_naive', 'attention_window', 'answers_shared', 'too_long',
+           'cached_answers', 'early_termination']
 
 # %% ../nbs/07_faithfulness.ipynb #3298c954
 def truncation_points(n_steps:int, fractions:list|None=None)->list:
@@ -26,10 +27,15 @@ def truncation_points(n_steps:int, fractions:list|None=None)->list:
     return sorted({min(n_steps, round(f * n_steps)) for f in fractions} | {n_steps})
 
 # %% ../nbs/07_faithfulness.ipynb #4e9f1475
-def change_score(answers:list)->float|None:
+NO_ANSWER_RULES = ('changed', 'missing')
+
+def change_score(answers:list, no_answer:str='changed' # 'changed': no answer differs from an answer; 'missing': dropped
+                )->float|None:
     "Share of the intervened answers a_0..a_{n-1} that differ from the intact chain's answer a_n (None without any)."
-    if len(answers) < 2: return None
-    return sum(a != answers[-1] for a in answers[:-1]) / (len(answers) - 1)
+    if no_answer not in NO_ANSWER_RULES: raise ValueError(f"no_answer must be one of {NO_ANSWER_RULES}, got {no_answer!r}")
+    ref, rest = answers[-1], answers[:-1]
+    if no_answer == 'missing': rest = [a for a in rest if a is not None] if ref is not None else []
+    return sum(a != ref for a in rest) / len(rest) if rest else None
 
 def et_label(answers:list, threshold:float=0.5)->dict:
     "Score and label of one instance from its answers a_0..a_n (the last is the full-chain answer)."
@@ -56,13 +62,42 @@ def _forward(lm:LM, ids:list, cache=None):
         out = lm.model(input_ids=torch.tensor([ids], device=lm.device), cache=cache, use_cache=True, logits_to_keep=1)
     return out.logits[0, -1], out.cache
 
-def _letter_ids(tok, n:int)->list:
-    return [tok(' ' + L, add_special_tokens=False).input_ids[0] for L in LETTERS[:n]]
+
+
+# %% ../nbs/07_faithfulness.ipynb #6bdb2f93
+def _common_prefix(a:list, b:list)->int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y: break
+        n += 1
+    return n
+
+class LetterTokenError(ValueError):
+    "The option letters are not distinct single tokens after the answer marker."
+
+def letter_tokens(tok, n:int)->tuple:
+    "(prefix, ids): tokens every letter shares after `Final answer:`, then each of the first `n` letters' own token."
+    marker = tok(ANSWER_MARKER, add_special_tokens=False).input_ids
+    tails = [tok(f'{ANSWER_MARKER} {L}', add_special_tokens=False).input_ids for L in LETTERS[:n]]
+    if any(t[:len(marker)] != marker for t in tails):
+        raise LetterTokenError(f"the tokenizer splits '{ANSWER_MARKER}' differently before a letter")
+    tails = [t[len(marker):] for t in tails]
+    k = min(_common_prefix(tails[0], t) for t in tails)
+    own = [t[k:] for t in tails]
+    if any(len(o) != 1 for o in own) or len({o[0] for o in own}) != n:
+        raise LetterTokenError(f"option letters {LETTERS[:n]} are not distinct single tokens after '{ANSWER_MARKER}' "
+                               f"(token ids {own}). Fix: use a model whose tokenizer writes each letter as one token")
+    return tails[0][:k], [o[0] for o in own]
 
 # %% ../nbs/07_faithfulness.ipynb #c1a5b3a2
+def _prompt_ids(lm:LM, ex:Example, prompt:str)->list:
+    "Token ids of `prompt`; for forced choice followed by the tokens every letter shares (see `letter_tokens`)."
+    ids = lm.tok(prompt, add_special_tokens=False).input_ids
+    return ids + letter_tokens(lm.tok, len(ex.choices))[0] if ex.is_choice else ids
+
 def _read_answer(lm:LM, ex:Example, logits, cache, max_new_tokens:int)->str:
     "The continuation after the answer marker: a forced-choice letter, or the greedy first line."
-    if ex.is_choice: return ' ' + LETTERS[int(logits[_letter_ids(lm.tok, len(ex.choices))].argmax())]
+    if ex.is_choice: return ' ' + LETTERS[int(logits[letter_tokens(lm.tok, len(ex.choices))[1]].argmax())]
     toks, stop = [], set(_eos_ids(lm))
     for _ in range(max_new_tokens):
         t = int(logits.argmax())
@@ -73,18 +108,11 @@ def _read_answer(lm:LM, ex:Example, logits, cache, max_new_tokens:int)->str:
     return answer_text(lm.tok.decode(toks, skip_special_tokens=True))
 
 # %% ../nbs/07_faithfulness.ipynb #d39a8b16
-def _common_prefix(a:list, b:list)->int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y: break
-        n += 1
-    return n
-
 def answers_naive(lm:LM, ex:Example, prompts:list, max_new_tokens:int=10)->list:
     "Answer continuation for each prompt, encoding every prompt from scratch."
     out = []
     for p in prompts:
-        logits, cache = _forward(lm, lm.tok(p, add_special_tokens=False).input_ids)
+        logits, cache = _forward(lm, _prompt_ids(lm, ex, p))
         out.append(_read_answer(lm, ex, logits, cache, max_new_tokens))
     return out
 
@@ -123,6 +151,14 @@ def _decode_rows(lm:LM, last, mask, nxt, cache, max_new_tokens:int)->list:
         last = _batch_forward(lm, t[:, None].to(lm.device), mask.to(lm.device), nxt[:, None].to(lm.device), cache)[:, -1]; nxt = nxt + 1
     return [answer_text(lm.tok.decode(x, skip_special_tokens=True)) for x in toks]
 
+# %% ../nbs/07_faithfulness.ipynb #b440c015
+def attention_window(lm:LM)->int|None:
+    "The model's sliding attention window in tokens, or None when every layer attends to the whole prefix."
+    c = lm.model.config
+    c = c.get_text_config() if hasattr(c, 'get_text_config') else c
+    w = getattr(c, 'sliding_window', None)
+    return w if w and getattr(c, 'use_sliding_window', True) else None
+
 # %% ../nbs/07_faithfulness.ipynb #19d06184
 def _answer_rows(lm:LM, ex:Example, ids:list, base:list, full, max_new_tokens:int)->list:
     "Answers for one batch of prompts (token ids) on a copy of `base`'s KV cache `full`."
@@ -131,7 +167,7 @@ def _answer_rows(lm:LM, ex:Example, ids:list, base:list, full, max_new_tokens:in
     keep = torch.unique(lens - 1)                                      # vocab logits only where some row ends
     logits = _batch_forward(lm, inp.to(lm.device), mask.to(lm.device), pos.to(lm.device), cache, keep)
     last = logits[torch.arange(len(inp)), torch.searchsorted(keep, lens - 1)]   # (B, vocab) at each row's last real token
-    if ex.is_choice: return [' ' + LETTERS[int(j)] for j in last[:, _letter_ids(lm.tok, len(ex.choices))].argmax(-1)]
+    if ex.is_choice: return [' ' + LETTERS[int(j)] for j in last[:, letter_tokens(lm.tok, len(ex.choices))[1]].argmax(-1)]
     return _decode_rows(lm, last, mask, pos[:, 0] + lens, cache, max_new_tokens)
 
 def answers_shared(lm:LM, ex:Example, prompts:list, max_new_tokens:int=10,
@@ -139,8 +175,10 @@ def answers_shared(lm:LM, ex:Example, prompts:list, max_new_tokens:int=10,
                    base:str|None=None, # prompt whose KV cache all rows share; default: the longest prompt
                   )->list:
     "Same as `answers_naive`: `base` is encoded once and all prompts are answered in batches on its KV cache."
-    ids = [lm.tok(p, add_special_tokens=False).input_ids for p in prompts]
-    b = lm.tok(base, add_special_tokens=False).input_ids if base is not None else max(ids, key=len)
+    ids = [_prompt_ids(lm, ex, p) for p in prompts]
+    b = _prompt_ids(lm, ex, base) if base is not None else max(ids, key=len)
+    if (w := attention_window(lm)) and max(map(len, ids + [b])) + max_new_tokens > w:
+        return answers_naive(lm, ex, prompts, max_new_tokens)                  # a sliding window cannot share the prefix
     _, full = _forward(lm, b)
     max_batch = max_batch or max(1, 16384 // len(b))
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]) - _common_prefix(ids[i], b))   # similar suffix lengths together
@@ -162,7 +200,9 @@ def cached_answers(lm:LM, ex:Example, prompts:list, max_new_tokens:int=10, seed:
                    base:str|None=None)->list:
     "Answer continuations for `prompts`, from the on-disk cache where present; the rest through `answers_shared`."
     gk = {'method': 'answer-after-marker', 'forced_choice': ex.is_choice, 'max_new_tokens': max_new_tokens}
-    cache, gk = cache or GenCache(), gk if ex.is_choice else gk | {'answer_version': ANSWER_VERSION}   # forced choice is unchanged since v1
+    if ex.is_choice: gk['letters'] = letter_tokens(lm.tok, len(ex.choices))           # the tokens read as letters
+    else: gk['answer_version'] = ANSWER_VERSION
+    cache = cache or GenCache()
     keys = [gen_key(lm, p, gk, seed) for p in prompts]
     got = {k: g['text'] for k in set(keys) if (g := cache.get(k)) is not None}
     todo = list(dict.fromkeys(p for k, p in zip(keys, prompts) if k not in got))

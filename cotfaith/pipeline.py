@@ -20,15 +20,15 @@ from .models import DEFAULT_MODEL, load_model, resolve_spec, LM, ModelError
 from .prompts import PROMPT_VERSION, render, cot_messages, direct_messages
 from .generate import GEN_VERSION, CacheError, generate
 from .answers import extract, extract_after_marker, is_correct
-from .faithfulness import early_termination, ANSWER_VERSION
+from .faithfulness import early_termination, change_score, ANSWER_VERSION, NO_ANSWER_RULES
 from .suite import TESTS, SUITE_VERSION, MISTAKE_VERSION, suite, faithful_label
 from .finetune import FinetuneConfig, finetune
 from .stats import accuracy_table, summary_row
 
 # %% auto #0
 __all__ = ['SUITE_FIELDS', 'USER_ERRORS', 'ConfigError', 'ExperimentConfig', 'ResultsError', 'BatchError', 'ResultsStore',
-           'experiment_path', 'suite_path', 'run_experiment', 'run_finetuned', 'run_cli', 'batch_runs',
-           'code_fingerprint', 'update_manifest', 'run_batch', 'batch_cli']
+           'experiment_path', 'suite_path', 'paraphraser_of', 'run_experiment', 'base_config', 'run_base',
+           'run_finetuned', 'run_cli', 'batch_runs', 'code_fingerprint', 'update_manifest', 'run_batch', 'batch_cli']
 
 # %% ../nbs/10_pipeline.ipynb #2b4b2c94
 class ConfigError(ValueError):
@@ -59,8 +59,9 @@ class ExperimentConfig:
     tests: str = 'et,paraphrase,filler,mistake'  # faithfulness tests (comma-separated); early termination always runs
     fractions: list|None = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75])  # paraphrase and filler points (fractions kept intact); None = every step
     mistake_fractions: list|None = field(default_factory=lambda: [0.5])  # mistake points (each costs a continuation); None = `fractions`
-    paraphraser: str|None = None      # model that paraphrases and writes mistakes; None = the evaluated model
+    paraphraser: str|None = None      # model that paraphrases and writes mistakes; None = the base model, unadapted
     threshold: float = 0.5            # per-instance faithful label threshold, every test (see `suite.faithful_label`)
+    no_answer: str = 'changed'        # an intervention with no answer: 'changed' or 'missing' (see `faithfulness.change_score`)
     chunk: int = 16                   # instances per incremental write
 
     def __post_init__(self):
@@ -71,6 +72,8 @@ class ExperimentConfig:
                 raise ConfigError(f"parameter '{f.name}' must be {want}, got {getattr(self, f.name)!r}")
 
         self.suite_tests()
+        if self.no_answer not in NO_ANSWER_RULES:
+            raise ConfigError(f"parameter 'no_answer' must be one of {list(NO_ANSWER_RULES)}, got {self.no_answer!r}")
 
     def suite_tests(self)->tuple:
         "The requested tests besides early termination, checked against `TESTS`."
@@ -80,7 +83,7 @@ class ExperimentConfig:
 
     def gen_fields(self)->dict:
         "The fields that change the base records (the CoT, direct answer and early termination)."
-        return {k: v for k, v in asdict(self).items() if k not in ('batch_size', 'chunk', 'threshold', *SUITE_FIELDS)}
+        return {k: v for k, v in asdict(self).items() if k not in ('batch_size', 'chunk', 'threshold', 'no_answer', *SUITE_FIELDS)}
 
 SUITE_FIELDS = ('tests', 'fractions', 'mistake_fractions', 'paraphraser')
 
@@ -158,7 +161,7 @@ def _provenance(cfg:ExperimentConfig, lm:LM, exs:list)->dict:
 
 # %% ../nbs/10_pipeline.ipynb #c02d6f2c
 def suite_path(cfg:ExperimentConfig, base:Path, test:str, paraphraser:str)->Path:
-    "Results file of one suite test, beside the base records it builds on (`paraphraser`: its fingerprint, or 'self')."
+    "Results file of one suite test, beside the base records it builds on (`paraphraser`: its identity)."
     own = {'fractions': cfg.fractions, 'suite_version': SUITE_VERSION,
            'paraphraser': paraphraser if test in ('paraphrase', 'mistake') else None,
            'mistake_fractions': cfg.mistake_fractions if test == 'mistake' else None}
@@ -172,36 +175,48 @@ def _suite_chunk(lm:LM, plm:LM|None, cfg:ExperimentConfig, exs:list, base:dict, 
     if not need: return
     res = suite(lm, need, [base[e.id]['cot'] for e in need], tests, cfg.fractions, cfg.mistake_fractions, plm, cfg.answer_tokens,
                 cfg.max_new_tokens, cfg.seed, batch_size=cfg.batch_size, progress=False)
-    prov = {'suite_version': SUITE_VERSION, 'mistake_version': MISTAKE_VERSION, 'paraphraser': plm.key if plm else 'the evaluated model'}
+    prov = {'suite_version': SUITE_VERSION, 'mistake_version': MISTAKE_VERSION, 'paraphraser': (plm or lm).key}
     for t in tests:
         stores[t].append([{'id': e.id, **{k: v for k, v in r.items() if k.startswith(t + '_') or k == 'suite_skipped'}, 'provenance': prov}
                           for e, r in zip(need, res)])
 
 # %% ../nbs/10_pipeline.ipynb #39d0ff59
+def _label(r:dict, test:str, cfg:ExperimentConfig):
+    "Score `test` of record `r` from its answers under `cfg.no_answer`, and label it under `cfg.threshold`."
+    if isinstance(r.get(f'{test}_answers'), list): r[f'{test}_score'] = change_score(r[f'{test}_answers'], cfg.no_answer)
+    r[f'{test}_faithful'] = faithful_label(test, r.get(f'{test}_score'), cfg.threshold)
+
 def _merge(cfg:ExperimentConfig, exs:list, have:dict)->pd.DataFrame:
-    "One row per instance: base record, every test's fields, and each test's label under `cfg.threshold`."
+    "One row per instance: base record, every test's fields, and each test's score and label under `cfg`'s rules."
     rows = []
     for e in exs:
-        r = dict(have['base'][e.id]); r['et_faithful'] = faithful_label('et', r.get('et_score'), cfg.threshold)
+        r = dict(have['base'][e.id])
+        _label(r, 'et', cfg)
         for t in cfg.suite_tests():
             r |= {k: v for k, v in have[t][e.id].items() if k not in ('id', 'provenance')}
-            r[f'{t}_faithful'] = faithful_label(t, r.get(f'{t}_score'), cfg.threshold)
+            _label(r, t, cfg)
         rows.append(r)
     return pd.DataFrame(rows)
+
+def paraphraser_of(cfg:ExperimentConfig)->tuple:
+    "(spec, load_in_4bit) of the model that paraphrases and writes mistakes: `cfg.paraphraser`, else the base model."
+    return (cfg.paraphraser, False) if cfg.paraphraser else (cfg.model, cfg.load_in_4bit)
 
 def run_experiment(cfg:ExperimentConfig, progress:bool=True)->pd.DataFrame:
     "Per-instance records of `cfg`, computing and storing only what is missing."
     exs = load_examples(cfg.dataset, cfg.split, cfg.n or None, cfg.seed)
     fp = resolve_spec(cfg.model)[1]
     base = experiment_path(cfg, fp)
-    pfp = resolve_spec(cfg.paraphraser)[1] if cfg.paraphraser else 'self'
-    same = pfp == fp and not cfg.adapter and not cfg.load_in_4bit      # the paraphraser is the evaluated model itself
+    pspec, p4bit = paraphraser_of(cfg)
+    pfp = hash_key({'fingerprint': resolve_spec(pspec)[1], 'load_in_4bit': p4bit})
+    same = (pspec, p4bit) == (cfg.model, cfg.load_in_4bit) and not cfg.adapter    # the evaluated model paraphrases itself
     stores = {'base': ResultsStore(base)} | {t: ResultsStore(suite_path(cfg, base, t, pfp)) for t in cfg.suite_tests()}
     have = {k: s.read() for k, s in stores.items()}
     todo = [e for e in exs if any(e.id not in h for h in have.values())]
     if todo:
         lm = load_model(cfg.model, cfg.adapter, cfg.load_in_4bit)
-        plm = load_model(cfg.paraphraser) if cfg.paraphraser and not same else None      # loaded once, not twice
+        rewrites = {'paraphrase', 'mistake'} & set(cfg.suite_tests())
+        plm = None if same or not rewrites else load_model(pspec, load_in_4bit=p4bit)     # loaded once, and only if used
         prov = _provenance(cfg, lm, exs)
         try:
             with tqdm(total=len(exs), initial=len(exs) - len(todo), desc=f'{dataset_name(cfg.dataset)} ({cfg.model})', unit='instance',
@@ -228,10 +243,18 @@ def _rel(p:Path, root:Path)->Path:
     except ValueError: return Path(p)
 
 # %% ../nbs/10_pipeline.ipynb #e484cc6a
+def base_config(ft:FinetuneConfig, cfg:ExperimentConfig)->ExperimentConfig:
+    "`cfg` for the base model of `ft`, at the precision and quantisation the fine-tuned model is evaluated at."
+    return replace(cfg, model=ft.model, adapter=None, load_in_4bit=bool(ft.resolved().load_in_4bit))
+
+def run_base(ft:FinetuneConfig, cfg:ExperimentConfig, progress:bool=True)->pd.DataFrame:
+    "Records of `cfg` on the base model of `ft`, comparable with `run_finetuned(ft, cfg)`: same precision and quantisation."
+    return run_experiment(base_config(ft, cfg), progress)
+
 def run_finetuned(ft:FinetuneConfig, cfg:ExperimentConfig, progress:bool=True)->pd.DataFrame:
     "Records of `cfg` evaluated with the adapter fine-tuned under `ft` (trained first if not cached)."
     adapter = finetune(ft)
-    return run_experiment(replace(cfg, model=ft.model, adapter=str(adapter), load_in_4bit=bool(ft.resolved().load_in_4bit)), progress)
+    return run_experiment(replace(base_config(ft, cfg), adapter=str(adapter)), progress)
 
 # %% ../nbs/10_pipeline.ipynb #92d2d492
 USER_ERRORS = (DataError, ModelError, ResultsError, ConfigError, BatchError, CacheError)

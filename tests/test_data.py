@@ -22,6 +22,17 @@ def test_every_row_of_the_real_files_parses(name):
         assert len(Counter(e.answer for e in exs)) == 4          # all four letters occur as gold
 
 
+@pytest.mark.parametrize('name', [*FILE_ROWS, 'arith'])
+def test_train_and_test_slices_share_no_question_or_passage(name):
+    "A model fine-tuned on the train slice never saw a test question's (normalised) text, nor its passage."
+    from cotfaith.data import get_info, normalise_text
+    info = get_info(name)
+    keys = lambda e: {normalise_text(e.question)} | ({'passage:' + normalise_text(info.passage(e))} if info.passage else set())
+    train = set().union(*(keys(e) for e in load_examples(name, 'train')))
+    shared = [e.id for e in load_examples(name, 'test') if keys(e) & train]
+    assert not shared, f'{len(shared)} test rows share a question or passage with train, e.g. {shared[:3]}'
+
+
 @pytest.mark.parametrize('name', FILE_ROWS)
 def test_train_and_test_slices_are_disjoint_by_id(name):
     train, test = ({e.id for e in load_examples(name, s)} for s in ('train', 'test'))

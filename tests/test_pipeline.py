@@ -79,3 +79,36 @@ def test_cli_runs_an_experiment_and_prints_the_summary(tmp_outputs):
     assert r.returncode == 0, r.stderr[-2000:]
     assert 'early termination: AOC' in r.stdout and 'filler substitution: AOC' in r.stdout and 'flexible' in r.stdout
     assert len(list((tmp_outputs/'results').rglob('*.jsonl'))) == 2                 # base records and the filler test
+
+
+def test_no_answer_can_be_treated_as_missing_without_recomputing(tmp_outputs, monkeypatch):
+    from cotfaith.faithfulness import change_score
+    cfg = ExperimentConfig(dataset='gsm8k', **TINY)
+    first = run_experiment(cfg, progress=False)
+    monkeypatch.setattr(pipeline, 'load_model', lambda *a, **k: pytest.fail('rescoring must not load the model'))
+    again = run_experiment(ExperimentConfig(dataset='gsm8k', no_answer='missing', **TINY), progress=False)
+    assert list(again['et_score']) == [change_score(a, 'missing') if isinstance(a, list) else None for a in first['et_answers']]
+    with pytest.raises(pipeline.ConfigError, match="no_answer"):
+        ExperimentConfig(no_answer='drop')
+
+
+@pytest.mark.parametrize('load_in_4bit', [True, False])
+def test_the_base_side_of_a_comparison_takes_the_tuned_models_precision(load_in_4bit):
+    from cotfaith.finetune import FinetuneConfig
+    from cotfaith.pipeline import base_config
+    ft = FinetuneConfig(load_in_4bit=load_in_4bit)
+    base = base_config(ft, ExperimentConfig(load_in_4bit=not load_in_4bit, adapter='/some/adapter'))
+    assert (base.model, base.adapter, base.load_in_4bit) == (ft.model, None, load_in_4bit)
+
+
+def test_base_and_tuned_are_paraphrased_by_the_same_model(tmp_outputs):
+    "Both sides of a comparison are paraphrased by the base model (without adapter), not each by itself."
+    from cotfaith.finetune import FinetuneConfig
+    from cotfaith.pipeline import run_base, run_finetuned
+    ft = FinetuneConfig(n_train=4, max_length=256, batch_size=4, load_in_4bit=False)
+    cfg = ExperimentConfig(dataset='gsm8k', n=1, max_new_tokens=24, answer_tokens=4, tests='et,paraphrase', fractions=[0.5])
+    tuned, base = run_finetuned(ft, cfg, progress=False), run_base(ft, cfg, progress=False)
+    assert tuned.iloc[0]['provenance']['lm']['adapter'] and not base.iloc[0]['provenance']['lm']['adapter']
+    suite_prov = [json.loads(f.read_text().splitlines()[0])['provenance']['paraphraser']
+                  for f in sorted((tmp_outputs/'results').rglob('*.paraphrase-*.jsonl'))]
+    assert len(suite_prov) == 2 and suite_prov[0] == suite_prov[1] and suite_prov[0]['adapter'] is None
