@@ -16,8 +16,8 @@ from filelock import FileLock
 from .core import atomic_write, cache_dir, file_sha256, hash_key
 
 # %% auto #0
-__all__ = ['DEFAULT_MODEL', 'ALIASES', 'ModelError', 'embedded_gguf', 'embedded_dir', 'resolve_spec', 'LM', 'load_model',
-           'make_tiny_model', 'tiny_model_cli']
+__all__ = ['DEFAULT_MODEL', 'ALIASES', 'IDENTITY_FILES', 'ModelError', 'embedded_gguf', 'embedded_dir', 'resolve_spec', 'LM',
+           'adapter_fingerprint', 'load_model', 'make_tiny_model', 'tiny_model_cli']
 
 # %% ../nbs/02_models.ipynb #fe3eb1e4
 DEFAULT_MODEL = 'smollm2-135m'
@@ -60,9 +60,14 @@ def _weights_sha256(f:Path)->str:
     if memo.exists(): return memo.read_text()
     h = file_sha256(f); atomic_write(memo, h); return h
 
+IDENTITY_FILES = ('config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'tokenizer.model',
+                  'special_tokens_map.json', 'added_tokens.json', 'vocab.json', 'merges.txt', 'chat_template.jinja',
+                  'chat_template.json')   # besides the weights, every file of a model folder that changes its outputs
+
 def _folder_fingerprint(d:Path)->str:
     weights = sorted(d.glob('*.safetensors')) + sorted(d.glob('*.bin'))
-    return hash_key([(d/'config.json').read_text(), *[(f.name, _weights_sha256(f)) for f in weights]], n=64)
+    files = [(n, file_sha256(d/n)) for n in IDENTITY_FILES if (d/n).is_file()]
+    return hash_key([files, *[(f.name, _weights_sha256(f)) for f in weights]], n=64)
 
 def _hub_snapshot(spec:str, revision:str|None)->Path:
     from huggingface_hub import snapshot_download
@@ -107,15 +112,23 @@ def _quant_config(load_in_4bit:bool, dtype):
     from transformers import BitsAndBytesConfig
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type='nf4', bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype)
 
+def adapter_fingerprint(adapter:str|Path)->str:
+    "Hash of an adapter folder's content (its config and weights): what identifies it, whatever the folder is called."
+    a = Path(adapter)
+    if not (a/'adapter_config.json').is_file():
+        raise ModelError(f"adapter '{adapter}' holds no adapter_config.json. Fix: pass a folder saved by peft (or by finetune)")
+    files = sorted(f for f in a.glob('adapter_*') if f.is_file())
+    if not any(f.name.startswith('adapter_model') for f in files):
+        raise ModelError(f"adapter '{adapter}' holds no weights (adapter_model.safetensors). Fix: train it again, or pass the folder that has them")
+    return hash_key([_weights_sha256(f) for f in files])
+
 def _attach_adapter(model, adapter:str|Path, spec:str, base_fp:str):
     from peft import PeftModel
-    a = Path(adapter)
-    if not (a/'adapter_config.json').exists(): raise ModelError(f"adapter '{adapter}' holds no adapter_config.json")
+    a, fp = Path(adapter), adapter_fingerprint(adapter)
     meta = json.loads((a/'meta.json').read_text()) if (a/'meta.json').exists() else {}
     if meta.get('base_fingerprint', base_fp) != base_fp:                 # adapters from `finetune` record their base
         raise ModelError(f"adapter '{adapter}' was trained on '{meta['config']['model']}' (weights {meta['base_fingerprint']}), "
                          f"not on '{spec}' (weights {base_fp}). Fix: load it with the base model it was trained on, or fine-tune '{spec}'")
-    fp = hash_key([file_sha256(f) for f in sorted(a.glob('adapter_*')) if f.is_file()])
     return PeftModel.from_pretrained(model, a, is_trainable=False), fp
 
 # %% ../nbs/02_models.ipynb #efb10b3f

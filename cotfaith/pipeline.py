@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from .core import atomic_write, cache_dir, figures_dir, hash_key, package_versions, results_dir, run_log, run_metadata, project_root, slug
 from .data import load_examples, Example, DataError, slice_rule, dataset_name, data_fingerprint
-from .models import DEFAULT_MODEL, load_model, resolve_spec, LM, ModelError
+from .models import DEFAULT_MODEL, adapter_fingerprint, load_model, resolve_spec, LM, ModelError
 from .prompts import PROMPT_VERSION, render, cot_messages, direct_messages
 from .generate import GEN_VERSION, CacheError, generate
 from .answers import extract, extract_after_marker, is_correct
@@ -145,7 +145,7 @@ def _records(lm:LM, cfg:ExperimentConfig, exs:list, prov:dict)->list:
 # %% ../nbs/10_pipeline.ipynb #98b38238
 def experiment_path(cfg:ExperimentConfig, fingerprint:str)->Path:
     "Results file of `cfg` for a model with weights `fingerprint`."
-    fields_ = cfg.gen_fields() | {'adapter': Path(cfg.adapter).name if cfg.adapter else None,   # the folder name holds its hash
+    fields_ = cfg.gen_fields() | {'adapter': adapter_fingerprint(cfg.adapter) if cfg.adapter else None,   # its content
                                   'dataset': dataset_name(cfg.dataset)}                            # a JSONL file by its stem ...
     if data := data_fingerprint(cfg.dataset): fields_['data'] = data                               # ... and its content
     key = hash_key({**fields_, 'fingerprint': fingerprint, 'prompt_version': PROMPT_VERSION, 'gen_version': GEN_VERSION,

@@ -23,3 +23,12 @@ def lm():
     "The real embedded default model (SmolLM2-135M-Instruct), loaded once."
     from cotfaith.models import load_model
     return load_model()
+
+
+def write_adapter(folder, weights:bytes=b'w1'):
+    "An adapter folder as peft saves it (config + weights), for tests of what identifies an adapter; never loaded."
+    from pathlib import Path
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    (folder/'adapter_config.json').write_text('{"r": 8, "peft_type": "LORA"}')
+    (folder/'adapter_model.safetensors').write_bytes(weights)
+    return str(folder)

@@ -70,3 +70,14 @@ def test_local_folder_spec_has_a_weight_fingerprint(lm, tmp_path):
         assert resolve_spec(str(tmp_path/'m'))[1] != fp
     finally:
         with torch.no_grad(): next(lm.model.parameters())[0, 0] -= 1
+
+
+@pytest.mark.parametrize('name', ['generation_config.json', 'tokenizer_config.json', 'tokenizer.json', 'chat_template.jinja'])
+def test_editing_any_file_that_changes_outputs_changes_the_fingerprint(tmp_path, name):
+    "Generation config, tokenizer files and chat template change what a model writes: editing one misses the caches."
+    from cotfaith.models import make_tiny_model
+    d = make_tiny_model(tmp_path/'tiny')
+    before = resolve_spec(str(d))[1]
+    f = d/name
+    f.write_text(f.read_text() + '\n' if f.exists() else '{{ messages[0].content }}')   # an edit, or a new template file
+    assert resolve_spec(str(d))[1] != before

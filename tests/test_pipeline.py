@@ -53,12 +53,13 @@ def test_lost_results_are_rebuilt_from_the_generation_cache(tmp_outputs):
 
 
 def test_a_changed_setting_writes_a_new_results_file(tmp_outputs):
+    from conftest import write_adapter
     fp = resolve_spec('default')[1]
     a = experiment_path(ExperimentConfig(**TINY), fp)
     assert a == experiment_path(ExperimentConfig(**TINY, batch_size=2), fp)      # batch size changes no output
     for same in [dict(threshold=.6), dict(tests='et,filler'), dict(fractions=[0]), dict(paraphraser='x')]:   # labels and suite tests live elsewhere
         assert experiment_path(ExperimentConfig(**{**TINY, **same}), fp) == a
-    for change in [dict(answer_tokens=7), dict(seed=1), dict(et_fractions=[0, .5]), dict(adapter='x'), dict(load_in_4bit=True)]:
+    for change in [dict(answer_tokens=7), dict(seed=1), dict(et_fractions=[0, .5]), dict(adapter=write_adapter(tmp_outputs/'a')), dict(load_in_4bit=True)]:
         assert experiment_path(ExperimentConfig(**{**TINY, **change}), fp) != a
     assert experiment_path(ExperimentConfig(**TINY), fp + 'x') != a
 
@@ -112,3 +113,20 @@ def test_base_and_tuned_are_paraphrased_by_the_same_model(tmp_outputs):
     suite_prov = [json.loads(f.read_text().splitlines()[0])['provenance']['paraphraser']
                   for f in sorted((tmp_outputs/'results').rglob('*.paraphrase-*.jsonl'))]
     assert len(suite_prov) == 2 and suite_prov[0] == suite_prov[1] and suite_prov[0]['adapter'] is None
+
+
+def test_results_are_keyed_by_the_adapters_content_not_its_folder_name(tmp_outputs):
+    "Two adapters saved as .../adapter, or one retrained in place, never share a results file."
+    from conftest import write_adapter
+    from cotfaith.models import ModelError
+    cfg, fp = ExperimentConfig(**TINY), resolve_spec('default')[1]
+    path = lambda a: experiment_path(ExperimentConfig(**TINY, adapter=a), fp)
+    one, two = write_adapter(tmp_outputs/'run1'/'adapter', b'w1'), write_adapter(tmp_outputs/'run2'/'adapter', b'w2')
+    assert path(one) != path(two)
+    before = path(one)
+    write_adapter(one, b'w3')                                               # retrained in place
+    assert path(one) != before
+    assert path(write_adapter(tmp_outputs/'copy'/'elsewhere', b'w2')) == path(two)   # the same content, wherever it lives
+    (Path(two)/'adapter_model.safetensors').unlink()
+    with pytest.raises(ModelError, match='holds no weights.*Fix:'):
+        path(two)

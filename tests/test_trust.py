@@ -131,8 +131,10 @@ def test_every_output_field_of_an_experiment_is_covered_below():
 
 @pytest.mark.parametrize('field', sorted(CHANGED))
 def test_results_file_changes_with(field, tmp_outputs):
+    from conftest import write_adapter
     cfg = ExperimentConfig(tests='et')
-    assert experiment_path(replace(cfg, **{field: CHANGED[field]}), 'fp') != experiment_path(cfg, 'fp')
+    value = write_adapter(tmp_outputs/'x-0123') if field == 'adapter' else CHANGED[field]
+    assert experiment_path(replace(cfg, **{field: value}), 'fp') != experiment_path(cfg, 'fp')
 
 
 def test_results_file_changes_with_the_model_fingerprint_and_the_dataset_content(tmp_outputs):
