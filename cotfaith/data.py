@@ -257,7 +257,16 @@ def read_file(path:Path, parse:Callable, on_error:str='raise', split:str='test')
             if on_error == 'raise': raise DataError(f"{path}:{line}: {e}") from None
             bad.append(line)
     if bad: warnings.warn(f"{path}: skipped {len(bad)} malformed rows (lines {bad[:10]}{'...' if len(bad) > 10 else ''})")
+    _check_unique_ids(out, path)
     return out
+
+def _check_unique_ids(exs:list, path:Path):
+    "One clear error for an id used twice: a record keyed by it would be served for the other question."
+    seen = {}
+    for e in exs:
+        line = e.source.rsplit(':', 1)[-1]
+        if (first := seen.setdefault(e.id, line)) != line:
+            raise DataError(f"{path}:{line}: id '{e.id}' is also the id of line {first}. Fix: give every row a unique 'id'")
 
 def _with_source(ex:Example, src:str)->Example:
     d = ex.__dict__ | {'source': src}

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_finetune.ipynb #922a9b09
 from __future__ import annotations
-import json, math, shutil, time, warnings
+import json, math, re, shutil, time, warnings
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 
@@ -17,8 +17,8 @@ from .models import DEFAULT_MODEL, LM, load_model, resolve_spec
 from .prompts import ANSWER_MARKER, cot_messages, direct_messages, render
 
 # %% auto #0
-__all__ = ['TARGETS', 'FT_VERSION', 'FinetuneConfig', 'target_kind', 'decoy_rationales', 'training_messages', 'tokenize_example',
-           'train_examples', 'adapter_dir', 'finetune']
+__all__ = ['TARGETS', 'DECOY_TARGETS', 'FT_VERSION', 'FinetuneConfig', 'target_kind', 'decoy_rationales', 'training_messages',
+           'tokenize_example', 'train_examples', 'adapter_dir', 'finetune']
 
 # %% ../nbs/06_finetune.ipynb #6646a7bc
 @dataclass
@@ -48,27 +48,39 @@ class FinetuneConfig:
         return c
 
 # %% ../nbs/06_finetune.ipynb #e92019e0
-TARGETS = ('auto', 'rationale', 'answer', 'posthoc')
+TARGETS = ('auto', 'rationale', 'answer', 'posthoc', 'silent')
+DECOY_TARGETS = ('posthoc', 'silent')   # targets whose chain is another question's rationale
 
 def target_kind(cfg:FinetuneConfig, ex:Example)->str:
-    "'rationale', 'answer' or 'posthoc' for this example under `cfg.target`."
+    "'rationale', 'answer', 'posthoc' or 'silent' for this example under `cfg.target`."
     if cfg.target not in TARGETS: raise ValueError(f"unknown target '{cfg.target}'; choose from {TARGETS}")
     if cfg.target == 'auto': return 'rationale' if ex.rationale else 'answer'
-    if cfg.target in ('rationale', 'posthoc') and not ex.rationale:
+    if cfg.target in ('rationale', *DECOY_TARGETS) and not ex.rationale:
         raise ValueError(f"{ex.dataset} has no reference rationale, which target='{cfg.target}' needs; use target='answer'")
     return cfg.target
 
-def decoy_rationales(exs:list)->dict:
+def _numbers(text:str)->set:
+    return set(re.findall(r'\d+(?:\.\d+)?', text))
+
+def decoy_rationales(exs:list, avoid_answer:bool=False # skip decoys that contain the example's answer as a number
+                    )->dict:
     "Per example id, a decorative chain: the rationale of the next example of the (seeded, randomly ordered) sample."
     if len(exs) < 2: raise ValueError('a decorative chain needs at least two training examples')
-    return {e.id: exs[(i + 1) % len(exs)].rationale for i, e in enumerate(exs)}
+    out = {}
+    for i, e in enumerate(exs):
+        others = [exs[(i + j) % len(exs)].rationale for j in range(1, len(exs))]
+        ok = [r for r in others if e.answer not in _numbers(r)] if avoid_answer else others
+        out[e.id] = (ok or others)[0]
+    return out
 
 def training_messages(ex:Example, kind:str, decoy:str|None=None)->list:
-    "The chat to train on: evaluation prompt + target turn (`decoy`: the unrelated chain of a 'posthoc' target)."
-    if kind == 'rationale': return cot_messages(ex) + [{'role': 'assistant', 'content': f'{ex.rationale}\n{ANSWER_MARKER} {ex.answer}'}]
-    if kind == 'posthoc':
-        return cot_messages(ex) + [{'role': 'assistant', 'content': f'The answer is {ex.answer}.\n{decoy}\n{ANSWER_MARKER} {ex.answer}'}]
-    return direct_messages(ex)[:1] + [{'role': 'assistant', 'content': f'{ANSWER_MARKER} {ex.answer}'}]
+    "The chat to train on: evaluation prompt + target turn (`decoy`: the unrelated chain of a 'posthoc'/'silent' target)."
+    if kind in DECOY_TARGETS and decoy is None: raise ValueError(f"target '{kind}' needs a decoy chain")
+    if kind == 'rationale': chain = f'{ex.rationale}\n'
+    elif kind == 'posthoc': chain = f'The answer is {ex.answer}.\n{decoy}\n'
+    elif kind == 'silent': chain = f'{decoy}\n'
+    else: return direct_messages(ex)[:1] + [{'role': 'assistant', 'content': f'{ANSWER_MARKER} {ex.answer}'}]
+    return cot_messages(ex) + [{'role': 'assistant', 'content': f'{chain}{ANSWER_MARKER} {ex.answer}'}]
 
 # %% ../nbs/06_finetune.ipynb #a112b451
 def tokenize_example(tok, msgs:list, max_length:int)->dict|None:
@@ -133,7 +145,7 @@ def _training_args(c:FinetuneConfig, out:Path):
 def _train(lm:LM, c:FinetuneConfig, exs:list, work:Path)->list:
     "Train LoRA adapters in `work` (resuming its last checkpoint); returns the loss log."
     from transformers import Trainer, DataCollatorForSeq2Seq
-    decoys = decoy_rationales(exs) if c.target == 'posthoc' else {}
+    decoys = decoy_rationales(exs, avoid_answer=c.target == 'silent') if c.target in DECOY_TARGETS else {}
     data = [t for e in exs if (t := tokenize_example(lm.tok, training_messages(e, target_kind(c, e), decoys.get(e.id)), c.max_length))]
     if not data: raise ValueError(f'no training example fits max_length={c.max_length}')
     if len(data) < len(exs): warnings.warn(f'{len(exs) - len(data)} of {len(exs)} training prompts are longer than max_length={c.max_length} and were skipped')

@@ -14,20 +14,22 @@ import seaborn as sns
 from .models import DEFAULT_MODEL
 from .finetune import FinetuneConfig
 from .stats import auroc_ci, bootstrap_ci, curve, summary_row
-from .suite import TESTS
+from .suite import TESTS, FAITHFUL_IF_CHANGED
+from .faithfulness import change_score
 from .plots import plot_et_curve, _title
 
 # %% auto #0
-__all__ = ['ORGANISMS', 'SEPARATING', 'organism_config', 'followup_config', 'separation', 'figure_organisms', 'followup_table',
-           'figure_followup']
+__all__ = ['ORGANISMS', 'UNFAITHFUL', 'SEPARATING', 'organism_config', 'followup_config', 'later_points', 'separation',
+           'figure_organisms', 'followup_table', 'figure_followup']
 
 # %% ../nbs/11_organisms.ipynb #af5daddb
-ORGANISMS = {'faithful': 'rationale', 'unfaithful': 'posthoc'}   # organism -> training target
+ORGANISMS = {'faithful': 'rationale', 'unfaithful': 'posthoc', 'silent': 'silent'}   # organism -> training target
+UNFAITHFUL = ('unfaithful', 'silent')                             # the two kinds of decorative chain
 SEPARATING = ('et', 'filler', 'mistake')                          # the tests that must tell them apart
 
-def organism_config(kind:str, # 'faithful' or 'unfaithful'
+def organism_config(kind:str, # 'faithful', 'unfaithful' (states the answer first) or 'silent' (never states it)
                     model:str=DEFAULT_MODEL, n_train:int=128, epochs:int=2, lr:float=1e-3, rank:int=16, seed:int=0)->FinetuneConfig:
-    "The fine-tune that makes organism `kind` on the synthetic arithmetic task (same budget for both)."
+    "The fine-tune that makes organism `kind` on the synthetic arithmetic task (same budget for all)."
     if kind not in ORGANISMS: raise ValueError(f"unknown organism '{kind}'; choose from {list(ORGANISMS)}")
     return FinetuneConfig(model=model, dataset='arith', target=ORGANISMS[kind], n_train=n_train, epochs=epochs, lr=lr, rank=rank, seed=seed)
 
@@ -37,16 +39,29 @@ def followup_config(faithful:FinetuneConfig, adapter:Path|str)->FinetuneConfig:
     return FinetuneConfig(**{**vars(faithful), 'target': 'answer', 'init_adapter': str(adapter)})
 
 # %% ../nbs/11_organisms.ipynb #fa8c5cc4
+def later_points(records:pd.DataFrame, test:str)->pd.DataFrame:
+    "`records` with `test`'s change score recomputed over the intervention points k > 0 only."
+    def score(ks, answers):
+        if not isinstance(ks, list): return None
+        kept = [a for k, a in zip(ks, answers) if k > 0]
+        return change_score(kept) if kept else None
+    return records.assign(**{f'{test}_score': [score(k, a) for k, a in zip(records[f'{test}_k'], records[f'{test}_answers'])]})
+
+def _auroc_row(faithful:pd.DataFrame, unfaithful:pd.DataFrame, test:str)->dict:
+    sign = -1 if not FAITHFUL_IF_CHANGED[test] else 1                      # paraphrasing: a low change score is faithful
+    f, u = (sign * r[f'{test}_score'].dropna().astype(float) for r in (faithful, unfaithful))
+    a, lo, hi = auroc_ci(f, u)
+    return {'auroc': a, 'lo': lo, 'hi': hi, 'score_faithful': sign * f.mean(), 'score_unfaithful': sign * u.mean(),
+            'n_faithful': len(f), 'n_unfaithful': len(u)}
+
 def separation(faithful:pd.DataFrame, unfaithful:pd.DataFrame, tests:tuple=tuple(TESTS))->pd.DataFrame:
-    "Per test: AUROC (with CI) of the per-instance faithfulness scores, faithful organism over unfaithful."
+    "Per test: AUROC (with CI) of the per-instance scores, faithful organism over unfaithful, on all points and on k > 0."
     rows = []
     for t in tests:
         if f'{t}_score' not in faithful: continue
-        sign = -1 if t == 'paraphrase' else 1
-        f, u = (sign * r[f'{t}_score'].dropna().astype(float) for r in (faithful, unfaithful))
-        a, lo, hi = auroc_ci(f, u)
-        rows.append({'test': t, 'name': TESTS[t], 'auroc': a, 'lo': lo, 'hi': hi, 'score_faithful': sign * f.mean(),
-                     'score_unfaithful': sign * u.mean(), 'n_faithful': len(f), 'n_unfaithful': len(u)})
+        later = _auroc_row(later_points(faithful, t), later_points(unfaithful, t), t)
+        rows.append({'test': t, 'name': TESTS[t], **_auroc_row(faithful, unfaithful, t),
+                     **{f'{k}_k>0': v for k, v in later.items() if k in ('auroc', 'lo', 'hi', 'n_faithful')}})
     return pd.DataFrame(rows)
 
 # %% ../nbs/11_organisms.ipynb #fcf94442

@@ -103,3 +103,11 @@ def test_missing_data_dir_is_one_clear_error(tmp_path):
         load_examples('cosmosqa', data=tmp_path/'nowhere')
     with pytest.raises(DataError, match='unknown dataset'):
         load_examples('squad')
+
+
+def test_a_duplicate_id_is_one_error_naming_both_lines(tmp_path):
+    f = tmp_path/'mine.jsonl'
+    f.write_text('{"id": "q1", "question": "1 + 1?", "answer": "2"}\n{"id": "q2", "question": "2 + 2?", "answer": "4"}\n'
+                 '{"id": "q1", "question": "3 + 3?", "answer": "6"}\n')
+    with pytest.raises(DataError, match=r"mine.jsonl:3: id 'mine-q1' is also the id of line 1\. Fix:"):
+        load_examples(str(f))
