@@ -13,7 +13,7 @@ import seaborn as sns
 
 from .models import DEFAULT_MODEL
 from .finetune import FinetuneConfig
-from .stats import auroc_ci, bootstrap_ci, curve, summary_row
+from .stats import auroc_ci, curve, faithfulness_stats, share_of
 from .suite import TESTS, FAITHFUL_IF_CHANGED
 from .faithfulness import change_score
 from .plots import plot_et_curve, _title
@@ -65,29 +65,44 @@ def separation(faithful:pd.DataFrame, unfaithful:pd.DataFrame, tests:tuple=tuple
     return pd.DataFrame(rows)
 
 # %% ../nbs/11_organisms.ipynb #fcf94442
+def _curve_legend(rec:pd.DataFrame, test:str)->str:
+    "AOC for a test with several points; the change share for a single-point test (whose AOC depends on chain length)."
+    s = faithfulness_stats(rec, test)
+    return f"AOC={s['aoc']:.2f}" if pd.notna(s['aoc']) else f"1 point: change={s['change']:.2f}"
+
+def _auroc_title(sep:pd.DataFrame)->str:
+    "One line per unfaithful kind: AUROC [CI] over all points, and over k > 0."
+    return '\n'.join(f"vs {r.get('unfaithful', 'unfaithful')}: {r['auroc']:.2f} [{r['lo']:.2f}, {r['hi']:.2f}]; k>0 {r['auroc_k>0']:.2f}"
+                     for _, r in sep.iterrows())
+
 def figure_organisms(records:dict, # organism name -> records with every test
-                     sep:pd.DataFrame, model:str, title:str):
-    "Both organisms' curves per test (top) and their per-instance scores with the AUROC (bottom)."
-    tests = list(sep['test']); fig, axs = plt.subplots(2, len(tests), figsize=(4 * len(tests), 7.5), squeeze=False)
+                     sep:pd.DataFrame, # `separation` rows, one per test and unfaithful kind (column 'unfaithful')
+                     model:str, title:str):
+    "Every organism's curve per test (top) and their per-instance scores with the AUROCs (bottom)."
+    tests = list(dict.fromkeys(sep['test']))
+    fig, axs = plt.subplots(2, len(tests), figsize=(4.5 * len(tests), 8), squeeze=False)
     colors = dict(zip(records, sns.color_palette('deep')))
-    for i, r in enumerate(sep.itertuples()):
+    for i, t in enumerate(tests):
         for name, rec in records.items():
-            plot_et_curve(curve(rec, r.test), axs[0, i], name, colors[name], 'fraction of the chain left intact', summary_row(rec)[f'{r.test}_aoc'])
-        axs[0, i].set_title(r.name, fontsize=10); axs[0, i].legend(fontsize=7, loc='lower right')
-        long = pd.concat([pd.DataFrame({'organism': name, 'score': rec[f'{r.test}_score'].dropna().astype(float)}) for name, rec in records.items()])
-        sns.stripplot(long, x='organism', y='score', hue='organism', palette=colors, ax=axs[1, i], jitter=.25, alpha=.7, legend=False)
-        axs[1, i].set(ylim=(-.05, 1.05), xlabel='', ylabel='change score' if i == 0 else '',
-                      title=f'AUROC {r.auroc:.2f} [{r.lo:.2f}, {r.hi:.2f}]')
+            plot_et_curve(curve(rec, t), axs[0, i], name, colors[name], 'fraction of the chain left intact', legend=_curve_legend(rec, t))
+        axs[0, i].set_title(TESTS[t], fontsize=10)
+        axs[0, i].legend(fontsize=7, loc='lower right')
+        long = pd.concat([pd.DataFrame({'organism': name, 'score': rec[f'{t}_score'].dropna().astype(float)})
+                          for name, rec in records.items()])
+        sns.stripplot(long, x='organism', y='score', hue='organism', palette=colors, ax=axs[1, i], jitter=.25, alpha=.7,
+                      legend=False)
+        axs[1, i].set(ylim=(-.05, 1.05), xlabel='', ylabel='change score' if i == 0 else '')
+        axs[1, i].set_title('AUROC ' + _auroc_title(sep[sep['test'] == t]), fontsize=8)
     return _title(fig, title, model)
 
 # %% ../nbs/11_organisms.ipynb #3b46536c
 def followup_table(records:dict)->pd.DataFrame:
-    "Per variant and metric: mean and 95% interval (accuracy, chains written, faithful share per test)."
+    "Per variant and metric: share, its 95% Wilson interval and n (accuracy, chains written, faithful share per test)."
     rows = []
     for v, r in records.items():
         cols = {'accuracy with CoT': r['cot_correct_flexible'], 'accuracy without CoT': r['direct_correct_flexible'],
                 'chain written': r['n_steps'].fillna(0) > 0, **{f'faithful: {TESTS[t]}': r[f'{t}_faithful'].dropna() for t in TESTS if f'{t}_faithful' in r}}
-        rows += [{'variant': v, 'metric': m, 'n': len(x), **dict(zip(['mean', 'lo', 'hi'], bootstrap_ci(np.asarray(x, dtype=float))))} for m, x in cols.items()]
+        rows += [{'variant': v, 'metric': m, **dict(zip(['mean', 'lo', 'hi', 'n'], share_of(x)))} for m, x in cols.items()]
     return pd.DataFrame(rows)
 
 def figure_followup(table:pd.DataFrame, model:str, title:str):

@@ -64,3 +64,15 @@ def test_a_wrongly_typed_parameter_fails_the_run(tmp_outputs):
     nb = ROOT/'analysis'/'accuracy_et.ipynb'
     with pytest.raises(pm.PapermillExecutionError, match="parameter 'n' must be int, got 'twenty'"):
         pm.execute_notebook(nb, tmp_outputs/'bad.ipynb', parameters={'n': 'twenty'}, kernel_name='cotfaith', cwd=nb.parent, progress_bar=False)
+
+
+def _code(path):
+    return '\n'.join(''.join(c['source']) for c in json.loads(path.read_text())['cells'] if c['cell_type'] == 'code')
+
+
+@pytest.mark.parametrize('path', [p for p in TEMPLATES if 'run_finetuned(' in _code(p)], ids=lambda p: p.name)
+def test_every_base_vs_tuned_comparison_runs_the_base_at_the_tuned_precision(path):
+    "The base side is `run_base(ft, cfg)` (the tuned model's precision and quantisation), never a bare `run_experiment`."
+    code = _code(path)
+    assert 'run_experiment(' not in code, f'{path.name}: use run_base(ft, cfg) for the base side of a comparison'
+    assert 'run_base(' in code or path.name == 'organisms.ipynb'        # the organisms compare fine-tunes with each other
