@@ -16,9 +16,9 @@ from .generate import GenCache, gen_key, _eos_ids
 from .models import LM
 
 # %% auto #0
-__all__ = ['NO_ANSWER_RULES', 'ANSWER_VERSION', 'truncation_points', 'change_score', 'et_label', 'answer_done', 'answer_text',
-           'LetterTokenError', 'letter_tokens', 'answers_naive', 'attention_window', 'answers_shared', 'too_long',
-           'cached_answers', 'early_termination']
+__all__ = ['NO_ANSWER_RULES', 'ANSWER_VERSION', 'LETTER_VERSION', 'truncation_points', 'change_score', 'et_label', 'answer_done',
+           'answer_text', 'LetterTokenError', 'letter_tokens', 'answers_naive', 'attention_window', 'answers_shared',
+           'too_long', 'cached_answers', 'early_termination']
 
 # %% ../nbs/07_faithfulness.ipynb #3298c954
 def truncation_points(n_steps:int, fractions:list|None=None)->list:
@@ -44,6 +44,7 @@ def et_label(answers:list, threshold:float=0.5)->dict:
 
 # %% ../nbs/07_faithfulness.ipynb #feada4cf
 ANSWER_VERSION = 2   # 1: numbers read to the end of the line; 2: numbers end at the first complete number
+LETTER_VERSION = 2   # forced choice: 1: the first token of ' L'; 2: each letter's own token after the marker (letter_tokens)
 _FIRST_NUM = re.compile(r'\d[\d,]*(?:\.\d+)?(?=[^\d.,]|[.,][^\d])')
 
 def answer_done(text:str)->bool:

@@ -17,10 +17,13 @@ from .models import DEFAULT_MODEL, LM, load_model, resolve_spec
 from .prompts import ANSWER_MARKER, cot_messages, direct_messages, render
 
 # %% auto #0
-__all__ = ['TARGETS', 'DECOY_TARGETS', 'FT_VERSION', 'FinetuneConfig', 'target_kind', 'decoy_rationales', 'training_messages',
-           'tokenize_example', 'train_examples', 'adapter_dir', 'finetune']
+__all__ = ['TARGETS', 'DECOY_TARGETS', 'FT_VERSION', 'FinetuneConfigError', 'FinetuneConfig', 'target_kind', 'decoy_rationales',
+           'training_messages', 'tokenize_example', 'train_examples', 'adapter_dir', 'finetune']
 
 # %% ../nbs/06_finetune.ipynb #6646a7bc
+class FinetuneConfigError(ValueError):
+    "A fine-tuning parameter of the wrong type or out of range."
+
 @dataclass
 class FinetuneConfig:
     "Everything that defines a fine-tuned adapter."
@@ -40,6 +43,17 @@ class FinetuneConfig:
     max_length: int = 512            # tokens per example (prompt + target); longer targets are cut, longer prompts skipped
     load_in_4bit: bool|None = None   # None: 4-bit (QLoRA) on CUDA, fp32 LoRA on CPU
     init_adapter: str|None = None    # an adapter folder to go on training (a further fine-tune); None: a new adapter
+    def __post_init__(self):
+        "Refuse a value of the wrong type or outside its range at once, before anything loads."
+        for k, lo in (('n_train', 0), ('alpha', 0), ('rank', 1), ('epochs', 1), ('batch_size', 1), ('grad_accum', 1), ('max_length', 1)):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise FinetuneConfigError(f"fine-tuning parameter '{k}' must be an integer of at least {lo}, got {v!r}")
+        for k, ok in (('dropout', lambda x: 0 <= x < 1), ('lr', lambda x: x > 0)):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not ok(v):
+                raise FinetuneConfigError(f"fine-tuning parameter '{k}' is out of range: {v!r}")
+
     def resolved(self)->'FinetuneConfig':
         "A copy with `auto`/0/None defaults made explicit (what the cache key and the records store)."
         c = FinetuneConfig(**asdict(self))
