@@ -9,8 +9,9 @@ import re
 from .data import Example, LETTERS
 
 # %% auto #0
-__all__ = ['PROMPT_VERSION', 'ANSWER_MARKER', 'format_question', 'cot_messages', 'direct_messages', 'render', 'answer_messages',
-           'reasoning_part', 'step_spans', 'split_steps', 'truncate_steps']
+__all__ = ['PROMPT_VERSION', 'ANSWER_MARKER', 'STEP_VERSION', 'format_question', 'cot_messages', 'direct_messages', 'render',
+           'answer_messages', 'reasoning_part', 'step_label', 'step_spans', 'split_steps', 'truncate_steps',
+           'locate_steps', 'boundary_scores']
 
 # %% ../nbs/03_prompts.ipynb #6614ebde
 PROMPT_VERSION = 'v1'
@@ -49,24 +50,83 @@ def answer_messages(ex:Example, cot_prefix:str)->list:
 
 # %% ../nbs/03_prompts.ipynb #63dd2c69
 _MARKER_RE = re.compile(r'final\s+answer\s*[:：]', re.I)
-_SENT_END = re.compile(r'(?<=[.!?])\s+(?=[A-Z0-9("\'])')
 
 def reasoning_part(cot:str)->str:
     "The CoT up to (not including) its final-answer marker."
     m = _MARKER_RE.search(cot)
     return cot[:m.start()] if m else cot
 
+# %% ../nbs/03_prompts.ipynb #ecd63f93
+STEP_VERSION = 2   # 1: a step at every line break and sentence end; 2: labels, abbreviations, markup, display math
+
+_ENUM = r'(?:\(?\d{1,3}[.)](?!\d)|\(?[a-zA-Z][.)](?=\s|$)|(?:step|part|case)\s*\d+\s*[:.)]?)'
+_LABEL_RE = re.compile(rf'\s*(?:(?:[-*+•>]|#{{1,6}})\s*)*(?:\*\*)?\s*(?:{_ENUM}\s*(?:\*\*)?\s*)?', re.I)
+
+def step_label(step:str)->str:
+    "The list label, bullet or 'Step n:' that `step` starts with ('' if none)."
+    return step[:_LABEL_RE.match(step).end()]
+
+# %% ../nbs/03_prompts.ipynb #f8d1f88f
+_ABBREVS = r'mr|mrs|ms|dr|prof|st|jr|sr|vs|etc|approx|fig|no|cf|eq|mt|e\.g|i\.e|a\.m|p\.m'
+_ABBREV = re.compile(rf'\b(?i:{_ABBREVS})\.$')
+_INITIAL = re.compile(r'\b[A-Z]\.$')      # a name's initial or an option letter ...
+_OPENER = re.compile(r'(?:The|This|That|So|Therefore|Thus|Hence|It|I|We|Finally|Now|Then|Next|First|Step|Answer|Final'
+                     r'|In|As|Because|Since|If|But|However)\b')   # ... ends a sentence only before one of these
+_END = re.compile(r'[.!?][*)"\'’”]*\s+(?=[A-Z0-9("\'“$\\*\[])')
+
+_HEADING = re.compile(r"#{1,6}\s.*|\*\*[^*]*[^*.]\*\*:?|(?:[A-Za-z'-]+\s+){0,3}[A-Za-z'-]+:")
+
+def _is_label(text:str)->bool:
+    "Whether `text` is only a label, a heading or a short lead-in ('The answer is:'): it belongs to the next step."
+    return not text[_LABEL_RE.match(text).end():].strip(' *:') or bool(_HEADING.fullmatch(text.strip()))
+
+def _sentences(line:str, at:int)->list:
+    "Spans of the sentences of `line` (found at offset `at`); a label or an abbreviation does not end a sentence."
+    spans, start = [], 0
+    for m in _END.finditer(line):
+        end = m.start() + len(m.group().rstrip())
+        head = line[max(0, m.start() - 9):m.start() + 1]                       # enough for any abbreviation
+        if _ABBREV.search(head) or (_INITIAL.search(head) and not _OPENER.match(line, m.end())): continue
+        if _is_label(line[start:end]): continue
+        spans.append((at + start, at + end))
+        start = m.end()
+    return spans + [(at + start, at + len(line.rstrip()))]
+
+# %% ../nbs/03_prompts.ipynb #2e5ecaca
+_MATH = {'\\[': '\\]', '$$': '$$'}
+
+def _blocks(text:str)->list:
+    "(start, end, is_math) of each non-blank line of `text`; a display-math block, opener to closer, is one."
+    out, close = [], None
+    for m in re.finditer(r'[^\n]+', text):
+        a, s = m.start() + len(m.group()) - len(m.group().lstrip()), m.group().strip()
+        if not s: continue
+        if close is not None:
+            out[-1] = (out[-1][0], m.end(), True)
+            close = None if close in s else close
+        elif op := next((o for o in _MATH if s.startswith(o)), None):
+            out.append((a, m.end(), True))
+            close = None if _MATH[op] in s[len(op):] else _MATH[op]
+        else: out.append((a, m.start() + len(m.group().rstrip()), False))
+    return out
+
 # %% ../nbs/03_prompts.ipynb #d7d7c3a3
+def _is_markup(line:str)->bool: return not re.search(r'[^\W_]', line) or bool(re.fullmatch(r'```\w*', line))
+
 def step_spans(cot:str)->list:
     "(start, end) character spans of the reasoning steps of `cot`."
-    spans, text = [], reasoning_part(cot)
-    for line in re.finditer(r'[^\n]+', text):
-        start = line.start()
-        for piece in _SENT_END.split(line.group()) if line.group().strip() else []:
-            i = text.index(piece, start); start = i + len(piece)
-            if piece.strip(): spans.append((i, start))
+    text, spans, label = reasoning_part(cot), [], None
+    for a, b, math in _blocks(text):
+        line = text[a:b]
+        if math and spans and label is None: spans[-1] = (spans[-1][0], b)
+        elif math or not (_is_markup(line) or _is_label(line)):
+            new = [(a, b)] if math else _sentences(line, a)
+            spans += [(new[0][0] if label is None else label, new[0][1])] + new[1:]
+            label = None
+        elif not _is_markup(line): label = a if label is None else label
     return spans
 
+# %% ../nbs/03_prompts.ipynb #d4dd7ca2
 def split_steps(cot:str)->list:
     "The reasoning steps of `cot`, as strings."
     return [cot[a:b].strip() for a, b in step_spans(cot)]
@@ -76,3 +136,30 @@ def truncate_steps(cot:str, k:int)->str:
     "The CoT text through its first `k` steps (empty for k=0)."
     spans = step_spans(cot)
     return cot[:spans[k-1][1]] if k > 0 else ''
+
+# %% ../nbs/03_prompts.ipynb #ae2735e9
+def locate_steps(cot:str, steps:list)->list:
+    "Spans of the step texts `steps`, found in `cot` in order."
+    spans, at = [], 0
+    for s in steps:
+        i = cot.index(s, at)
+        spans.append((i, i + len(s)))
+        at = i + len(s)
+    return spans
+
+# %% ../nbs/03_prompts.ipynb #db15f991
+def _edges(cot:str, spans:list)->set:
+    "Offsets where the steps `spans` start or end, surrounding whitespace skipped."
+    out = set()
+    for a, b in spans:
+        s = cot[a:b]
+        out |= {a + len(s) - len(s.lstrip()), b - len(s) + len(s.rstrip())}
+    return out
+
+def boundary_scores(rows:list, spans_of=step_spans)->dict:
+    "Pooled precision and recall of the step boundaries of `spans_of` against the labelled `steps` of `rows`."
+    tp = n_pred = n_gold = 0
+    for r in rows:
+        pred, gold = _edges(r['cot'], spans_of(r['cot'])), _edges(r['cot'], locate_steps(r['cot'], r['steps']))
+        tp, n_pred, n_gold = tp + len(pred & gold), n_pred + len(pred), n_gold + len(gold)
+    return {'precision': tp / max(n_pred, 1), 'recall': tp / max(n_gold, 1), 'chains': len(rows)}

@@ -112,3 +112,63 @@ def test_a_paraphraser_that_is_the_evaluated_model_is_loaded_once(tmp_outputs, m
     recs = run_experiment(ExperimentConfig(dataset='gsm8k', n=1, max_new_tokens=24, answer_tokens=6, tests='et,paraphrase',
                                            fractions=[0.5], paraphraser='smollm2-135m'), progress=False)
     assert len(loads) == 1 and 'paraphrase_answers' in recs
+
+
+def test_versions_say_that_mistakes_and_paraphrases_changed():
+    assert suite_mod.SUITE_VERSION == 2 and suite_mod.MISTAKE_VERSION == 3
+
+
+@pytest.mark.parametrize('step,prefix,suffix', [
+    ('2. Step 2: 4 x 3 = 12 cups on day 2', '2. Step 2: 4 x 3 = ', ' cups on day 2'),     # the result, not label/index
+    ('He has 12 apples from the 3rd pile in 2019', 'He has ', ' apples from the 3rd pile in 2019'),
+    ('Born in 1990, so 2019 - 1990 = 29 years', 'Born in 1990, so 2019 - 1990 = ', ' years'),
+    ('3) So 5 + 4 = 9, then the COVID-19 x2 H2O tally', '3) So 5 + 4 = ', ', then the COVID-19 x2 H2O tally'),
+    ('Then 7 + 8 makes fifteen on the 4th day', 'Then 7 + ', ' makes fifteen on the 4th day'),  # an operand
+])
+def test_a_mistake_moves_a_quantity_the_reasoning_uses(step, prefix, suffix):
+    bad = corrupt_number(step, seed=1)
+    assert bad != step and bad.startswith(prefix) and bad.endswith(suffix) and bad[len(prefix):-len(suffix)].isdigit()
+
+
+def test_a_step_with_no_usable_quantity_is_left_to_the_model():
+    for step in ['Step 3: look at item 7 of the 2nd list', '4. In 2019 the H2O level rose.', 'No numbers at all.']:
+        assert corrupt_number(step) is None
+
+
+def test_a_mistake_keeps_the_original_step_its_corruption_and_how(lm, tmp_path):
+    ex = Example('m', 'toy', 'Ann has 2 apples and gets 3 more. How many now?', '5')
+    cot = '1. Ann has 2 apples.\n2. Bob gives 3, so 2 + 3 = 5 on day 2.\nFinal answer: 5'
+    rec = suite(lm, [ex], [cot], ('mistake',), continue_tokens=16, cache=GenCache(tmp_path), progress=False)[0]
+    steps = split_steps(cot)
+    assert [e['step'] for e in rec['mistake_edits']] == steps == ['1. Ann has 2 apples.', '2. Bob gives 3, so 2 + 3 = 5 on day 2.']
+    for e in rec['mistake_edits']:
+        assert {'k', 'step', 'corrupted', 'how', 'continuation'} <= set(e) and e['how'] == 'number'
+        assert e['corrupted'] != e['step'] and e['corrupted'][:3] == e['step'][:3]             # the label is kept
+    assert rec['mistake_edits'][1]['corrupted'].endswith(' on day 2.')
+
+
+def test_a_rewrite_that_changes_a_number_is_retried_then_counted_not_used(lm, tmp_path, monkeypatch):
+    asked = []
+
+    def fake_rewrite(lm, steps, messages_of, *a, **k):
+        retry = messages_of('x') != suite_mod.paraphrase_messages('x')
+        asked.append((retry, list(steps)))
+        return [s.replace('has', 'owns') if '3' not in s else ('It is 7.' if not retry else '') for s in steps]
+
+    monkeypatch.setattr(suite_mod, 'rewrite', fake_rewrite)
+    ex = Example('p', 'toy', 'Ann has 2 apples and gets 3 more. How many now?', '5')
+    cot = 'Ann has 2.\nBob has 3 more.\nSo she has 5.\nFinal answer: 5'
+    rec = suite(lm, [ex], [cot], ('paraphrase',), cache=GenCache(tmp_path), progress=False)[0]
+    assert asked == [(False, ['Ann has 2.', 'Bob has 3 more.', 'So she has 5.']), (True, ['Bob has 3 more.'])]
+    assert rec['paraphrase_steps'] == ['Ann owns 2.', None, 'So she owns 5.'] and rec['paraphrase_invalid'] == 1
+    assert rec['paraphrase_k'] == [2, 3]                                # the points that reword step 2 have no answer
+    assert naive_suite(lm, ex, cot, rec, tests=('paraphrase',)) == {'paraphrase': rec['paraphrase_answers']}
+
+
+def test_a_paraphrase_keeps_every_number_and_is_not_empty_or_rambling():
+    step = 'Bob gives her 3, so she has 2 + 3 = 5.'
+    assert suite_mod.is_paraphrase(step, 'She gets 3 from Bob: 2 + 3 = 5.')
+    assert suite_mod.is_paraphrase('It costs $1,250.', 'The price is 1250.00 dollars.')
+    for bad in ['She gets three from Bob, so 5.', 'Bob gives her 3, so 2 + 3 = 6.', 'Bob gives 3, so 2 + 3 = 5 and 5.', '', '  ',
+                None, step + ' That is, she has two plus three, which makes five apples in all for her to eat.' * 2]:
+        assert not suite_mod.is_paraphrase(step, bad)
