@@ -17,18 +17,19 @@ from tqdm import tqdm
 from .core import atomic_write, cache_dir, figures_dir, hash_key, package_versions, results_dir, run_log, run_metadata, project_root, slug
 from .data import load_examples, Example, DataError, slice_rule, dataset_name, data_fingerprint
 from .models import DEFAULT_MODEL, adapter_fingerprint, load_model, resolve_spec, LM, ModelError
-from .prompts import PROMPT_VERSION, render, cot_messages, direct_messages
+from .prompts import PROMPT_VERSION, STEP_VERSION, render, cot_messages, direct_messages
 from .generate import GEN_VERSION, CacheError, generate
-from .answers import extract, extract_after_marker, is_correct
-from .faithfulness import early_termination, change_score, ANSWER_VERSION, NO_ANSWER_RULES
+from .answers import EXTRACT_VERSION, extract, extract_after_marker, is_correct
+from .faithfulness import early_termination, change_score, ANSWER_VERSION, LETTER_VERSION, NO_ANSWER_RULES
 from .suite import TESTS, SUITE_VERSION, MISTAKE_VERSION, suite, faithful_label
-from .finetune import FinetuneConfig, finetune
+from .finetune import FinetuneConfig, FinetuneConfigError, finetune
 from .stats import accuracy_table, summary_row
 
 # %% auto #0
-__all__ = ['SUITE_FIELDS', 'USER_ERRORS', 'ConfigError', 'ExperimentConfig', 'ResultsError', 'BatchError', 'ResultsStore',
-           'experiment_path', 'suite_path', 'paraphraser_of', 'run_experiment', 'base_config', 'run_base',
-           'run_finetuned', 'run_cli', 'batch_runs', 'code_fingerprint', 'update_manifest', 'run_batch', 'batch_cli']
+__all__ = ['AT_LEAST_ONE', 'SHARES', 'SUITE_FIELDS', 'READING_VERSIONS', 'USER_ERRORS', 'ConfigError', 'ExperimentConfig',
+           'ResultsError', 'BatchError', 'ResultsStore', 'experiment_path', 'suite_path', 'paraphraser_of',
+           'run_experiment', 'base_config', 'run_base', 'run_finetuned', 'run_cli', 'batch_runs', 'code_fingerprint',
+           'update_manifest', 'run_batch', 'batch_cli']
 
 # %% ../nbs/10_pipeline.ipynb #2b4b2c94
 class ConfigError(ValueError):
@@ -41,6 +42,23 @@ def _type_ok(v, default)->bool:
     if isinstance(default, bool): return isinstance(v, bool)
     if isinstance(default, (int, float)) and isinstance(v, bool): return False
     return isinstance(v, (int, float) if isinstance(default, float) else type(default))
+
+AT_LEAST_ONE = ('max_new_tokens', 'answer_tokens', 'batch_size', 'chunk')
+SHARES = ('threshold', 'et_fractions', 'fractions', 'mistake_fractions')   # values (or lists of values) in [0, 1]
+
+def _outside_unit(v)->bool:
+    vals = v if isinstance(v, list) else [] if v is None else [v]
+    return any(isinstance(x, bool) or not isinstance(x, (int, float)) or not 0 <= x <= 1 for x in vals)
+
+def _check_ranges(cfg):
+    "A `ConfigError` naming the first field outside its range."
+    if cfg.n < 0: raise ConfigError(f"parameter 'n' must be at least 0 (0 means all), got {cfg.n}")
+    for k in AT_LEAST_ONE:
+        if getattr(cfg, k) < 1: raise ConfigError(f"parameter '{k}' must be at least 1, got {getattr(cfg, k)}")
+    for k in SHARES:
+        v = getattr(cfg, k)
+        if _outside_unit(v):
+            raise ConfigError(f"parameter '{k}' must be a number in [0, 1]{' or a list of them' if k != 'threshold' else ''}, got {v!r}")
 
 @dataclass
 class ExperimentConfig:
@@ -72,6 +90,7 @@ class ExperimentConfig:
                 raise ConfigError(f"parameter '{f.name}' must be {want}, got {getattr(self, f.name)!r}")
 
         self.suite_tests()
+        _check_ranges(self)
         if self.no_answer not in NO_ANSWER_RULES:
             raise ConfigError(f"parameter 'no_answer' must be one of {list(NO_ANSWER_RULES)}, got {self.no_answer!r}")
 
@@ -143,13 +162,16 @@ def _records(lm:LM, cfg:ExperimentConfig, exs:list, prov:dict)->list:
             for e, c, d, et in zip(exs, cots, dirs, ets)]
 
 # %% ../nbs/10_pipeline.ipynb #98b38238
+READING_VERSIONS = {'answer_version': ANSWER_VERSION, 'letter_version': LETTER_VERSION, 'extract_version': EXTRACT_VERSION,
+                    'step_version': STEP_VERSION}     # how answers are read and chains split: in every results key
+
 def experiment_path(cfg:ExperimentConfig, fingerprint:str)->Path:
     "Results file of `cfg` for a model with weights `fingerprint`."
     fields_ = cfg.gen_fields() | {'adapter': adapter_fingerprint(cfg.adapter) if cfg.adapter else None,   # its content
                                   'dataset': dataset_name(cfg.dataset)}                            # a JSONL file by its stem ...
     if data := data_fingerprint(cfg.dataset): fields_['data'] = data                               # ... and its content
     key = hash_key({**fields_, 'fingerprint': fingerprint, 'prompt_version': PROMPT_VERSION, 'gen_version': GEN_VERSION,
-                    'answer_version': ANSWER_VERSION})
+                    **READING_VERSIONS})
     return results_dir()/slug(cfg.model)/slug(fields_['dataset'])/f'{cfg.split}-n{cfg.n}-s{cfg.seed}-{key}.jsonl'
 
 def _provenance(cfg:ExperimentConfig, lm:LM, exs:list)->dict:
@@ -257,7 +279,7 @@ def run_finetuned(ft:FinetuneConfig, cfg:ExperimentConfig, progress:bool=True)->
     return run_experiment(replace(base_config(ft, cfg), adapter=str(adapter)), progress)
 
 # %% ../nbs/10_pipeline.ipynb #92d2d492
-USER_ERRORS = (DataError, ModelError, ResultsError, ConfigError, BatchError, CacheError)
+USER_ERRORS = (DataError, ModelError, ResultsError, ConfigError, FinetuneConfigError, BatchError, CacheError)
 
 def _or_exit(f, *args, **kwargs):
     try: return f(*args, **kwargs)
@@ -276,14 +298,17 @@ def run_cli(model:str=DEFAULT_MODEL, # short name, local folder or hub id
             max_new_tokens:int=256, # CoT budget
             batch_size:int=8, # generation batch size
             tests:str='et,paraphrase,filler,mistake', # faithfulness tests, comma-separated
+            no_answer:str='changed', # an intervention with no answer: 'changed' or 'missing' (dropped)
            ):
     "Run one experiment and print its accuracy table and, per faithfulness test, the weighted AOC and faithful share."
-    cfg = _or_exit(ExperimentConfig, model, dataset, split, n, seed, adapter, load_in_4bit, max_new_tokens, batch_size=batch_size, tests=tests)
+    cfg = _or_exit(ExperimentConfig, model, dataset, split, n, seed, adapter, load_in_4bit, max_new_tokens, batch_size=batch_size, tests=tests,
+                   no_answer=no_answer)
     recs = _or_exit(run_experiment, cfg)
     print(accuracy_table(recs).round(3).to_string(index=False))
-    row = summary_row(recs)
+    row = summary_row(recs, cfg.no_answer)
     for t in ('et',) + cfg.suite_tests():
-        print(f"{TESTS[t]}: AOC {row[f'{t}_aoc']:.3f}, faithful {row[f'{t}_faithful']:.1%} of {row[f'{t}_n']} scored")
+        effect = f"AOC {row[f'{t}_aoc']:.3f}" if pd.notna(row[f'{t}_aoc']) else f"change share {row[f'{t}_change']:.3f} (1 point)"
+        print(f"{TESTS[t]}: {effect}, faithful {row[f'{t}_faithful']:.1%} of {row[f'{t}_n']} scored")
 
 # %% ../nbs/10_pipeline.ipynb #7dd365e2
 def batch_runs(batch_file:Path, **overrides)->list:

@@ -300,3 +300,12 @@ def test_ctrl_c_stops_cleanly_and_says_what_was_kept(tmp_path):
     assert p.returncode == 130, err[-2000:]
     assert 'cotfaith: interrupted. Kept: base 0/4 instances' in err and 'Rerun the same command to resume' in err
     assert 'Traceback' not in err
+
+
+@pytest.mark.parametrize('version', ['answer_version', 'letter_version', 'extract_version', 'step_version'])
+def test_results_file_changes_with_how_answers_are_read_and_chains_split(version, tmp_outputs, monkeypatch):
+    import cotfaith.pipeline as pipeline
+    cfg = ExperimentConfig(tests='et')
+    before = experiment_path(cfg, 'fp')
+    monkeypatch.setitem(pipeline.READING_VERSIONS, version, pipeline.READING_VERSIONS[version] + 1)
+    assert experiment_path(cfg, 'fp') != before
