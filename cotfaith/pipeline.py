@@ -28,8 +28,8 @@ from .stats import accuracy_table, summary_row
 # %% auto #0
 __all__ = ['AT_LEAST_ONE', 'SHARES', 'SUITE_FIELDS', 'READING_VERSIONS', 'USER_ERRORS', 'ConfigError', 'ExperimentConfig',
            'ResultsError', 'BatchError', 'ResultsStore', 'experiment_path', 'suite_path', 'paraphraser_of',
-           'run_experiment', 'base_config', 'run_base', 'run_finetuned', 'run_cli', 'batch_runs', 'code_fingerprint',
-           'update_manifest', 'run_batch', 'batch_cli']
+           'paraphraser_id', 'run_experiment', 'base_config', 'run_base', 'run_finetuned', 'run_cli', 'batch_runs',
+           'code_fingerprint', 'update_manifest', 'run_batch', 'batch_cli']
 
 # %% ../nbs/10_pipeline.ipynb #2b4b2c94
 class ConfigError(ValueError):
@@ -224,13 +224,18 @@ def paraphraser_of(cfg:ExperimentConfig)->tuple:
     "(spec, load_in_4bit) of the model that paraphrases and writes mistakes: `cfg.paraphraser`, else the base model."
     return (cfg.paraphraser, False) if cfg.paraphraser else (cfg.model, cfg.load_in_4bit)
 
+def paraphraser_id(cfg:ExperimentConfig)->str:
+    "What identifies the paraphraser in the suite stores' keys: its weights and precision."
+    spec, load_in_4bit = paraphraser_of(cfg)
+    return hash_key({'fingerprint': resolve_spec(spec)[1], 'load_in_4bit': load_in_4bit})
+
 def run_experiment(cfg:ExperimentConfig, progress:bool=True)->pd.DataFrame:
     "Per-instance records of `cfg`, computing and storing only what is missing."
     exs = load_examples(cfg.dataset, cfg.split, cfg.n or None, cfg.seed)
     fp = resolve_spec(cfg.model)[1]
     base = experiment_path(cfg, fp)
     pspec, p4bit = paraphraser_of(cfg)
-    pfp = hash_key({'fingerprint': resolve_spec(pspec)[1], 'load_in_4bit': p4bit})
+    pfp = paraphraser_id(cfg)
     same = (pspec, p4bit) == (cfg.model, cfg.load_in_4bit) and not cfg.adapter    # the evaluated model paraphrases itself
     stores = {'base': ResultsStore(base)} | {t: ResultsStore(suite_path(cfg, base, t, pfp)) for t in cfg.suite_tests()}
     have = {k: s.read() for k, s in stores.items()}

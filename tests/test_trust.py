@@ -17,7 +17,7 @@ from cotfaith.data import load_examples
 from cotfaith.finetune import FinetuneConfig, adapter_dir, finetune
 from cotfaith.generate import gen_key
 from cotfaith.models import LM, make_tiny_model, resolve_spec
-from cotfaith.pipeline import ExperimentConfig, experiment_path, run_experiment, suite_path
+from cotfaith.pipeline import ExperimentConfig, experiment_path, paraphraser_id, run_experiment, suite_path
 
 CLI = str(Path(sys.executable).parent/'cotfaith-run')
 SMALL = dict(n=3, max_new_tokens=40, answer_tokens=6, seed=0, chunk=1)
@@ -75,7 +75,7 @@ def test_a_run_killed_during_a_stage_resumes_to_the_records_of_an_uninterrupted_
     if point == 'generation':                   # the first record is stored, the second instance is being generated
         ready = lambda: _lines(base) >= 1
     else:                                       # the second chain is stored, its interventions are running
-        mistakes = suite_path(c, base, 'mistake', 'self')
+        mistakes = suite_path(c, base, 'mistake', paraphraser_id(c))
         ready = lambda: _lines(base) >= 2 and _lines(mistakes) == 1
     assert _kill_when(env, cfg, ready), f'the run finished before it could be killed during {point}'
     assert 0 < sum(_lines(tmp_path/'run'/'results'/k) for k in ref) < 3 * len(ref)     # it was cut off part way
