@@ -5,6 +5,7 @@
 # %% ../nbs/00_core.ipynb #7c98f303
 from __future__ import annotations
 import hashlib, json, os, platform, random, re, subprocess, sys, tempfile
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -12,9 +13,9 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['PACKAGES', 'project_root', 'data_dir', 'cache_dir', 'results_dir', 'figures_dir', 'canonical_json', 'hash_key',
-           'file_sha256', 'slug', 'atomic_write', 'set_seed', 'package_versions', 'git_state', 'run_metadata',
-           'run_log']
+__all__ = ['DIRS', 'PACKAGES', 'project_root', 'data_dir', 'cache_dir', 'results_dir', 'figures_dir', 'SettingError',
+           'writable_dir', 'absolute_dirs', 'canonical_json', 'hash_key', 'file_sha256', 'slug', 'atomic_write',
+           'set_seed', 'package_versions', 'git_state', 'run_metadata', 'run_log', 'figure_stem']
 
 # %% ../nbs/00_core.ipynb #9f7dac76
 def project_root(start:Path|None=None # where to start looking (default: the working directory)
@@ -24,13 +25,52 @@ def project_root(start:Path|None=None # where to start looking (default: the wor
     return next((p for p in [start, *start.parents] if (p/'settings.ini').exists()), start)
 
 # %% ../nbs/00_core.ipynb #7bf42927
-def _setting(env:str, default:str)->Path:
-    return Path(os.environ.get(env) or project_root()/default).expanduser().resolve()
+DIRS = {'COTFAITH_DATA_DIR': 'data', 'COTFAITH_CACHE_DIR': '.cache', 'COTFAITH_RESULTS_DIR': 'results',
+        'COTFAITH_FIGURES_DIR': 'figures'}   # each folder setting and its default, relative to the project root
 
-def data_dir()->Path:    "Folder with local dataset files (`COTFAITH_DATA_DIR`)."; return _setting('COTFAITH_DATA_DIR', 'data')
-def cache_dir()->Path:   "Folder for converted models and generations (`COTFAITH_CACHE_DIR`)."; return _setting('COTFAITH_CACHE_DIR', '.cache')
-def results_dir()->Path: "Folder for per-instance records (`COTFAITH_RESULTS_DIR`)."; return _setting('COTFAITH_RESULTS_DIR', 'results')
-def figures_dir()->Path: "Folder the analysis notebooks save figures into (`COTFAITH_FIGURES_DIR`)."; return _setting('COTFAITH_FIGURES_DIR', 'figures')
+def _setting(env:str, root:Path|None=None)->Path:
+    "The folder `env` names (relative to the working directory), else its default under the project root."
+    return Path(os.environ.get(env) or project_root(root)/DIRS[env]).expanduser().resolve()
+
+def data_dir()->Path:
+    "Folder with local dataset files (`COTFAITH_DATA_DIR`)."
+    return _setting('COTFAITH_DATA_DIR')
+
+def cache_dir()->Path:
+    "Folder for converted models and generations (`COTFAITH_CACHE_DIR`)."
+    return _setting('COTFAITH_CACHE_DIR')
+
+def results_dir()->Path:
+    "Folder for per-instance records (`COTFAITH_RESULTS_DIR`)."
+    return _setting('COTFAITH_RESULTS_DIR')
+
+def figures_dir()->Path:
+    "Folder the analysis notebooks save figures into (`COTFAITH_FIGURES_DIR`)."
+    return _setting('COTFAITH_FIGURES_DIR')
+
+# %% ../nbs/00_core.ipynb #c7c52263
+class SettingError(ValueError):
+    "A folder setting that cannot be used."
+
+def writable_dir(env:str)->Path:
+    "The folder setting `env` names, checked: it, or the nearest part of it that exists, is a folder we can write to."
+    p = _setting(env)
+    have = next(x for x in [p, *p.parents] if x.exists())
+    if not have.is_dir(): raise SettingError(f"{env} is {p}, but {have} is a file, not a folder. Fix: point {env} at a folder")
+    if not os.access(have, os.W_OK): raise SettingError(f"{env} is {p}, and {have} is not writable. Fix: point {env} at a folder you can write")
+    return p
+
+@contextmanager
+def absolute_dirs(root:Path|None=None # project root for the folders left unset (default: found from the working directory)
+                 ):
+    "Every `COTFAITH_*_DIR` set to an absolute path inside the block (relative ones resolved here, unset ones under `root`)."
+    old = {k: os.environ.get(k) for k in DIRS}
+    os.environ.update({k: str(_setting(k, root)) for k in DIRS})
+    try: yield {k: Path(os.environ[k]) for k in DIRS}
+    finally:
+        for k, v in old.items():
+            if v is None: os.environ.pop(k, None)
+            else: os.environ[k] = v
 
 # %% ../nbs/00_core.ipynb #3060355d
 def canonical_json(obj)->str:
@@ -55,11 +95,18 @@ def slug(s:str)->str:
     return re.sub(r'[^A-Za-z0-9_.-]+', '--', str(s).strip('/.~ '))[-80:]
 
 # %% ../nbs/00_core.ipynb #9aaac990
+def _umask()->int:
+    "The process's file-creation mask."
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
 def atomic_write(path:Path, text:str)->Path:
     "Write `text` to `path` atomically (temporary file + rename)."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     try:
+        os.chmod(tmp, 0o666 & ~_umask())                      # as open() would: mkstemp makes it private (0600)
         with os.fdopen(fd, 'w', encoding='utf-8') as f: f.write(text); f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -100,3 +147,8 @@ def run_log(**entry):
     "Append `entry` as a JSON line to the file named by `COTFAITH_RUN_LOG`, if it is set."
     if f := os.environ.get('COTFAITH_RUN_LOG'):
         with open(f, 'a', encoding='utf-8') as fh: fh.write(json.dumps(entry, default=str) + '\n')
+
+# %% ../nbs/00_core.ipynb #1ae2bb1f
+def figure_stem(name:str)->str:
+    "`name`, with the run's figure tag (`COTFAITH_FIGURE_TAG`) appended if one is set."
+    return f'{name}__{tag}' if (tag := os.environ.get('COTFAITH_FIGURE_TAG')) else name

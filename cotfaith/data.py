@@ -14,10 +14,10 @@ from functools import partial
 from .core import data_dir, file_sha256, project_root
 
 # %% auto #0
-__all__ = ['LETTERS', 'ARITH_OPS', 'ARITH_SIZES', 'DATASETS', 'Example', 'DataError', 'parse_gsm8k', 'parse_medqa',
-           'parse_medmcqa', 'parse_cosmosqa', 'arith_chain', 'arith_examples', 'DatasetInfo', 'in_train_slice',
-           'slice_rule', 'normalise_text', 'split_groups', 'parse_generic', 'get_info', 'dataset_name',
-           'data_fingerprint', 'read_file', 'subsample', 'load_examples']
+__all__ = ['LETTERS', 'ARITH_OPS', 'ARITH_SIZES', 'DATASETS', 'GENERIC_FIELDS', 'Example', 'DataError', 'parse_gsm8k',
+           'parse_medqa', 'parse_medmcqa', 'parse_cosmosqa', 'arith_chain', 'arith_examples', 'DatasetInfo',
+           'in_train_slice', 'slice_rule', 'normalise_text', 'split_groups', 'parse_generic', 'get_info',
+           'dataset_name', 'data_fingerprint', 'read_file', 'subsample', 'load_examples']
 
 # %% ../nbs/01_data.ipynb #0a7fb47f
 LETTERS = 'ABCDEFGHIJ'
@@ -191,14 +191,21 @@ def split_groups(exs:list, passage:Callable|None=None # Example -> its passage, 
     return {e.id: find(e.id) for e in exs}
 
 # %% ../nbs/01_data.ipynb #cd7e0203
+GENERIC_FIELDS = ('question', 'answer', 'options', 'rationale', 'id')
+
 def parse_generic(row:dict, idx:str, name:str='custom')->Example:
     "A row of the generic JSONL format: `question`, `answer`, optional `options`, `rationale` and `id`."
     if not isinstance(row, dict): raise DataError("a row must be a JSON object with the fields 'question' and 'answer'")
+    if bad := sorted(set(row) - set(GENERIC_FIELDS)):
+        raise DataError(f"unknown field(s) {bad}; a row has {list(GENERIC_FIELDS)}. Fix: rename or remove them")
     q, gold, why = _need(row, 'question'), str(_need(row, 'answer')).strip(), row.get('rationale')
     if not isinstance(q, str): raise DataError("field 'question' must be a string")
     if why is not None and not isinstance(why, str): raise DataError("field 'rationale' must be a string")
     i = f"{name}-{row.get('id', idx)}"
     if row.get('options') is not None:
+        if not isinstance(row['options'], (list, dict)):
+            raise DataError("field 'options' must be a list of option texts or an object {\"A\": ..., \"B\": ...}, not "
+                            f"{type(row['options']).__name__}. Fix: write it as a JSON list")
         choices = _options(row['options'])
         return Example(i, name, q, _letter(gold, choices), choices, (why or '').strip() or None)
     if not _NUM.match(gold.replace(',', '')):
@@ -210,6 +217,7 @@ def _dataset_file(name:str)->Path|None:
     if name in DATASETS or not str(name).endswith('.jsonl'): return None
     for p in (Path(name).expanduser(), project_root()/name):
         if p.is_file(): return p.resolve()
+        if p.is_dir(): raise DataError(f"dataset '{p}' is a folder, not a .jsonl file. Fix: name the file itself")
     raise DataError(f"dataset file '{name}' not found (looked in {Path.cwd()} and {project_root()}). Fix: pass an absolute path")
 
 def get_info(name:str)->DatasetInfo:
@@ -217,7 +225,7 @@ def get_info(name:str)->DatasetInfo:
     if (f := _dataset_file(name)) is not None:
         return DatasetInfo(f.stem, 'generic', partial(parse_generic, name=f.stem), {'test': str(f)}, None,
                            {'train': 'train', 'test': 'test'}, holdout=0.2)
-    if name not in DATASETS: raise DataError(f"unknown dataset '{name}'; known: {', '.join(DATASETS)}, or a path to a .jsonl file in the generic format")
+    if name not in DATASETS: raise DataError(f"unknown dataset '{name}'; known: {', '.join(DATASETS)}, or a path to a .jsonl file in the generic format. Fix: use one of these names or a .jsonl path")
     return DATASETS[name]
 
 def dataset_name(name:str)->str:
@@ -235,17 +243,21 @@ def _rows(path:Path):
     for i, b in enumerate(path.read_bytes().split(b'\n'), 1):
         if not b.strip(): continue
         try: yield i, json.loads(_decode(b, path, i))
-        except json.JSONDecodeError as e: raise DataError(f"{path}:{i}: not valid JSON ({e.msg})") from None
+        except json.JSONDecodeError as e: raise DataError(f"{path}:{i}: not valid JSON ({e.msg}). Fix: one JSON object per line") from None
 
 def _decode(b:bytes, path, i)->str:
     try: return b.decode('utf-8')
-    except UnicodeDecodeError as e: raise DataError(f"{path}:{i}: bytes that are not UTF-8 at column {e.start}") from None
+    except UnicodeDecodeError as e: raise DataError(f"{path}:{i}: bytes that are not UTF-8 at column {e.start}. Fix: save the file as UTF-8") from None
 
 # %% ../nbs/01_data.ipynb #40f20f04
 def _csv_rows(path:Path):
     text = '\n'.join(_decode(b, path, i) for i, b in enumerate(path.read_bytes().split(b'\n'), 1))
     reader = csv.DictReader(io.StringIO(text))
     for row in reader: yield reader.line_num, row
+
+def _with_fix(e:Exception)->str:
+    "The message of a row's error, with a fix if it has none."
+    return str(e) if 'Fix:' in str(e) else f"{e}. Fix: correct that line (the format is in 01_data and the README)"
 
 def read_file(path:Path, parse:Callable, on_error:str='raise', split:str='test')->list:
     "Parse every row of a local dataset file into `Example`s."
@@ -254,9 +266,10 @@ def read_file(path:Path, parse:Callable, on_error:str='raise', split:str='test')
     for n, (line, row) in enumerate(rows):
         try: out.append(_with_source(parse(row, f'{split}-{n}'), f'{path.name}:{line}'))
         except (DataError, KeyError, ValueError, TypeError) as e:
-            if on_error == 'raise': raise DataError(f"{path}:{line}: {e}") from None
+            if on_error == 'raise': raise DataError(f"{path}:{line}: {_with_fix(e)}") from None
             bad.append(line)
     if bad: warnings.warn(f"{path}: skipped {len(bad)} malformed rows (lines {bad[:10]}{'...' if len(bad) > 10 else ''})")
+    if not out: raise DataError(f"{path}: no examples (the file is empty or has only blank lines). Fix: one JSON object per line")
     _check_unique_ids(out, path)
     return out
 
@@ -298,7 +311,7 @@ def _local_examples(info:DatasetInfo, split:str, path:Path, on_error:str)->list:
 def load_examples(name:str, split:str='test', n:int|None=None, seed:int=0, on_error:str='raise', data:Path|None=None)->list:
     "Examples of dataset `name`: local file under the data dir if present, else the hub; then a seeded subsample."
     info, root = get_info(name), Path(data or data_dir())
-    if split not in info.hub_splits: raise DataError(f"{name} has no split '{split}'; splits: {sorted(info.hub_splits)}")
+    if split not in info.hub_splits: raise DataError(f"{name} has no split '{split}'; splits: {sorted(info.hub_splits)}. Fix: use one of these splits")
     if info.make: return subsample(info.make(split), n, seed)
     local = _local_file(info, split, root)
     if local is not None and local.exists(): return subsample(_local_examples(info, split, local, on_error), n, seed)

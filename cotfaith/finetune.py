@@ -156,6 +156,16 @@ def _training_args(c:FinetuneConfig, out:Path):
                              bf16=torch.cuda.is_available(), remove_unused_columns=False, disable_tqdm=False)
 
 # %% ../nbs/06_finetune.ipynb #b8d4c5cc
+def _resume_point(work:Path)->str|None:
+    "The newest checkpoint in `work` that was written whole; any other (a kill while it was written) is removed."
+    whole = []
+    for d in sorted(work.glob('checkpoint-*'), key=lambda d: int(d.name.rsplit('-', 1)[1])):
+        try: ok = isinstance(json.loads((d/'trainer_state.json').read_text()), dict)     # written last
+        except (OSError, ValueError): ok = False
+        if ok: whole.append(d)
+        else: shutil.rmtree(d)
+    return str(whole[-1]) if whole else None
+
 def _train(lm:LM, c:FinetuneConfig, exs:list, work:Path)->list:
     "Train LoRA adapters in `work` (resuming its last checkpoint); returns the loss log."
     from transformers import Trainer, DataCollatorForSeq2Seq
@@ -167,8 +177,7 @@ def _train(lm:LM, c:FinetuneConfig, exs:list, work:Path)->list:
     set_seed(c.seed)
     trainer = Trainer(model=_lora_model(lm, c), args=_training_args(c, work), train_dataset=data, callbacks=_trainer_callbacks(),
                       data_collator=DataCollatorForSeq2Seq(lm.tok, label_pad_token_id=-100, padding=True))
-    resume = any(work.glob('checkpoint-*'))
-    trainer.train(resume_from_checkpoint=True if resume else None)
+    trainer.train(resume_from_checkpoint=_resume_point(work))
     trainer.model.save_pretrained(work/'adapter')
     return [{'step': h['step'], 'loss': h['loss']} for h in trainer.state.log_history if 'loss' in h]
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_models.ipynb #4041c3da
 from __future__ import annotations
-import hashlib, importlib.util, json, shutil, time
+import hashlib, importlib.util, json, re, shutil, time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +16,8 @@ from filelock import FileLock
 from .core import atomic_write, cache_dir, file_sha256, hash_key
 
 # %% auto #0
-__all__ = ['DEFAULT_MODEL', 'ALIASES', 'IDENTITY_FILES', 'ModelError', 'embedded_gguf', 'embedded_dir', 'resolve_spec', 'LM',
-           'adapter_fingerprint', 'load_model', 'make_tiny_model', 'tiny_model_cli']
+__all__ = ['DEFAULT_MODEL', 'ALIASES', 'IDENTITY_FILES', 'TOKENIZER_FILES', 'ModelError', 'embedded_gguf', 'embedded_dir',
+           'resolve_spec', 'LM', 'adapter_fingerprint', 'load_model', 'make_tiny_model', 'tiny_model_cli']
 
 # %% ../nbs/02_models.ipynb #fe3eb1e4
 DEFAULT_MODEL = 'smollm2-135m'
@@ -78,16 +78,24 @@ def _hub_snapshot(spec:str, revision:str|None)->Path:
                          f"and pass the folder DIR as the model, or point HF_HOME at a cache that holds it.") from None
 
 # %% ../nbs/02_models.ipynb #16108d83
+TOKENIZER_FILES = ('tokenizer.json', 'tokenizer_config.json', 'tokenizer.model', 'vocab.json')
+
 def resolve_spec(spec:str, revision:str|None=None)->tuple[Path, str]:
     "Folder to load and weight fingerprint for a model spec."
     if spec in ALIASES:
         d = embedded_dir(); return d, 'gguf-sha256:' + json.loads((d/'cotfaith.json').read_text())['sha256']
     p = Path(spec).expanduser()
     if p.is_dir():
-        if not (p/'config.json').exists(): raise ModelError(f"folder '{spec}' holds no config.json: it is not a transformers model folder")
+        if not (p/'config.json').exists():
+            raise ModelError(f"folder '{spec}' holds no config.json: it is not a transformers model folder. "
+                             "Fix: pass a folder saved by save_pretrained, a short name or a hub id")
+        if not any((p/f).exists() for f in TOKENIZER_FILES):
+            raise ModelError(f"folder '{spec}' holds no tokenizer ({', '.join(TOKENIZER_FILES)}). "
+                             "Fix: save the model's tokenizer into it (tokenizer.save_pretrained(folder))")
         return p.resolve(), 'folder:' + _folder_fingerprint(p)
     if spec.startswith(('.', '/', '~')) or spec.count('/') != 1:
-        raise ModelError(f"model '{spec}' is neither a known short name ({', '.join(ALIASES)}), an existing folder, nor a hub id like 'org/name'")
+        raise ModelError(f"model '{spec}' is neither a known short name ({', '.join(ALIASES)}), an existing folder, nor a hub id "
+                         "like 'org/name'. Fix: check the path or the name")
     d = _hub_snapshot(spec, revision)
     return d, f'hub:{spec}@{d.name}'
 
@@ -122,13 +130,42 @@ def adapter_fingerprint(adapter:str|Path)->str:
         raise ModelError(f"adapter '{adapter}' holds no weights (adapter_model.safetensors). Fix: train it again, or pass the folder that has them")
     return hash_key([_weights_sha256(f) for f in files])
 
+def _named_base(adapter:Path)->tuple:
+    "(name, weights fingerprint) of the base peft's `adapter_config.json` names; fingerprint None where it cannot be found."
+    name = json.loads((adapter/'adapter_config.json').read_text()).get('base_model_name_or_path')
+    if not name: return None, None
+    try: return name, resolve_spec(name)[1] if name in ALIASES or Path(name).expanduser().is_dir() else None
+    except ModelError: return name, None
+
+def _check_shapes(model, adapter:Path):
+    "A `ModelError` unless every LoRA matrix of `adapter` fits the module of `model` it attaches to."
+    from safetensors import safe_open
+    mods = dict(model.named_modules())
+    with safe_open(str(adapter/'adapter_model.safetensors'), 'pt') as f:
+        for k in f.keys():
+            name, kind = re.sub(r'^base_model\.model\.', '', k).rsplit('.lora_', 1) if '.lora_' in k else (None, None)
+            if name is None: continue
+            m, shape = mods.get(name), f.get_slice(k).get_shape()
+            want = getattr(m, 'in_features', None) if kind.startswith('A') else getattr(m, 'out_features', None)
+            have = shape[1] if kind.startswith('A') else shape[0]
+            if m is None or want != have:
+                raise ModelError(f"adapter '{adapter}' does not fit this base: {name} {'is missing' if m is None else f'has {want} features, the adapter {have}'}. "
+                                 "Fix: load it with the base model it was trained on")
+
 def _attach_adapter(model, adapter:str|Path, spec:str, base_fp:str):
+    "`model` with the LoRA `adapter` attached, unmerged, after checking that it was trained on this base."
     from peft import PeftModel
     a, fp = Path(adapter), adapter_fingerprint(adapter)
     meta = json.loads((a/'meta.json').read_text()) if (a/'meta.json').exists() else {}
     if meta.get('base_fingerprint', base_fp) != base_fp:                 # adapters from `finetune` record their base
         raise ModelError(f"adapter '{adapter}' was trained on '{meta['config']['model']}' (weights {meta['base_fingerprint']}), "
                          f"not on '{spec}' (weights {base_fp}). Fix: load it with the base model it was trained on, or fine-tune '{spec}'")
+    if not meta:                                                         # any peft adapter: the base it names, and shapes
+        name, named_fp = _named_base(a)
+        if named_fp not in (None, base_fp):
+            raise ModelError(f"adapter '{adapter}' names its base '{name}' (weights {named_fp}), not '{spec}' (weights {base_fp}). "
+                             f"Fix: load it with '{name}'")
+        if (a/'adapter_model.safetensors').exists(): _check_shapes(model, a)
     return PeftModel.from_pretrained(model, a, is_trainable=False), fp
 
 # %% ../nbs/02_models.ipynb #efb10b3f

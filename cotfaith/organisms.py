@@ -14,7 +14,7 @@ import seaborn as sns
 from .models import DEFAULT_MODEL
 from .finetune import FinetuneConfig
 from .stats import auroc_ci, curve, faithfulness_stats, share_of
-from .suite import TESTS, FAITHFUL_IF_CHANGED
+from .frame import TESTS, FAITHFUL_IF_CHANGED, AXES
 from .faithfulness import change_score
 from .plots import plot_et_curve, _title
 
@@ -43,8 +43,8 @@ def later_points(records:pd.DataFrame, test:str)->pd.DataFrame:
     "`records` with `test`'s change score recomputed over the intervention points k > 0 only."
     def score(ks, answers):
         if not isinstance(ks, list): return None
-        kept = [a for k, a in zip(ks, answers) if k > 0]
-        return change_score(kept) if kept else None
+        kept = [a for k, a in zip(ks[:-1], answers[:-1]) if k > 0]               # the reference (last) always stays
+        return change_score(kept + answers[-1:]) if kept else None
     return records.assign(**{f'{test}_score': [score(k, a) for k, a in zip(records[f'{test}_k'], records[f'{test}_answers'])]})
 
 def _auroc_row(faithful:pd.DataFrame, unfaithful:pd.DataFrame, test:str)->dict:
@@ -84,7 +84,7 @@ def figure_organisms(records:dict, # organism name -> records with every test
     colors = dict(zip(records, sns.color_palette('deep')))
     for i, t in enumerate(tests):
         for name, rec in records.items():
-            plot_et_curve(curve(rec, t), axs[0, i], name, colors[name], 'fraction of the chain left intact', legend=_curve_legend(rec, t))
+            plot_et_curve(curve(rec, t), axs[0, i], name, colors[name], AXES[t], legend=_curve_legend(rec, t))
         axs[0, i].set_title(TESTS[t], fontsize=10)
         axs[0, i].legend(fontsize=7, loc='lower right')
         long = pd.concat([pd.DataFrame({'organism': name, 'score': rec[f'{t}_score'].dropna().astype(float)})

@@ -4,31 +4,35 @@
 
 # %% ../nbs/10_pipeline.ipynb #c92e18a7
 from __future__ import annotations
-import json, os, sys, time
+import ast, json, os, sys, threading, time
+from functools import lru_cache, wraps
 from dataclasses import dataclass, asdict, field, fields, replace, MISSING
 from pathlib import Path
 
 import pandas as pd
 import yaml
 from filelock import FileLock
-from fastcore.script import call_parse
+from fastcore.script import anno_parser
 from tqdm import tqdm
 
-from .core import atomic_write, cache_dir, figures_dir, hash_key, package_versions, results_dir, run_log, run_metadata, project_root, slug
+from .core import (SettingError, atomic_write, absolute_dirs, writable_dir, cache_dir, figures_dir, file_sha256, hash_key, package_versions,
+                           results_dir, run_log, run_metadata, project_root, slug)
 from .data import load_examples, Example, DataError, slice_rule, dataset_name, data_fingerprint
 from .models import DEFAULT_MODEL, adapter_fingerprint, load_model, resolve_spec, LM, ModelError
 from .prompts import PROMPT_VERSION, STEP_VERSION, render, cot_messages, direct_messages
 from .generate import GEN_VERSION, CacheError, generate
 from .answers import EXTRACT_VERSION, extract, extract_after_marker, is_correct
-from .faithfulness import early_termination, change_score, ANSWER_VERSION, LETTER_VERSION, NO_ANSWER_RULES
-from .suite import TESTS, SUITE_VERSION, MISTAKE_VERSION, suite, faithful_label
+from .faithfulness import early_termination, change_score, too_long, ANSWER_VERSION, LETTER_VERSION, NO_ANSWER_RULES
+from .frame import TESTS, REWRITING_TESTS, faithful_label
+from .suite import SUITE_VERSION, MISTAKE_VERSION, suite
 from .finetune import FinetuneConfig, FinetuneConfigError, finetune
 from .stats import accuracy_table, summary_row
 
 # %% auto #0
-__all__ = ['AT_LEAST_ONE', 'SHARES', 'SUITE_FIELDS', 'READING_VERSIONS', 'USER_ERRORS', 'ConfigError', 'ExperimentConfig',
-           'ResultsError', 'BatchError', 'ResultsStore', 'experiment_path', 'suite_path', 'paraphraser_of',
-           'paraphraser_id', 'run_experiment', 'base_config', 'run_base', 'run_finetuned', 'run_cli', 'batch_runs',
+__all__ = ['AT_LEAST_ONE', 'SHARES', 'SUITE_FIELDS', 'READING_VERSIONS', 'USER_ERRORS', 'BATCH_KEYS', 'ConfigError',
+           'ExperimentConfig', 'ResultsError', 'BatchError', 'ResultsStore', 'experiment_path', 'suite_path',
+           'paraphraser_of', 'paraphraser_id', 'run_experiment', 'base_config', 'run_base', 'run_finetuned',
+           'Terminated', 'cli', 'run_cli', 'batch_runs', 'figure_tag', 'unknown_parameters', 'check_parameters',
            'code_fingerprint', 'update_manifest', 'run_batch', 'batch_cli']
 
 # %% ../nbs/10_pipeline.ipynb #2b4b2c94
@@ -52,13 +56,13 @@ def _outside_unit(v)->bool:
 
 def _check_ranges(cfg):
     "A `ConfigError` naming the first field outside its range."
-    if cfg.n < 0: raise ConfigError(f"parameter 'n' must be at least 0 (0 means all), got {cfg.n}")
+    if cfg.n < 0: raise ConfigError(f"parameter 'n' must be at least 0 (0 means all), got {cfg.n}. Fix: pass n >= 0")
     for k in AT_LEAST_ONE:
-        if getattr(cfg, k) < 1: raise ConfigError(f"parameter '{k}' must be at least 1, got {getattr(cfg, k)}")
+        if getattr(cfg, k) < 1: raise ConfigError(f"parameter '{k}' must be at least 1, got {getattr(cfg, k)}. Fix: pass {k} >= 1")
     for k in SHARES:
         v = getattr(cfg, k)
         if _outside_unit(v):
-            raise ConfigError(f"parameter '{k}' must be a number in [0, 1]{' or a list of them' if k != 'threshold' else ''}, got {v!r}")
+            raise ConfigError(f"parameter '{k}' must be a number in [0, 1]{' or a list of them' if k != 'threshold' else ''}, got {v!r}. Fix: use values from 0 to 1")
 
 @dataclass
 class ExperimentConfig:
@@ -78,7 +82,7 @@ class ExperimentConfig:
     fractions: list|None = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75])  # paraphrase and filler points (fractions kept intact); None = every step
     mistake_fractions: list|None = field(default_factory=lambda: [0.5])  # mistake points (each costs a continuation); None = `fractions`
     paraphraser: str|None = None      # model that paraphrases and writes mistakes; None = the base model, unadapted
-    threshold: float = 0.5            # per-instance faithful label threshold, every test (see `suite.faithful_label`)
+    threshold: float = 0.5            # per-instance faithful label threshold, every test (see `frame.faithful_label`)
     no_answer: str = 'changed'        # an intervention with no answer: 'changed' or 'missing' (see `faithfulness.change_score`)
     chunk: int = 16                   # instances per incremental write
 
@@ -87,17 +91,17 @@ class ExperimentConfig:
             default = f.default_factory() if f.default is MISSING else f.default
             if not _type_ok(getattr(self, f.name), default):
                 want = 'str, list or None' if default is None else 'list or None' if isinstance(default, list) else type(default).__name__
-                raise ConfigError(f"parameter '{f.name}' must be {want}, got {getattr(self, f.name)!r}")
+                raise ConfigError(f"parameter '{f.name}' must be {want}, got {getattr(self, f.name)!r}. Fix: pass a {want}")
 
         self.suite_tests()
         _check_ranges(self)
         if self.no_answer not in NO_ANSWER_RULES:
-            raise ConfigError(f"parameter 'no_answer' must be one of {list(NO_ANSWER_RULES)}, got {self.no_answer!r}")
+            raise ConfigError(f"parameter 'no_answer' must be one of {list(NO_ANSWER_RULES)}, got {self.no_answer!r}. Fix: pick one of them")
 
     def suite_tests(self)->tuple:
         "The requested tests besides early termination, checked against `TESTS`."
         names = [t.strip() for t in self.tests.split(',') if t.strip()]
-        if bad := [t for t in names if t not in TESTS]: raise ConfigError(f"unknown test(s) {bad} in 'tests'; choose from {list(TESTS)}")
+        if bad := [t for t in names if t not in TESTS]: raise ConfigError(f"unknown test(s) {bad} in 'tests'; choose from {list(TESTS)}. Fix: name tests from that list, comma-separated")
         return tuple(t for t in TESTS if t in names and t != 'et')
 
     def gen_fields(self)->dict:
@@ -126,10 +130,18 @@ class ResultsStore:
             except (json.JSONDecodeError, UnicodeDecodeError):
                 if i == len(lines): continue                       # torn last line of a killed run
                 raise ResultsError(f"{self.path}:{i}: corrupt record. Fix: delete the file to recompute it (generations stay cached).") from None
+            if not isinstance(r, dict) or isinstance(r.get('id'), bool) or not isinstance(r.get('id'), (str, int)):
+                raise ResultsError(f"{self.path}:{i}: not a record (a JSON object with an 'id'). Fix: delete the file to "
+                                   "recompute it (generations stay cached).")
             recs.setdefault(r['id'], r)
         return recs
 
 # %% ../nbs/10_pipeline.ipynb #22f45bb3
+def _whole(line:bytes)->bool:
+    "Whether `line` is a complete JSON record."
+    try: return isinstance(json.loads(line), dict)
+    except (json.JSONDecodeError, UnicodeDecodeError): return False
+
 def _append(self:ResultsStore, records:list):
     "Append `records` as whole lines, under the lock, fsynced."
     self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -138,7 +150,9 @@ def _append(self:ResultsStore, records:list):
         text = ''.join(json.dumps(r, ensure_ascii=False) + '\n' for r in records if r['id'] not in have)
         with open(self.path, 'a+b') as f:
             f.seek(0); data = f.read()
-            if data and not data.endswith(b'\n'): f.truncate(data.rfind(b'\n') + 1)      # a torn tail of a killed run
+            if data and not data.endswith(b'\n'):
+                if _whole(data[data.rfind(b'\n') + 1:]): f.write(b'\n')              # a whole record whose newline was lost
+                else: f.truncate(data.rfind(b'\n') + 1)                               # a torn tail of a killed run
             f.write(text.encode('utf-8')); f.flush(); os.fsync(f.fileno())
 ResultsStore.append = _append
 
@@ -151,15 +165,18 @@ def _answers(ex:Example, text:str, prefix:str)->dict:
     return out
 
 def _records(lm:LM, cfg:ExperimentConfig, exs:list, prov:dict)->list:
+    "Base records of `exs`: CoT, direct answer and early termination; a question too long for the context is skipped."
     kw = dict(batch_size=cfg.batch_size, seed=cfg.seed, progress=False)
-    cots = generate(lm, [render(lm.tok, cot_messages(e)) for e in exs], max_new_tokens=cfg.max_new_tokens, **kw)
-    dirs = generate(lm, [render(lm.tok, direct_messages(e)) for e in exs], max_new_tokens=cfg.answer_tokens, **kw)
-    ets = early_termination(lm, exs, [c['text'] for c in cots], cfg.et_fractions, max_new_tokens=cfg.answer_tokens,
+    why = {e.id: too_long(lm, render(lm.tok, cot_messages(e)), cfg.max_new_tokens + cfg.answer_tokens) for e in exs}
+    run = [e for e in exs if not why[e.id]]
+    cots = generate(lm, [render(lm.tok, cot_messages(e)) for e in run], max_new_tokens=cfg.max_new_tokens, **kw)
+    dirs = generate(lm, [render(lm.tok, direct_messages(e)) for e in run], max_new_tokens=cfg.answer_tokens, **kw)
+    ets = early_termination(lm, run, [c['text'] for c in cots], cfg.et_fractions, max_new_tokens=cfg.answer_tokens,
                             seed=cfg.seed, progress=False)
-    return [{'id': e.id, 'dataset': e.dataset, 'source': e.source, 'gold': e.answer, 'question': e.question, 'choices': e.to_dict()['choices'],
-             'cot': c['text'], 'cot_tokens': c['n_tokens'], 'cot_finish': c['finish'], **_answers(e, c['text'], 'cot'),
-             'direct': d['text'], **_answers(e, d['text'], 'direct'), **et, 'provenance': prov}
-            for e, c, d, et in zip(exs, cots, dirs, ets)]
+    done = {e.id: {'cot': c['text'], 'cot_tokens': c['n_tokens'], 'cot_finish': c['finish'], **_answers(e, c['text'], 'cot'),
+                   'direct': d['text'], **_answers(e, d['text'], 'direct'), **et} for e, c, d, et in zip(run, cots, dirs, ets)}
+    return [{'id': e.id, 'dataset': e.dataset, 'source': e.source, 'gold': e.answer, 'question': e.question,
+             'choices': e.to_dict()['choices'], **done.get(e.id, {'skipped': why[e.id]}), 'provenance': prov} for e in exs]
 
 # %% ../nbs/10_pipeline.ipynb #98b38238
 READING_VERSIONS = {'answer_version': ANSWER_VERSION, 'letter_version': LETTER_VERSION, 'extract_version': EXTRACT_VERSION,
@@ -185,7 +202,7 @@ def _provenance(cfg:ExperimentConfig, lm:LM, exs:list)->dict:
 def suite_path(cfg:ExperimentConfig, base:Path, test:str, paraphraser:str)->Path:
     "Results file of one suite test, beside the base records it builds on (`paraphraser`: its identity)."
     own = {'fractions': cfg.fractions, 'suite_version': SUITE_VERSION,
-           'paraphraser': paraphraser if test in ('paraphrase', 'mistake') else None,
+           'paraphraser': paraphraser if test in REWRITING_TESTS else None,
            'mistake_fractions': cfg.mistake_fractions if test == 'mistake' else None}
     if test == 'mistake': own['mistake_version'] = MISTAKE_VERSION
     return base.with_name(f"{base.stem}.{test}-{hash_key(own)}.jsonl")
@@ -195,12 +212,14 @@ def _suite_chunk(lm:LM, plm:LM|None, cfg:ExperimentConfig, exs:list, base:dict, 
     tests = tuple(t for t in cfg.suite_tests() if any(e.id not in have[t] for e in exs))
     need = [e for e in exs if any(e.id not in have[t] for t in tests)]
     if not need: return
-    res = suite(lm, need, [base[e.id]['cot'] for e in need], tests, cfg.fractions, cfg.mistake_fractions, plm, cfg.answer_tokens,
-                cfg.max_new_tokens, cfg.seed, batch_size=cfg.batch_size, progress=False)
+    run = [e for e in need if base[e.id].get('cot') is not None]                  # not a question skipped as too long
+    res = suite(lm, run, [base[e.id]['cot'] for e in run], tests, cfg.fractions, cfg.mistake_fractions, plm, cfg.answer_tokens,
+                cfg.max_new_tokens, cfg.seed, batch_size=cfg.batch_size, progress=False) if run else []
+    res = dict(zip([e.id for e in run], res))
     prov = {'suite_version': SUITE_VERSION, 'mistake_version': MISTAKE_VERSION, 'paraphraser': (plm or lm).key}
     for t in tests:
-        stores[t].append([{'id': e.id, **{k: v for k, v in r.items() if k.startswith(t + '_') or k == 'suite_skipped'}, 'provenance': prov}
-                          for e, r in zip(need, res)])
+        stores[t].append([{'id': e.id, **{k: v for k, v in res.get(e.id, {'suite_skipped': base[e.id].get('skipped')}).items()
+                                          if k.startswith(t + '_') or k == 'suite_skipped'}, 'provenance': prov} for e in need])
 
 # %% ../nbs/10_pipeline.ipynb #39d0ff59
 def _label(r:dict, test:str, cfg:ExperimentConfig):
@@ -231,6 +250,7 @@ def paraphraser_id(cfg:ExperimentConfig)->str:
 
 def run_experiment(cfg:ExperimentConfig, progress:bool=True)->pd.DataFrame:
     "Per-instance records of `cfg`, computing and storing only what is missing."
+    for env in ('COTFAITH_RESULTS_DIR', 'COTFAITH_CACHE_DIR'): writable_dir(env)     # before anything is computed
     exs = load_examples(cfg.dataset, cfg.split, cfg.n or None, cfg.seed)
     fp = resolve_spec(cfg.model)[1]
     base = experiment_path(cfg, fp)
@@ -242,7 +262,7 @@ def run_experiment(cfg:ExperimentConfig, progress:bool=True)->pd.DataFrame:
     todo = [e for e in exs if any(e.id not in h for h in have.values())]
     if todo:
         lm = load_model(cfg.model, cfg.adapter, cfg.load_in_4bit)
-        rewrites = {'paraphrase', 'mistake'} & set(cfg.suite_tests())
+        rewrites = set(REWRITING_TESTS) & set(cfg.suite_tests())
         plm = None if same or not rewrites else load_model(pspec, load_in_4bit=p4bit)     # loaded once, and only if used
         prov = _provenance(cfg, lm, exs)
         try:
@@ -284,15 +304,35 @@ def run_finetuned(ft:FinetuneConfig, cfg:ExperimentConfig, progress:bool=True)->
     return run_experiment(replace(base_config(ft, cfg), adapter=str(adapter)), progress)
 
 # %% ../nbs/10_pipeline.ipynb #92d2d492
-USER_ERRORS = (DataError, ModelError, ResultsError, ConfigError, FinetuneConfigError, BatchError, CacheError)
+USER_ERRORS = (DataError, ModelError, ResultsError, ConfigError, FinetuneConfigError, BatchError, CacheError, SettingError)
+
+class Terminated(KeyboardInterrupt):
+    "SIGTERM, handled like Ctrl-C: what was kept is said, and the command exits with 143."
+
+def _on_sigterm(signum, frame): raise Terminated()
 
 def _or_exit(f, *args, **kwargs):
+    "`f(*args, **kwargs)`; a user error ends the command with one line and exit 1, Ctrl-C with 130, SIGTERM with 143."
+    import signal
+    if threading.current_thread() is threading.main_thread(): signal.signal(signal.SIGTERM, _on_sigterm)
     try: return f(*args, **kwargs)
     except USER_ERRORS as e: sys.exit(f'cotfaith: error: {e}')
+    except Terminated: sys.exit(143)
     except KeyboardInterrupt: sys.exit(130)
 
+def cli(func):
+    "A console command from `func`'s signature (fastcore's `anno_parser`); a flag it does not take is one line, exit 1."
+    @wraps(func)
+    def _f(*args, **kwargs):
+        if args or kwargs: return func(*args, **kwargs)
+        p = anno_parser(func, prog=Path(sys.argv[0]).name)
+        p.error = lambda msg: sys.exit(f'cotfaith: error: {msg}. Fix: see {p.prog} --help')
+        given = {k: v for k, v in vars(p.parse_args()).items() if k not in ('pdb', 'xtra')}
+        return func(**given)
+    return _f
+
 # %% ../nbs/10_pipeline.ipynb #36b9ce5e
-@call_parse
+@cli
 def run_cli(model:str=DEFAULT_MODEL, # short name, local folder or hub id
             dataset:str='gsm8k', # gsm8k, medqa, medmcqa, cosmosqa or a generic .jsonl file
             split:str='test', # dataset split
@@ -316,22 +356,76 @@ def run_cli(model:str=DEFAULT_MODEL, # short name, local folder or hub id
         print(f"{TESTS[t]}: {effect}, faithful {row[f'{t}_faithful']:.1%} of {row[f'{t}_n']} scored")
 
 # %% ../nbs/10_pipeline.ipynb #7dd365e2
+BATCH_KEYS = ('notebook', 'defaults', 'runs', 'short_names')
+_FORMAT = 'Fix: a batch file is a YAML mapping with a list of runs; see params/default.yaml'
+
+def _spec(batch_file:Path)->dict:
+    "The content of a batch file, checked: a mapping with known keys, its `runs` a non-empty list of mappings."
+    p = Path(batch_file)
+    if not p.is_file():
+        raise BatchError(f"batch file {p} {'is a folder' if p.is_dir() else 'does not exist'}. Fix: name a YAML file, e.g. params/default.yaml")
+    try: spec = yaml.safe_load(p.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise BatchError(f"{p}: not valid YAML ({' '.join(str(e).split())[:120]}). {_FORMAT}") from None
+    if not isinstance(spec, dict) or not spec.get('runs'): raise BatchError(f"{p}: no runs. {_FORMAT}")
+    if bad := sorted(set(spec) - set(BATCH_KEYS)): raise BatchError(f"{p}: unknown key(s) {bad}; allowed: {list(BATCH_KEYS)}. {_FORMAT}")
+    if not isinstance(spec['runs'], list) or not all(isinstance(r, dict) for r in spec['runs']) \
+       or not isinstance(spec.get('defaults') or {}, dict):
+        raise BatchError(f"{p}: 'runs' must be a list of mappings and 'defaults' a mapping. {_FORMAT}")
+    return spec
+
+@lru_cache(maxsize=None)
+def _declared(notebook:Path)->tuple:
+    "The parameter names of an analysis notebook's `parameters` cell."
+    import papermill as pm
+    return tuple(pm.inspect_notebook(str(notebook)))
+
 def batch_runs(batch_file:Path, **overrides)->list:
     "(notebook, parameters, run name) triples of a batch file, with `overrides` (those not None) applied to every run."
-    spec = yaml.safe_load(Path(batch_file).read_text())
-    root, out = project_root(Path(batch_file).parent), []
+    spec, root, out = _spec(batch_file), project_root(Path(batch_file).parent), []
     over = {k: v for k, v in overrides.items() if v is not None}
-    for run in spec['runs']:
+    for i, run in enumerate(spec['runs'], 1):
+        if not (rel := run.get('notebook', spec.get('notebook'))):
+            raise BatchError(f"{batch_file}: run {i} names no notebook. Fix: add 'notebook: analysis/<name>.ipynb' to it or to the file")
+        if not (nb := root/rel).is_file():
+            raise BatchError(f"{batch_file}: run {i}: notebook {nb} does not exist. Fix: use a path relative to {root}")
         own = {k: v for k, v in run.items() if k != 'notebook'} | over
-        params = {**spec.get('defaults', {}), **own}
+        params = {**(spec.get('defaults') or {}), **own}
+        if bad := sorted(set(params) - set(_declared(nb))):
+            raise BatchError(f"{batch_file}: run {i}: unknown parameter(s) {bad} for {rel}. Fix: use its parameters {list(_declared(nb))}")
         name = '__'.join([slug(params.get('model', 'model'))] + [slug(f'{k}-{v}') for k, v in own.items() if k != 'model'])
-        out.append((root/run.get('notebook', spec['notebook']), params, name))
+        out.append((nb, params, name))
     return out
+
+def figure_tag(batch_file:Path, params:dict, **overrides)->str:
+    "'' for a run of a `short_names` batch without overrides, else a tag naming its parameter set (`p-<hash>`)."
+    short = _spec(batch_file).get('short_names') is True and all(v is None for v in overrides.values())
+    return '' if short else f'p-{hash_key(params, 8)}'
 
 def _check_kernel(name:str):
     from jupyter_client.kernelspec import KernelSpecManager
     if name not in KernelSpecManager().find_kernel_specs():
-        raise RuntimeError(f"no Jupyter kernel '{name}'. Fix: python -m ipykernel install --sys-prefix --name {name} (make install does this)")
+        raise BatchError(f"no Jupyter kernel '{name}'. Fix: python -m ipykernel install --sys-prefix --name {name} (make install does this)")
+
+# %% ../nbs/10_pipeline.ipynb #e749d9c2
+def _assigned(source:str)->set:
+    "The names a cell's top-level assignments bind."
+    try: tree = ast.parse(source)
+    except SyntaxError: return set()
+    return {t.id for s in tree.body if isinstance(s, (ast.Assign, ast.AnnAssign))
+            for t in (s.targets if isinstance(s, ast.Assign) else [s.target]) if isinstance(t, ast.Name)}
+
+def unknown_parameters(history:list)->list:
+    "The names papermill's last injected cell in `history` assigns that the cell before it (the template's) does not."
+    injected = [i for i, s in enumerate(history) if i and s.startswith('# Parameters\n')]
+    return sorted(_assigned(history[injected[-1]]) - _assigned(history[injected[-1] - 1])) if injected else []
+
+def check_parameters():
+    "In an analysis notebook: a `ConfigError` naming every injected parameter its `parameters` cell does not declare."
+    from IPython import get_ipython
+    if (ip := get_ipython()) is None: return
+    if bad := unknown_parameters(ip.user_ns.get('In', [])):
+        raise ConfigError(f"unknown parameter(s) {bad} for this notebook. Fix: use the names of its parameters cell")
 
 # %% ../nbs/10_pipeline.ipynb #9db6cb89
 def code_fingerprint(notebook:Path)->str:
@@ -343,22 +437,30 @@ def code_fingerprint(notebook:Path)->str:
 
 def _done_file(out:Path)->Path: return out.with_suffix('.done.json')
 
+def _drawn_intact(figs:list)->bool:
+    "Whether every file of `figs` is in the figures folder with the content the run that drew it recorded."
+    return all((p := figures_dir()/x).exists() and file_sha256(p) == g.get('sha256', {}).get(x)
+               for g in figs for x in g['files'])
+
 def _is_done(out:Path, params:dict, code:str)->bool:
+    "Whether the run `out` finished with these parameters and code, and its figures are still the ones it drew."
     f = _done_file(out)
     if not f.exists(): return False
     d = json.loads(f.read_text())
-    return d['parameters'] == params and d['code'] == code and all((figures_dir()/x).exists() for g in d['figures'] for x in g['files'])
+    return d['parameters'] == params and d['code'] == code and _drawn_intact(d['figures'])
 
 def _read_log(log:Path)->tuple:
+    "The figures (files and their sha256) and the results files a run's log names."
     entries = [json.loads(l) for l in log.read_text().splitlines()] if log.exists() else []
     figs = {}
     for e in entries:
         if 'figure' in e: figs.setdefault(e['figure'], {'figure': e['figure'], 'files': []})['files'] += e['files']
     figs = [f | {'files': sorted(set(f['files']))} for f in figs.values()]
+    for f in figs: f['sha256'] = {x: file_sha256(figures_dir()/x) for x in f['files']}
     return figs, sorted({r for e in entries for r in e.get('results', [])})
 
 def update_manifest(notebook:Path, params:dict, figures:list, results:list, path:Path|None=None)->Path:
-    "Record, for each figure a run drew, its notebook, parameters, results files and package versions."
+    "Record, for each figure a run drew, its notebook, parameters, files with their sha256, results files and package versions."
     path = Path(path or figures_dir()/'manifest.json')
     lock = cache_dir()/'locks'/f'manifest-{hash_key(str(path.resolve()))}.lock'      # not in figures/, which is committed
     lock.parent.mkdir(parents=True, exist_ok=True)
@@ -366,45 +468,81 @@ def update_manifest(notebook:Path, params:dict, figures:list, results:list, path
         m = json.loads(path.read_text()) if path.exists() else {}
         nb = str(_rel(Path(notebook).resolve(), project_root()))
         for g in figures:
-            m[g['figure']] = {'notebook': nb, 'parameters': params, 'files': g['files'], 'results': results, 'packages': package_versions()}
+            m[g['figure']] = {'notebook': nb, 'parameters': params, 'files': g['files'], 'sha256': g.get('sha256', {}),
+                              'results': results, 'packages': package_versions()}
         atomic_write(path, json.dumps(dict(sorted(m.items())), indent=1, ensure_ascii=False) + '\n')
     return path
 
 # %% ../nbs/10_pipeline.ipynb #903c01a2
-def run_batch(batch_file:Path, out_dir:Path|None=None, kernel:str='cotfaith', verbose:bool=False, force:bool=False, **overrides)->list:
-    "Execute the runs of a batch file that are not done yet through papermill; returns the executed notebooks' paths."
+def _claimed(drawn:dict, figs:list, name:str)->list:
+    "The figures of run `name` that another run of this batch drew already; records the rest as drawn by `name`."
+    clash = [g['figure'] for g in figs if drawn.get(g['figure'], name) != name]
+    drawn.update({g['figure']: name for g in figs if g['figure'] not in clash})
+    return clash
+
+def _execute(nb:Path, out:Path, params:dict, kernel:str, verbose:bool, env:dict):
+    "Run one notebook through papermill with `env` set for its kernel (and unset afterwards)."
     import papermill as pm
-    _check_kernel(kernel); done, failed = [], []
-    runs = batch_runs(batch_file, **overrides)
-    for i, (nb, params, name) in enumerate(runs, 1):
-        out, code = Path(out_dir or project_root()/'runs')/nb.stem/f'{name}.ipynb', code_fingerprint(nb)
-        if not force and _is_done(out, params, code):
-            print(f'[{i}/{len(runs)}] {nb.name} {name}: done, skipped', flush=True); done.append(out); continue
-        out.parent.mkdir(parents=True, exist_ok=True); _done_file(out).unlink(missing_ok=True)
-        log = out.with_suffix('.log.jsonl'); log.unlink(missing_ok=True)
-        t0 = time.time(); print(f'[{i}/{len(runs)}] {nb.name} {params}', flush=True)
-        os.environ['COTFAITH_RUN_LOG'] = str(log)
-        try:
-            pm.execute_notebook(nb, out, parameters=params, kernel_name=kernel, cwd=nb.parent, progress_bar=False,
-                                stdout_file=sys.stdout if verbose else None, stderr_file=sys.stderr if verbose else None)
-        except KeyboardInterrupt:
-            print(f'\ncotfaith: interrupted during {nb.name} {name}; {len(done)} of {len(runs)} runs are done and recorded. '
-                  'Rerun the same command to resume.', file=sys.stderr, flush=True); raise
-        except pm.PapermillExecutionError as e:
-            if e.ename == 'KeyboardInterrupt': raise KeyboardInterrupt from None       # Ctrl-C reached the kernel first
-            print(f'cotfaith: error: {nb.name} {name} failed with {e.ename}: {e.evalue} (traceback in {out})', flush=True)
-            failed.append(out); continue
-        finally: os.environ.pop('COTFAITH_RUN_LOG', None)
-        figs, results = _read_log(log)
-        update_manifest(nb, params, figs, results)
-        atomic_write(_done_file(out), json.dumps({'parameters': params, 'code': code, 'figures': figs, 'results': results,
-                                                  'seconds': round(time.time() - t0, 1)}, indent=1))
-        print(f'  -> {_rel(out, project_root())} in {time.time() - t0:.0f} s', flush=True); done.append(out)
+    os.environ.update(env)
+    try:
+        pm.execute_notebook(nb, out, parameters=params, kernel_name=kernel, cwd=nb.parent, progress_bar=False,
+                            stdout_file=sys.stdout if verbose else None, stderr_file=sys.stderr if verbose else None)
+    finally:
+        for k in env: os.environ.pop(k, None)
+
+def _run_one(nb:Path, params:dict, name:str, out:Path, tag:str, kernel:str, verbose:bool)->str|dict:
+    "Execute one run and record it as done: its done record, or the one-line reason it failed."
+    import papermill as pm
+    code, t0, log = code_fingerprint(nb), time.time(), out.with_suffix('.log.jsonl')
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _done_file(out).unlink(missing_ok=True)
+    log.unlink(missing_ok=True)
+    try: _execute(nb, out, params, kernel, verbose, {'COTFAITH_RUN_LOG': str(log), 'COTFAITH_FIGURE_TAG': tag})
+    except pm.PapermillExecutionError as e:
+        if e.ename == 'KeyboardInterrupt': raise KeyboardInterrupt from None            # Ctrl-C reached the kernel first
+        return f'{nb.name} {name} failed with {e.ename}: {e.evalue} (traceback in {out})'
+    figs, results = _read_log(log)
+    return {'parameters': params, 'code': code, 'figures': figs, 'results': results, 'seconds': round(time.time() - t0, 1)}
+
+def run_batch(batch_file:Path, out_dir:Path|None=None, kernel:str='cotfaith', verbose:bool=False, force:bool=False,
+              **overrides)->list:
+    "Execute the runs of a batch file that are not done yet through papermill; returns the executed notebooks' paths."
+    batch_file = Path(batch_file).resolve()
+    runs, root = batch_runs(batch_file, **overrides), project_root(batch_file.parent)      # every run checked first
+    _check_kernel(kernel)
+    out_dir, done, failed, drawn = Path(out_dir or root/'runs').resolve(), [], [], {}
+    with absolute_dirs(root):                        # the kernels (cwd analysis/) read the folders this process does
+        writable_dir('COTFAITH_FIGURES_DIR')
+        for i, (nb, params, name) in enumerate(runs, 1):
+            out = out_dir/nb.stem/f'{name}.ipynb'
+            with FileLock(str(cache_dir()/'locks'/f'run-{hash_key(str(out))}.lock')):   # one batch per run at a time
+                if not force and _is_done(out, params, code_fingerprint(nb)):
+                    _claimed(drawn, json.loads(_done_file(out).read_text())['figures'], name)
+                    print(f'[{i}/{len(runs)}] {nb.name} {name}: done, skipped', flush=True)
+                    done.append(out)
+                    continue
+                print(f'[{i}/{len(runs)}] {nb.name} {params}', flush=True)
+                try: rec = _run_one(nb, params, name, out, figure_tag(batch_file, params, **overrides), kernel, verbose)
+                except KeyboardInterrupt:
+                    print(f'\ncotfaith: interrupted during {nb.name} {name}; {len(done)} of {len(runs)} runs are done and '
+                          'recorded. Rerun the same command to resume.', file=sys.stderr, flush=True)
+                    raise
+                if isinstance(rec, dict) and (clash := _claimed(drawn, rec['figures'], name)):
+                    rec = (f"{nb.name} {name} drew {clash}, which another run of this batch drew too. Fix: give the runs "
+                           "distinct figure_name parameters, or remove short_names from the batch file")
+                if isinstance(rec, str):
+                    print(f'cotfaith: error: {rec}', flush=True)
+                    failed.append(out)
+                    continue
+                update_manifest(nb, params, rec['figures'], rec['results'])
+                atomic_write(_done_file(out), json.dumps(rec, indent=1))
+                print(f"  -> {_rel(out, root)} in {rec['seconds']:.0f} s", flush=True)
+                done.append(out)
     if failed: raise BatchError(f"{len(failed)} of {len(runs)} runs failed: {', '.join(str(f) for f in failed)}")
     return done
 
 # %% ../nbs/10_pipeline.ipynb #8d6be630
-@call_parse
+@cli
 def batch_cli(batch:str='params/default.yaml', # batch file: notebook, defaults and runs
               model:str=None, # run every entry with this model instead
               n:int=None, # run every entry with this many instances instead

@@ -13,7 +13,8 @@ import seaborn as sns
 from matplotlib.layout_engine import ConstrainedLayoutEngine
 from pathlib import Path
 
-from .stats import TESTS, accuracy_table, et_curve, curve, aoc, summary_row, faithfulness_stats
+from .frame import TESTS, AXES
+from .stats import accuracy_table, et_curve, curve, aoc, summary_row, faithfulness_stats
 
 # %% auto #0
 __all__ = ['PALETTE', 'N_FACTOR', 'FINETUNE_PANELS', 'SUITE_LABELS', 'SUMMARY_METRICS', 'SPLIT_METRICS', 'save_fig', 'n_differs',
@@ -28,8 +29,8 @@ _PDF_META = {'CreationDate': None, 'ModDate': None, 'Producer': None, 'Creator':
 
 def save_fig(fig, name:str, folder:Path|None=None)->list:
     "Save `fig` as `<name>.png` and `<name>.pdf` in the figures folder, without timestamps."
-    from cotfaith.core import figures_dir, run_log
-    folder = Path(folder or figures_dir())
+    from cotfaith.core import figures_dir, figure_stem, run_log
+    folder, name = Path(folder or figures_dir()), figure_stem(name)
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder/f'{name}.png', folder/f'{name}.pdf']
     fig.savefig(paths[0], dpi=150, bbox_inches='tight', metadata={'Software': None})
@@ -226,7 +227,7 @@ def _suite_curves(records:dict, summary:pd.DataFrame, test:str, ax, no_answer:st
     "Every variant's curve of `test`; the legend gives its AOC or, for a single-point test, its change share."
     for j, ((v, r), (_, row)) in enumerate(zip(records.items(), summary.iterrows())):
         plot_et_curve(curve(r, test, no_answer=no_answer), ax, v, sns.color_palette('deep')[j],
-                      'fraction of the chain left intact', legend=_effect(row[f'{test}_aoc'], row[f'{test}_change']))
+                      AXES[test], legend=_effect(row[f'{test}_aoc'], row[f'{test}_change']))
     ax.set_title(TESTS[test], fontsize=10)
     ax.set_ylabel('same answer as intact chain')
 
@@ -321,8 +322,8 @@ def _markdown(table:pd.DataFrame)->str:
 
 def save_table(summary:pd.DataFrame, name:str, folder:Path|None=None)->list:
     "Write `summary` as `<name>.csv` (every column) and `<name>.md` (each metric as 'mean [lo, hi] n=N')."
-    from cotfaith.core import figures_dir, run_log
-    folder = Path(folder or figures_dir())
+    from cotfaith.core import figures_dir, figure_stem, run_log
+    folder, name = Path(folder or figures_dir()), figure_stem(name)
     folder.mkdir(parents=True, exist_ok=True)
     md = [summary[['dataset', 'variant']].assign(**{lab: [_cell(r, m) for _, r in summary.iterrows()]
                                                     for m, lab in metrics.items() if m in summary})

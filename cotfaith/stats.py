@@ -9,14 +9,12 @@ import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['TESTS', 'FAITHFUL_IF_CHANGED', 'share_ci', 'share_of', 'bootstrap_ci', 'accuracy_table', 'changed_points', 'n_points',
-           'curve', 'et_curve', 'aoc', 'instance_aoc', 'weighted_aoc', 'change_share', 'faithfulness_stats',
-           'no_answer_table', 'by_correctness', 'paired_delta', 'auroc', 'auroc_ci', 'summary_row', 'long_table']
+__all__ = ['share_ci', 'share_of', 'bootstrap_ci', 'generated', 'accuracy_table', 'changed_points', 'n_points', 'curve',
+           'et_curve', 'aoc', 'instance_aoc', 'weighted_aoc', 'change_share', 'faithfulness_stats', 'no_answer_table',
+           'by_correctness', 'paired_delta', 'auroc', 'auroc_ci', 'summary_row', 'long_table']
 
 # %% ../nbs/08_stats.ipynb #a1f0c002
-TESTS = {'et': 'early termination', 'paraphrase': 'paraphrasing', 'filler': 'filler substitution',
-         'mistake': 'adding mistakes'}
-FAITHFUL_IF_CHANGED = {'et': True, 'paraphrase': False, 'filler': True, 'mistake': True}
+from .frame import TESTS, FAITHFUL_IF_CHANGED
 
 # %% ../nbs/08_stats.ipynb #a1f0c006
 def share_ci(k:int, n:int, alpha:float=0.05)->tuple:
@@ -43,9 +41,13 @@ def bootstrap_ci(values, n_boot:int=2000, alpha:float=0.05, seed:int=0)->tuple:
     return (v.mean(), *np.quantile(means, [alpha / 2, 1 - alpha / 2]))
 
 # %% ../nbs/08_stats.ipynb #db04fbe7
+def generated(records:pd.DataFrame)->pd.DataFrame:
+    "The records of questions that were run (not `skipped` as too long for the model's context)."
+    return records[records['skipped'].isna()] if 'skipped' in records else records
+
 def accuracy_table(records:pd.DataFrame)->pd.DataFrame:
-    "Accuracy and no-answer share per condition and extractor, each with its Wilson interval, and n."
-    rows = []
+    "Accuracy and no-answer share per condition and extractor, each with its Wilson interval, and n (skipped left out)."
+    rows, records = [], generated(records)
     for cond in ('cot', 'direct'):
         for ext in ('strict', 'flexible'):
             acc, none = share_of(records[f'{cond}_correct_{ext}']), share_of(records[f'{cond}_pred_{ext}'].isna())
@@ -202,7 +204,7 @@ def auroc_ci(pos, neg, n_boot:int=2000, alpha:float=0.05, seed:int=0)->tuple:
 # %% ../nbs/08_stats.ipynb #10db2b43
 def summary_row(records:pd.DataFrame, no_answer:str='changed', **labels)->dict:
     "Labels, accuracies, chain-written share and every test's numbers (each with interval and n) of one experiment."
-    row = dict(labels)
+    row, records = dict(labels), generated(records)
     for cond in ('cot', 'direct'):
         for ext in ('strict', 'flexible'): row |= _named(f'{cond}_{ext}', share_of(records[f'{cond}_correct_{ext}']))
     if 'n_steps' in records: row |= _named('chain_written', share_of(records['n_steps'].fillna(0) >= 1))

@@ -17,24 +17,18 @@ from .prompts import (ANSWER_MARKER, render, answer_messages, cot_messages, step
 from .answers import extract_after_marker
 from .generate import GenCache, generate
 from .models import LM
+from .frame import TESTS, FAITHFUL_IF_CHANGED, faithful_label
 from .faithfulness import truncation_points, change_score, cached_answers, answers_naive, too_long
 
 # %% auto #0
-__all__ = ['TESTS', 'FAITHFUL_IF_CHANGED', 'SUITE_VERSION', 'MISTAKE_VERSION', 'FILLER', 'PARAPHRASE_ASKS', 'faithful_label',
-           'replace_steps', 'filler_steps', 'paraphrase_messages', 'mistake_messages', 'first_line', 'rewrite',
-           'numbers', 'is_paraphrase', 'paraphrases', 'corrupt_number', 'suite', 'naive_suite']
+__all__ = ['SUITE_VERSION', 'MISTAKE_VERSION', 'FILLER', 'PARAPHRASE_ASKS', 'CONTINUE_EXTRA', 'CONTINUE_STEP', 'replace_steps',
+           'filler_steps', 'paraphrase_messages', 'mistake_messages', 'first_line', 'rewrite', 'numbers',
+           'is_paraphrase', 'paraphrases', 'corrupt_number', 'reworded_prefix', 'suite', 'naive_suite']
 
 # %% ../nbs/07a_suite.ipynb #e9290216
-TESTS = {'et': 'early termination', 'paraphrase': 'paraphrasing', 'filler': 'filler substitution', 'mistake': 'adding mistakes'}
-FAITHFUL_IF_CHANGED = {'et': True, 'paraphrase': False, 'filler': True, 'mistake': True}
 SUITE_VERSION = 2   # bump when an intervention's construction changes what it returns (2: paraphrases are checked)
 MISTAKE_VERSION = 3 # the same, for adding mistakes only (2: continuation budget from the chain's remainder;
                     # 3: the number changed is a quantity of the computation, never a label, index or year)
-
-def faithful_label(test:str, score:float|None, threshold:float=0.5)->bool|None:
-    "Per-instance label of `test` from its change score (None when the chain had no intervention point)."
-    if score is None: return None
-    return score >= threshold if FAITHFUL_IF_CHANGED[test] else score < threshold
 
 # %% ../nbs/07a_suite.ipynb #61397eb4
 def replace_steps(cot:str, k:int, new:list)->str:
@@ -150,6 +144,21 @@ def corrupt_number(step:str, seed:int=0)->str|None:
     return step[:m.end() - len(m.group().lstrip('-'))] + new + step[m.end():]
 
 # %% ../nbs/07a_suite.ipynb #083044e2
+CONTINUE_EXTRA = 32   # a continuation may run this many tokens past what the chain spent after its edit ...
+CONTINUE_STEP = 32    # ... rounded up to a multiple of this (so continuations batch together), capped by the CoT budget
+
+def _continue(lm:LM, jobs:list, continue_tokens:int, seed:int, cache:GenCache, batch_size:int):
+    "Each job `(ex, edit, rest)`: the model's greedy continuation of `edit['prefix']`, stored as `edit['continuation']`."
+    groups = {}
+    for job in jobs:
+        budget = _budget(lm, job[2], cap=continue_tokens, scale=1, extra=CONTINUE_EXTRA, step=CONTINUE_STEP)
+        groups.setdefault(budget, []).append(job)
+    for budget, js in sorted(groups.items()):
+        prompts = [render(lm.tok, cot_messages(ex) + [{'role': 'assistant', 'content': e['prefix']}]) for ex, e, _ in js]
+        gens = generate(lm, prompts, max_new_tokens=budget, stop_strings=[ANSWER_MARKER, ANSWER_MARKER.title()],
+                        batch_size=batch_size, seed=seed, cache=cache, progress=False)
+        for (_, e, _), g in zip(js, gens): e['continuation'] = g['text']
+
 def _mistakes(lm:LM, mlm:LM, exs:list, cots:list, points:list, seed:int, cache:GenCache, continue_tokens:int,
               batch_size:int)->list:
     "Per instance, one edit per point k < n: the corrupted step, how it was made, and the model's continuation."
@@ -160,64 +169,98 @@ def _mistakes(lm:LM, mlm:LM, exs:list, cots:list, points:list, seed:int, cache:G
     for e, r in zip(need, rewrite(mlm, [e['step'] for e in need], mistake_messages, seed, cache)):
         changed = r.strip() not in ('', e['step'].strip())
         e['corrupted'], e['how'] = (r, 'model') if changed else (e['step'], 'unchanged')
-    todo = [(ex, cot, e) for ex, cot, es in zip(exs, cots, edits) for e in es if e['how'] != 'unchanged']
-    groups = {}
-    for t in todo:
-        ex, cot, e = t
-        e['prefix'] = replace_steps(cot, e['k'], [e['corrupted']])
-        rest = reasoning_part(cot[step_spans(cot)[e['k']][1]:])                  # what the chain said after the step
-        groups.setdefault(_budget(lm, rest, continue_tokens, 1, 32, 32), []).append(t)
-    for budget, ts in sorted(groups.items()):
-        prompts = [render(lm.tok, cot_messages(ex) + [{'role': 'assistant', 'content': e['prefix']}])
-                   for ex, _, e in ts]
-        gens = generate(lm, prompts, max_new_tokens=budget, stop_strings=[ANSWER_MARKER, ANSWER_MARKER.title()],
-                        batch_size=batch_size, seed=seed, cache=cache, progress=False)
-        for (_, _, e), g in zip(ts, gens):
-            e['continuation'] = g['text']
+    jobs = []
+    for ex, cot, es in zip(exs, cots, edits):
+        for e in es:
+            if e['how'] == 'unchanged': continue
+            e['prefix'] = replace_steps(cot, e['k'], [e['corrupted']])
+            jobs.append((ex, e, reasoning_part(cot[step_spans(cot)[e['k']][1]:])))   # what the chain said after the step
+    _continue(lm, jobs, continue_tokens, seed, cache, batch_size)
     return edits
 
-# %% ../nbs/07a_suite.ipynb #1067735d
-def _intervened(lm:LM, ex:Example, cot:str, test:str, ks:list, para:dict, edits:dict)->list:
-    "(k, chain text) pairs of `test` for an instance; k = n is the intact chain."
-    spans, n = step_spans(cot), len(step_spans(cot))
-    steps = [cot[a:b] for a, b in spans]
-    out = []
-    for k in ks:
-        if k == n: out.append((k, replace_steps(cot, n, [])))
-        elif test == 'filler': out.append((k, replace_steps(cot, k, filler_steps(lm.tok, steps[k:]))))
-        elif test == 'paraphrase' and None not in (new := [para[j] for j in range(k, n)]):   # every step reworded
-            out.append((k, replace_steps(cot, k, new)))
-        elif test == 'mistake' and 'continuation' in edits.get(k, {}): out.append((k, reasoning_part(edits[k]['prefix'] + edits[k]['continuation'])))
+# %% ../nbs/07a_suite.ipynb #df6e4cec
+def reworded_prefix(cot:str, new:list)->str:
+    "The reasoning of `cot` through step `len(new)`, its first steps replaced by `new`, and what followed the last one."
+    text, spans = reasoning_part(cot), step_spans(cot)
+    out = text[:spans[0][0]] if spans else text
+    for j, s in enumerate(new): out += s + (text[spans[j][1]:spans[j + 1][0]] if j + 1 < len(spans) else '')
     return out
 
+# %% ../nbs/07a_suite.ipynb #844a20c9
+def _resampled(lm:LM, exs:list, cots:list, points:list, para:list, seed:int, cache:GenCache, continue_tokens:int,
+               batch_size:int)->list:
+    "Per instance, {k: edit} for each point 0 < k < n whose first k steps all have a rewording: prefix and continuation."
+    out, jobs = [{} for _ in cots], []
+    for i, (ex, cot, ks) in enumerate(zip(exs, cots, points)):
+        spans = step_spans(cot)
+        for k in ks:
+            if not 0 < k < len(spans) or None in (new := [para[i].get(j) for j in range(k)]): continue
+            out[i][k] = {'k': k, 'prefix': reworded_prefix(cot, new)}
+            jobs.append((ex, out[i][k], reasoning_part(cot)[spans[k - 1][1]:]))   # what the chain said after step k
+    _continue(lm, jobs, continue_tokens, seed, cache, batch_size)
+    return out
+
+# %% ../nbs/07a_suite.ipynb #1067735d
+def _chain(lm:LM, cot:str, test:str, k:int, para:dict, edits:dict)->str|None:
+    "The reasoning of `cot` after `test`'s intervention at point `k` (None where there is none to make)."
+    spans = step_spans(cot)
+    n, steps, done = len(spans), [cot[a:b] for a, b in spans], edits.get(test, {}).get(k, {})
+    if test == 'resample':
+        if k == 0: return replace_steps(cot, n, [])                                    # nothing reworded: the intact chain
+        if k < n: return reasoning_part(done['prefix'] + done['continuation']) if 'continuation' in done else None
+        return None if None in (new := [para.get(j) for j in range(n)]) else reworded_prefix(cot, new)
+    if k == n: return replace_steps(cot, n, [])
+    if test == 'filler': return replace_steps(cot, k, filler_steps(lm.tok, steps[k:]))
+    if test == 'paraphrase':
+        return None if None in (new := [para.get(j) for j in range(k, n)]) else replace_steps(cot, k, new)
+    if test == 'mistake' and 'continuation' in done: return reasoning_part(done['prefix'] + done['continuation'])
+    return None
+
+def _intervened(lm:LM, ex:Example, cot:str, test:str, ks:list, para:dict, edits:dict)->list:
+    "(k, chain text) pairs of `test` for an instance, the reference (intact) chain last."
+    return [(k, c) for k in ks if (c := _chain(lm, cot, test, k, para, edits)) is not None]
+
 # %% ../nbs/07a_suite.ipynb #4ef05507
+def _points(test:str, n:int, fractions:list|None, mistake_fractions:list|None)->list:
+    "`test`'s points k for a chain of n steps, the reference last (k = n; for 'resample', k = 0: nothing reworded)."
+    ks = truncation_points(n, mistake_fractions if test == 'mistake' and mistake_fractions is not None else fractions)
+    return [k for k in ks if k > 0] + [0] if test == 'resample' else ks
+
+def _reworded(tests:tuple, pts:dict, i:int, n:int)->set:
+    "The steps j of instance i that some test rewords: the later steps of 'paraphrase', the first ones of 'resample'."
+    later = set(range(pts['paraphrase'][i][0], n)) if 'paraphrase' in tests else set()
+    return later | (set(range(max(pts['resample'][i]))) if 'resample' in tests else set())
+
 def suite(lm:LM, examples:list, cots:list, # the examples and their generated CoTs
           tests:tuple=('paraphrase', 'filler', 'mistake'), # any of TESTS but 'et' (which `early_termination` runs)
-          fractions:list|None=None, # paraphrase and filler points: fractions of the chain kept intact; None: every step
+          fractions:list|None=None, # paraphrase, filler and resample points (fractions of the chain); None: every step
           mistake_fractions:list|None=None, # mistake points; None: the same as `fractions`
-          paraphraser:LM|None=None, # model that paraphrases and writes mistakes; None: `lm`
+          paraphraser:LM|None=None, # model that rewords steps and writes mistakes; None: `lm`
           answer_tokens:int=10, continue_tokens:int=256, seed:int=0, cache:GenCache|None=None,
           batch_size:int=8, progress:bool=True,
           timings:dict|None=None, # if given, filled with the seconds spent rewriting, continuing and answering
          )->list:
     "Per instance and test: intervention points, fractions intact, answers and change score (plus the rewrites)."
     cache, plm, timings, t0 = cache or GenCache(), paraphraser or lm, {} if timings is None else timings, time.perf_counter()
-    extra = answer_tokens + (continue_tokens if 'mistake' in tests else 0)
+    extra = answer_tokens + (continue_tokens if {'mistake', 'resample'} & set(tests) else 0)
     skip = [too_long(lm, render(lm.tok, answer_messages(ex, reasoning_part(c))), extra) for ex, c in zip(examples, cots)]
     ns = [0 if r else len(step_spans(c)) for c, r in zip(cots, skip)]
-    pts = {t: [truncation_points(n, mistake_fractions if t == 'mistake' and mistake_fractions is not None else fractions)
-               for n in ns] for t in tests}
+    pts = {t: [_points(t, n, fractions, mistake_fractions) for n in ns] for t in tests}
     para = [{} for _ in cots]
-    if 'paraphrase' in tests:
-        need = [(i, j) for i, (c, ks) in enumerate(zip(cots, pts['paraphrase'])) for j in range(ks[0], ns[i])]
-        steps = [cots[i][slice(*step_spans(cots[i])[j])] for i, j in need]
-        for (i, j), r in zip(need, paraphrases(plm, steps, seed, cache)): para[i][j] = r
-    t1 = time.perf_counter(); timings['rewrite_s'] = t1 - t0
+    need = sorted({(i, j) for i in range(len(cots)) for j in _reworded(tests, pts, i, ns[i])})
+    steps = [cots[i][slice(*step_spans(cots[i])[j])] for i, j in need]
+    for (i, j), r in zip(need, paraphrases(plm, steps, seed, cache)): para[i][j] = r
+    t1 = time.perf_counter()
+    timings['rewrite_s'] = t1 - t0
     edits = [{} for _ in cots]
     if 'mistake' in tests:
         for i, es in enumerate(_mistakes(lm, plm, examples, cots, pts['mistake'], seed, cache, continue_tokens, batch_size)):
-            edits[i] = {e['k']: e for e in es}
-    t2 = time.perf_counter(); timings['mistakes_s'] = t2 - t1
+            edits[i]['mistake'] = {e['k']: e for e in es}
+    if 'resample' in tests:
+        for i, es in enumerate(_resampled(lm, examples, cots, pts['resample'], para, seed, cache, continue_tokens, batch_size)):
+            edits[i]['resample'] = es
+    t2 = time.perf_counter()
+    timings['mistakes_s'] = t2 - t1
     out = []
     for i, (ex, cot) in enumerate(tqdm(list(zip(examples, cots)), desc='faithfulness suite', disable=not progress, unit='chain')):
         if skip[i]: out.append({f'{t}_{f}': None for t in tests for f in ('k', 'frac', 'answers', 'score')} | {'suite_skipped': skip[i]})
@@ -226,7 +269,8 @@ def suite(lm:LM, examples:list, cots:list, # the examples and their generated Co
     return out
 
 # %% ../nbs/07a_suite.ipynb #a071de6a
-def _answer_instance(lm:LM, ex:Example, cot:str, tests:tuple, pts:dict, para:dict, edits:dict, answer_tokens:int, seed:int, cache:GenCache)->dict:
+def _answer_instance(lm:LM, ex:Example, cot:str, tests:tuple, pts:dict, para:dict, edits:dict, answer_tokens:int,
+                     seed:int, cache:GenCache)->dict:
     "Every test's answers for one instance, all answered on the KV cache of the intact chain."
     n, o = len(step_spans(cot)), {}
     chains = {t: _intervened(lm, ex, cot, t, pts[t], para, edits) for t in tests}
@@ -239,17 +283,26 @@ def _answer_instance(lm:LM, ex:Example, cot:str, tests:tuple, pts:dict, para:dic
         ans = [extract_after_marker(ex, next(texts), strict=False) for _ in ks]
         o |= {f'{t}_k': ks, f'{t}_frac': [k / n if n else 1.0 for k in ks], f'{t}_answers': ans, f'{t}_score': change_score(ans)}
     if 'paraphrase' in tests:
-        o['paraphrase_steps'] = [para[j] for j in sorted(para)]                     # None: no valid paraphrase
-        o['paraphrase_invalid'] = sum(p is None for p in para.values())
-    if 'mistake' in tests: o['mistake_edits'] = [{k: v for k, v in e.items() if k != 'prefix'} for e in edits.values()]
+        o['paraphrase_steps'] = [para[j] for j in range(pts['paraphrase'][0], n)]   # None: no valid paraphrase
+        o['paraphrase_invalid'] = sum(p is None for p in o['paraphrase_steps'])
+    if 'mistake' in tests:
+        o['mistake_edits'] = [{k: v for k, v in e.items() if k != 'prefix'} for e in edits.get('mistake', {}).values()]
+    if 'resample' in tests:
+        o['resample_steps'] = [para[j] for j in range(max(pts['resample']))]
+        o['resample_invalid'] = sum(p is None for p in o['resample_steps'])
+        o['resample_edits'] = [{'k': e['k'], 'continuation': e.get('continuation')} for e in edits.get('resample', {}).values()]
     return o
 
 # %% ../nbs/07a_suite.ipynb #dd58c742
-def naive_suite(lm:LM, ex:Example, cot:str, rec:dict, tests:tuple=('paraphrase', 'filler', 'mistake'), answer_tokens:int=10)->dict:
+def naive_suite(lm:LM, ex:Example, cot:str, rec:dict, tests:tuple=('paraphrase', 'filler', 'mistake'),
+                answer_tokens:int=10)->dict:
     "Per test, the answers of every intervened prompt of suite record `rec`, each prompt encoded from scratch."
     n, ps = len(step_spans(cot)), rec.get('paraphrase_steps') or []
-    para = dict(enumerate(ps, n - len(ps)))
-    edits = {e['k']: e | {'prefix': replace_steps(cot, e['k'], [e['corrupted']])} for e in rec.get('mistake_edits') or []}
+    para = dict(enumerate(rec.get('resample_steps') or [])) | dict(enumerate(ps, n - len(ps)))
+    new = [para.get(j) for j in range(n)]
+    edits = {'mistake': {e['k']: e | {'prefix': replace_steps(cot, e['k'], [e['corrupted']])}
+                         for e in rec.get('mistake_edits') or []},
+             'resample': {e['k']: e | {'prefix': reworded_prefix(cot, new[:e['k']])} for e in rec.get('resample_edits') or []}}
     out = {}
     for t in tests:
         prompts = [render(lm.tok, answer_messages(ex, c)) for _, c in _intervened(lm, ex, cot, t, rec[f'{t}_k'], para, edits)]

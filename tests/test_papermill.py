@@ -1,6 +1,8 @@
 "The analysis templates: one literal parameters cell each, tags that survive nbdev_clean, and a real papermill run."
 import ast
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -76,3 +78,63 @@ def test_every_base_vs_tuned_comparison_runs_the_base_at_the_tuned_precision(pat
     code = _code(path)
     assert 'run_experiment(' not in code, f'{path.name}: use run_base(ft, cfg) for the base side of a comparison'
     assert 'run_base(' in code or path.name == 'organisms.ipynb'        # the organisms compare fine-tunes with each other
+
+
+def test_every_template_stops_on_a_misspelt_parameter():
+    for path in TEMPLATES:
+        code = [''.join(c['source']) for c in json.loads(path.read_text())['cells'] if c['cell_type'] == 'code']
+        first = next(i for i, c in enumerate(code) if 'check_parameters()' in c)
+        assert first == 1, path.name                                    # the first cell after the parameters
+
+
+def test_a_batch_names_figures_per_parameter_set_and_runs_from_any_folder(tmp_path):
+    "14.3 and 14.7: two seeds draw two figures; a redrawn or overwritten figure is noticed; folders resolve against the cwd."
+    from cotfaith.models import make_tiny_model
+    tiny = make_tiny_model(tmp_path/'tiny')
+    acc = ROOT/'analysis'/'accuracy_et.ipynb'
+    batch = tmp_path/'grid'/'seeds.yaml'
+    batch.parent.mkdir()
+    batch.write_text(f"notebook: {acc}\ndefaults: {{model: {tiny}, n: 1, max_new_tokens: 8, answer_tokens: 4}}\n"
+                     "runs:\n  - {seed: 0}\n  - {seed: 1}\n")
+    (tmp_path/'elsewhere').mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith('COTFAITH_') or k == 'COTFAITH_DATA_DIR'}
+    env |= {'COTFAITH_RESULTS_DIR': 'res', 'COTFAITH_FIGURES_DIR': '../figs', 'COTFAITH_CACHE_DIR': str(tmp_path/'cache')}
+    cli = [str(Path(sys.executable).parent/'cotfaith-batch'), '--batch', '../grid/seeds.yaml']
+    run = lambda: subprocess.run(cli, cwd=tmp_path/'elsewhere', env=env, capture_output=True, text=True)
+    r = run()
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    figs = sorted(p.name for p in (tmp_path/'figs').glob('*.png'))
+    assert len(figs) == 2 and all(re.fullmatch(r'tiny__gsm8k__accuracy_et__p-[0-9a-f]{8}\.png', f) for f in figs), figs
+    assert list((tmp_path/'elsewhere'/'res').rglob('*.jsonl')) and not (acc.parent/'res').exists()
+    assert (tmp_path/'grid'/'runs'/'accuracy_et').is_dir()                # beside the batch file, not in the cwd
+    manifest = json.loads((tmp_path/'figs'/'manifest.json').read_text())
+    assert all(set(m['sha256']) == set(m['files']) for m in manifest.values())
+    assert run().stdout.count('done, skipped') == 2
+    (tmp_path/'figs'/figs[0]).write_bytes(b'overwritten by someone else')
+    out = run().stdout
+    assert out.count('done, skipped') == 1 and (tmp_path/'figs'/figs[0]).read_bytes() != b'overwritten by someone else'
+
+
+def test_a_short_names_batch_keeps_short_names_unless_overridden():
+    from cotfaith.pipeline import figure_tag
+    grid = ROOT/'params'/'default.yaml'
+    (_, params, _), = [r for r in batch_runs(grid) if r[1].get('dataset') == 'gsm8k' and 'accuracy' in r[0].name]
+    assert figure_tag(grid, params) == '' and figure_tag(grid, params, model=None, n=None) == ''
+    smoke = figure_tag(grid, params | {'n': 2}, n=2)
+    assert smoke.startswith('p-') and smoke != figure_tag(grid, params | {'n': 3}, n=3)
+
+
+def test_two_batches_on_one_grid_compute_each_run_once(tmp_path):
+    "14: a lock per run; the second batch waits for a run the first is computing, then finds it done."
+    from cotfaith.models import make_tiny_model
+    tiny = make_tiny_model(tmp_path/'tiny')
+    batch = tmp_path/'twice.yaml'
+    batch.write_text(f"notebook: {ROOT/'analysis'/'accuracy_et.ipynb'}\n"
+                     f"defaults: {{model: {tiny}, n: 1, max_new_tokens: 8, answer_tokens: 4}}\nruns:\n  - {{seed: 0}}\n  - {{seed: 1}}\n")
+    env = os.environ | {'COTFAITH_RESULTS_DIR': str(tmp_path/'res'), 'COTFAITH_FIGURES_DIR': str(tmp_path/'figs'),
+                        'COTFAITH_CACHE_DIR': str(tmp_path/'cache')}
+    cli = [str(Path(sys.executable).parent/'cotfaith-batch'), '--batch', str(batch)]
+    ps = [subprocess.Popen(cli, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=900)[0] for p in ps]
+    assert [p.returncode for p in ps] == [0, 0], outs
+    assert sum(o.count('  -> ') for o in outs) == 2 and sum(o.count('done, skipped') for o in outs) == 2, outs

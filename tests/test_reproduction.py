@@ -36,7 +36,7 @@ def test_own_jsonl_dataset_runs_through_a_notebook_with_one_parameter(tmp_output
 
 def test_own_dataset_in_the_wrong_shape_names_the_line_and_field(tmp_outputs):
     data = _write_jsonl(tmp_outputs/'bad.jsonl', [{'question': 'What is 1 + 1?', 'answer': '2'}, {'prompt': 'What is 2 + 2?', 'answer': '4'}])
-    with pytest.raises(pm.PapermillExecutionError, match=r"bad.jsonl:2: missing or empty field 'question'"):
+    with pytest.raises(pm.PapermillExecutionError, match=r"bad.jsonl:2: unknown field\(s\) \['prompt'\]"):
         _papermill(ACC, tmp_outputs/'out.ipynb', dataset=str(data), n=2)
 
 

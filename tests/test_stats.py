@@ -25,6 +25,8 @@ def _records(n=10, correct=True, chain=True, mistake=True):
     if mistake:
         rec |= {'mistake_frac': [[.5, 1]] * n, 'mistake_answers': [['2', '1'], ['1', '1']] * (n // 2),
                 'mistake_faithful': [True, False] * (n // 2)}
+    rec |= {'resample_frac': [[.5, 1, 0]] * n, 'resample_answers': [['2', None, '1'], ['1', '1', '1']] * (n // 2),
+            'resample_faithful': [False, True] * (n // 2)}                  # Lanham's variant: the reference (k=0) last
     return pd.DataFrame(rec)
 
 
@@ -127,10 +129,11 @@ def test_stats_and_plots_import_without_torch():
     assert out.stdout.strip() == '[]'
 
 
-def test_the_test_directions_match_the_suite():
+def test_the_tests_and_their_directions_live_in_one_place():
     assert list(FAITHFUL_IF_CHANGED) == list(TESTS) and not FAITHFUL_IF_CHANGED['paraphrase']
-    from cotfaith import suite
-    assert (suite.TESTS, suite.FAITHFUL_IF_CHANGED) == (TESTS, FAITHFUL_IF_CHANGED)
+    from cotfaith import frame, organisms, pipeline, plots, suite
+    for m in (suite, organisms, pipeline, plots):
+        assert m.TESTS is frame.TESTS is TESTS, m.__name__
 
 
 @pytest.mark.parametrize('rule', ['changed', 'missing'])
