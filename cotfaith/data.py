@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #5d484edb
 from __future__ import annotations
-import csv, functools, hashlib, io, json, random, re, warnings
+import csv, functools, hashlib, io, json, os, random, re, warnings
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
 from typing import Callable
@@ -216,6 +216,8 @@ def parse_generic(row:dict, idx:str, name:str='custom')->Example:
 def _dataset_file(name:str)->Path|None:
     if name in DATASETS or not str(name).endswith('.jsonl'): return None
     for p in (Path(name).expanduser(), project_root()/name):
+        if p.is_file() and not os.access(p, os.R_OK):
+            raise DataError(f"dataset file '{p}' is not readable. Fix: chmod a+r it, or run as its owner")
         if p.is_file(): return p.resolve()
         if p.is_dir(): raise DataError(f"dataset '{p}' is a folder, not a .jsonl file. Fix: name the file itself")
     raise DataError(f"dataset file '{name}' not found (looked in {Path.cwd()} and {project_root()}). Fix: pass an absolute path")

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_pipeline.ipynb #c92e18a7
 from __future__ import annotations
-import ast, json, os, sys, threading, time
+import ast, errno, json, os, sys, threading, time
 from functools import lru_cache, wraps
 from dataclasses import dataclass, asdict, field, fields, replace, MISSING
 from pathlib import Path
@@ -29,7 +29,7 @@ from .finetune import FinetuneConfig, FinetuneConfigError, finetune
 from .stats import accuracy_table, summary_row
 
 # %% auto #0
-__all__ = ['AT_LEAST_ONE', 'SHARES', 'SUITE_FIELDS', 'READING_VERSIONS', 'USER_ERRORS', 'BATCH_KEYS', 'ConfigError',
+__all__ = ['AT_LEAST_ONE', 'SHARES', 'SUITE_FIELDS', 'READING_VERSIONS', 'DISK_FULL', 'USER_ERRORS', 'BATCH_KEYS', 'ConfigError',
            'ExperimentConfig', 'ResultsError', 'BatchError', 'ResultsStore', 'experiment_path', 'suite_path',
            'paraphraser_of', 'paraphraser_id', 'run_experiment', 'base_config', 'run_base', 'run_finetuned',
            'Terminated', 'cli', 'run_cli', 'batch_runs', 'figure_tag', 'unknown_parameters', 'check_parameters',
@@ -273,17 +273,23 @@ def run_experiment(cfg:ExperimentConfig, progress:bool=True)->pd.DataFrame:
                     if new := [e for e in chunk if e.id not in have['base']]: stores['base'].append(_records(lm, cfg, new, prov))
                     _suite_chunk(lm, plm, cfg, chunk, stores['base'].read(), stores, have); bar.update(len(chunk))
         except KeyboardInterrupt:
-            _say_kept(exs, stores); raise
+            print(f'\ncotfaith: interrupted. {_kept(exs, stores)}', file=sys.stderr, flush=True)
+            raise
+        except OSError as e:
+            if e.errno not in DISK_FULL: raise
+            raise SettingError(f"no space left to write {e.filename or 'the results'} ({os.strerror(e.errno)}). {_kept(exs, stores)} "
+                               "(a record cut short is dropped on the next run). Fix: free some space, then rerun") from None
         have = {k: s.read() for k, s in stores.items()}
     run_log(results=[str(_rel(s.path, results_dir())) for s in stores.values()])    # for the batch's manifest
     return _merge(cfg, exs, have)
 
-def _say_kept(exs:list, stores:dict):
-    "After Ctrl-C: what is stored, and how to go on."
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)     # no space, over quota, over the file-size limit
+
+def _kept(exs:list, stores:dict)->str:
+    "What is stored after an interruption, and how to go on."
     kept = {k: len(s.read()) for k, s in stores.items()}
-    print(f"\ncotfaith: interrupted. Kept: {', '.join(f'{k} {n}/{len(exs)}' for k, n in kept.items())} instances in "
-          f"{stores['base'].path.parent}, and every finished generation in the cache. Rerun the same command to resume.",
-          file=sys.stderr, flush=True)
+    return (f"Kept: {', '.join(f'{k} {n}/{len(exs)}' for k, n in kept.items())} instances in {stores['base'].path.parent}, "
+            "and every finished generation in the cache. Rerun the same command to resume.")
 
 def _rel(p:Path, root:Path)->Path:
     try: return Path(p).relative_to(root)
