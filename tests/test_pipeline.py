@@ -143,5 +143,5 @@ def test_out_of_range_values_are_refused_before_anything_runs(field, value):
 def test_the_cli_reports_an_out_of_range_value_in_one_line(tmp_outputs):
     r = subprocess.run([CLI, '--n', '-3'], capture_output=True, text=True, env=dict(os.environ))
     assert r.returncode == 1 and 'Traceback' not in r.stderr
-    assert r.stderr.strip().splitlines() == ["cotfaith: error: parameter 'n' must be at least 0 (0 means all), got -3"]
+    assert r.stderr.strip().splitlines() == ["cotfaith: error: parameter 'n' must be at least 0 (0 means all), got -3. Fix: pass n >= 0"]
     assert not (tmp_outputs/'results').exists()
