@@ -166,7 +166,7 @@ def _damage(w, edit) -> list:
     "Replace the world's results file by `edit(its bytes)`, in a copy of the results folder the case points at."
     res = w['root']/'inputs'/f'results-{len(list((w["root"]/"inputs").iterdir()))}'
     shutil.copytree(w['root']/'results', res)
-    f = next(p for p in sorted(res.rglob('*.jsonl')))
+    f = next(p for p in sorted(res.rglob('gsm8k/*.jsonl')) if p.parent.parent.name.endswith('tiny'))   # the world's run
     f.write_bytes(edit(f.read_bytes()))
     w['case_env'] = {'COTFAITH_RESULTS_DIR': str(res)}
     return []
