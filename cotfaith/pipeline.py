@@ -4,7 +4,8 @@
 
 # %% ../nbs/10_pipeline.ipynb #c92e18a7
 from __future__ import annotations
-import ast, errno, json, os, sys, threading, time
+import ast, errno, json, os, signal, sys, threading, time
+from contextlib import contextmanager
 from functools import lru_cache, wraps
 from dataclasses import dataclass, asdict, field, fields, replace, MISSING
 from pathlib import Path
@@ -319,7 +320,6 @@ def _on_sigterm(signum, frame): raise Terminated()
 
 def _or_exit(f, *args, **kwargs):
     "`f(*args, **kwargs)`; a user error ends the command with one line and exit 1, Ctrl-C with 130, SIGTERM with 143."
-    import signal
     if threading.current_thread() is threading.main_thread(): signal.signal(signal.SIGTERM, _on_sigterm)
     try: return f(*args, **kwargs)
     except USER_ERRORS as e: sys.exit(f'cotfaith: error: {e}')
@@ -496,6 +496,18 @@ def _execute(nb:Path, out:Path, params:dict, kernel:str, verbose:bool, env:dict)
     finally:
         for k in env: os.environ.pop(k, None)
 
+@contextmanager
+def _signals_remembered():
+    "SIGINT and SIGTERM inside the block raise as usual and are also remembered: papermill may swallow the interrupt."
+    got, old = [], {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    def on(signum, frame):
+        got.append(signum)
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+    for s in old: signal.signal(s, on)
+    try: yield got
+    finally:
+        for s, h in old.items(): signal.signal(s, h)
+
 def _run_one(nb:Path, params:dict, name:str, out:Path, tag:str, kernel:str, verbose:bool)->str|dict:
     "Execute one run and record it as done: its done record, or the one-line reason it failed."
     import papermill as pm
@@ -528,11 +540,13 @@ def run_batch(batch_file:Path, out_dir:Path|None=None, kernel:str='cotfaith', ve
                     done.append(out)
                     continue
                 print(f'[{i}/{len(runs)}] {nb.name} {params}', flush=True)
-                try: rec = _run_one(nb, params, name, out, figure_tag(batch_file, params, **overrides), kernel, verbose)
-                except KeyboardInterrupt:
+                with _signals_remembered() as got:
+                    try: rec = _run_one(nb, params, name, out, figure_tag(batch_file, params, **overrides), kernel, verbose)
+                    except KeyboardInterrupt as e: got.append(e)
+                if got:                                            # not recorded as done, whatever papermill returned
                     print(f'\ncotfaith: interrupted during {nb.name} {name}; {len(done)} of {len(runs)} runs are done and '
                           'recorded. Rerun the same command to resume.', file=sys.stderr, flush=True)
-                    raise
+                    raise Terminated() if any(isinstance(g, Terminated) or g == signal.SIGTERM for g in got) else KeyboardInterrupt()
                 if isinstance(rec, dict) and (clash := _claimed(drawn, rec['figures'], name)):
                     rec = (f"{nb.name} {name} drew {clash}, which another run of this batch drew too. Fix: give the runs "
                            "distinct figure_name parameters, or remove short_names from the batch file")

@@ -4,8 +4,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import papermill as pm
@@ -138,3 +140,26 @@ def test_two_batches_on_one_grid_compute_each_run_once(tmp_path):
     outs = [p.communicate(timeout=900)[0] for p in ps]
     assert [p.returncode for p in ps] == [0, 0], outs
     assert sum(o.count('  -> ') for o in outs) == 2 and sum(o.count('done, skipped') for o in outs) == 2, outs
+
+
+@pytest.mark.parametrize('sig,code', [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_to_the_batch_alone_stops_it_and_leaves_the_run_not_done(sig, code, tmp_path):
+    "`kill -INT <batch>` (not the whole process group): papermill swallows the interrupt; the batch must not go on."
+    from cotfaith.models import make_tiny_model
+    tiny = make_tiny_model(tmp_path/'tiny')
+    batch = tmp_path/'b.yaml'
+    batch.write_text(f"notebook: {ROOT/'analysis'/'accuracy_et.ipynb'}\ndefaults: {{model: {tiny}, n: 40, max_new_tokens: 64, "
+                     "answer_tokens: 4, batch_size: 1}\nruns:\n  - {seed: 0}\n  - {seed: 1}\n")
+    env = os.environ | {'COTFAITH_RESULTS_DIR': str(tmp_path/'res'), 'COTFAITH_FIGURES_DIR': str(tmp_path/'figs'),
+                        'COTFAITH_CACHE_DIR': str(tmp_path/'cache')}
+    p = subprocess.Popen([str(Path(sys.executable).parent/'cotfaith-batch'), '--batch', str(batch)], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not list((tmp_path/'cache').rglob('generations/*/*.json')) and p.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    p.send_signal(sig)
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == code, out[-1500:] + err[-1500:]
+    assert 'cotfaith: interrupted during accuracy_et.ipynb' in err and '[2/2]' not in out
+    assert not list((tmp_path/'runs').rglob('*.done.json'))
+    assert not [l for l in err.splitlines() if l.startswith('cotfaith: error:')]     # (the kernel may still log its own)
