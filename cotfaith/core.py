@@ -56,8 +56,10 @@ def writable_dir(env:str)->Path:
     "The folder setting `env` names, checked: it, or the nearest part of it that exists, is a folder we can write to."
     p = _setting(env)
     have = next(x for x in [p, *p.parents] if x.exists())
-    if not have.is_dir(): raise SettingError(f"{env} is {p}, but {have} is a file, not a folder. Fix: point {env} at a folder")
-    if not os.access(have, os.W_OK): raise SettingError(f"{env} is {p}, and {have} is not writable. Fix: point {env} at a folder you can write")
+    if not have.is_dir(): raise SettingError(f"{env} is {p}, but {have} is a file, not a folder. Fix: point {env} at "
+                                             "a folder")
+    if not os.access(have, os.W_OK): raise SettingError(f"{env} is {p}, and {have} is not writable. Fix: point {env} "
+                                                        "at a folder you can write")
     return p
 
 @contextmanager

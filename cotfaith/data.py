@@ -227,7 +227,8 @@ def get_info(name:str)->DatasetInfo:
     if (f := _dataset_file(name)) is not None:
         return DatasetInfo(f.stem, 'generic', partial(parse_generic, name=f.stem), {'test': str(f)}, None,
                            {'train': 'train', 'test': 'test'}, holdout=0.2)
-    if name not in DATASETS: raise DataError(f"unknown dataset '{name}'; known: {', '.join(DATASETS)}, or a path to a .jsonl file in the generic format. Fix: use one of these names or a .jsonl path")
+    if name not in DATASETS: raise DataError(f"unknown dataset '{name}'; known: {', '.join(DATASETS)}, or a path to a "
+                                             ".jsonl file in the generic format. Fix: use one of these names or a .jsonl path")
     return DATASETS[name]
 
 def dataset_name(name:str)->str:
@@ -245,11 +246,13 @@ def _rows(path:Path):
     for i, b in enumerate(path.read_bytes().split(b'\n'), 1):
         if not b.strip(): continue
         try: yield i, json.loads(_decode(b, path, i))
-        except json.JSONDecodeError as e: raise DataError(f"{path}:{i}: not valid JSON ({e.msg}). Fix: one JSON object per line") from None
+        except json.JSONDecodeError as e: raise DataError(f"{path}:{i}: not valid JSON ({e.msg}). Fix: one JSON "
+                                                          "object per line") from None
 
 def _decode(b:bytes, path, i)->str:
     try: return b.decode('utf-8')
-    except UnicodeDecodeError as e: raise DataError(f"{path}:{i}: bytes that are not UTF-8 at column {e.start}. Fix: save the file as UTF-8") from None
+    except UnicodeDecodeError as e: raise DataError(f"{path}:{i}: bytes that are not UTF-8 at column {e.start}. Fix: "
+                                                    "save the file as UTF-8") from None
 
 # %% ../nbs/01_data.ipynb #40f20f04
 def _csv_rows(path:Path):
@@ -271,7 +274,8 @@ def read_file(path:Path, parse:Callable, on_error:str='raise', split:str='test')
             if on_error == 'raise': raise DataError(f"{path}:{line}: {_with_fix(e)}") from None
             bad.append(line)
     if bad: warnings.warn(f"{path}: skipped {len(bad)} malformed rows (lines {bad[:10]}{'...' if len(bad) > 10 else ''})")
-    if not out: raise DataError(f"{path}: no examples (the file is empty or has only blank lines). Fix: one JSON object per line")
+    if not out: raise DataError(f"{path}: no examples (the file is empty or has only blank lines). Fix: one JSON "
+                                "object per line")
     _check_unique_ids(out, path)
     return out
 
@@ -313,7 +317,8 @@ def _local_examples(info:DatasetInfo, split:str, path:Path, on_error:str)->list:
 def load_examples(name:str, split:str='test', n:int|None=None, seed:int=0, on_error:str='raise', data:Path|None=None)->list:
     "Examples of dataset `name`: local file under the data dir if present, else the hub; then a seeded subsample."
     info, root = get_info(name), Path(data or data_dir())
-    if split not in info.hub_splits: raise DataError(f"{name} has no split '{split}'; splits: {sorted(info.hub_splits)}. Fix: use one of these splits")
+    if split not in info.hub_splits: raise DataError(f"{name} has no split '{split}'; splits: "
+                                                     f"{sorted(info.hub_splits)}. Fix: use one of these splits")
     if info.make: return subsample(info.make(split), n, seed)
     local = _local_file(info, split, root)
     if local is not None and local.exists(): return subsample(_local_examples(info, split, local, on_error), n, seed)

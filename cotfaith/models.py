@@ -160,7 +160,8 @@ def _attach_adapter(model, adapter:str|Path, spec:str, base_fp:str):
     if meta.get('base_fingerprint', base_fp) != base_fp:                 # adapters from `finetune` record their base
         raise ModelError(f"adapter '{adapter}' was trained on '{meta['config']['model']}' (weights {meta['base_fingerprint']}), "
                          f"not on '{spec}' (weights {base_fp}). Fix: load it with the base model it was trained on, or fine-tune '{spec}'")
-    if not meta:                                                         # any peft adapter: the base it names, and shapes
+    # any peft adapter: the base it names, and shapes
+    if not meta:
         name, named_fp = _named_base(a)
         if named_fp not in (None, base_fp):
             raise ModelError(f"adapter '{adapter}' names its base '{name}' (weights {named_fp}), not '{spec}' (weights {base_fp}). "

@@ -59,11 +59,13 @@ def _check_ranges(cfg):
     "A `ConfigError` naming the first field outside its range."
     if cfg.n < 0: raise ConfigError(f"parameter 'n' must be at least 0 (0 means all), got {cfg.n}. Fix: pass n >= 0")
     for k in AT_LEAST_ONE:
-        if getattr(cfg, k) < 1: raise ConfigError(f"parameter '{k}' must be at least 1, got {getattr(cfg, k)}. Fix: pass {k} >= 1")
+        if getattr(cfg, k) < 1: raise ConfigError(f"parameter '{k}' must be at least 1, got {getattr(cfg, k)}. Fix: "
+                                                  f"pass {k} >= 1")
     for k in SHARES:
         v = getattr(cfg, k)
         if _outside_unit(v):
-            raise ConfigError(f"parameter '{k}' must be a number in [0, 1]{' or a list of them' if k != 'threshold' else ''}, got {v!r}. Fix: use values from 0 to 1")
+            raise ConfigError(f"parameter '{k}' must be a number in [0, "
+                              f"1]{' or a list of them' if k != 'threshold' else ''}, got {v!r}. Fix: use values from 0 to 1")
 
 @dataclass
 class ExperimentConfig:
@@ -92,17 +94,20 @@ class ExperimentConfig:
             default = f.default_factory() if f.default is MISSING else f.default
             if not _type_ok(getattr(self, f.name), default):
                 want = 'str, list or None' if default is None else 'list or None' if isinstance(default, list) else type(default).__name__
-                raise ConfigError(f"parameter '{f.name}' must be {want}, got {getattr(self, f.name)!r}. Fix: pass a {want}")
+                raise ConfigError(f"parameter '{f.name}' must be {want}, got {getattr(self, f.name)!r}. Fix: pass a "
+                                  f"{want}")
 
         self.suite_tests()
         _check_ranges(self)
         if self.no_answer not in NO_ANSWER_RULES:
-            raise ConfigError(f"parameter 'no_answer' must be one of {list(NO_ANSWER_RULES)}, got {self.no_answer!r}. Fix: pick one of them")
+            raise ConfigError(f"parameter 'no_answer' must be one of {list(NO_ANSWER_RULES)}, got {self.no_answer!r}. "
+                              "Fix: pick one of them")
 
     def suite_tests(self)->tuple:
         "The requested tests besides early termination, checked against `TESTS`."
         names = [t.strip() for t in self.tests.split(',') if t.strip()]
-        if bad := [t for t in names if t not in TESTS]: raise ConfigError(f"unknown test(s) {bad} in 'tests'; choose from {list(TESTS)}. Fix: name tests from that list, comma-separated")
+        if bad := [t for t in names if t not in TESTS]: raise ConfigError(f"unknown test(s) {bad} in 'tests'; choose "
+                                                                          f"from {list(TESTS)}. Fix: name tests from that list, comma-separated")
         return tuple(t for t in TESTS if t in names and t != 'et')
 
     def gen_fields(self)->dict:
@@ -152,7 +157,8 @@ def _append(self:ResultsStore, records:list):
         with open(self.path, 'a+b') as f:
             f.seek(0); data = f.read()
             if data and not data.endswith(b'\n'):
-                if _whole(data[data.rfind(b'\n') + 1:]): f.write(b'\n')              # a whole record whose newline was lost
+                # a whole record whose newline was lost
+                if _whole(data[data.rfind(b'\n') + 1:]): f.write(b'\n')
                 else: f.truncate(data.rfind(b'\n') + 1)                               # a torn tail of a killed run
             f.write(text.encode('utf-8')); f.flush(); os.fsync(f.fileno())
 ResultsStore.append = _append
@@ -369,12 +375,14 @@ def _spec(batch_file:Path)->dict:
     "The content of a batch file, checked: a mapping with known keys, its `runs` a non-empty list of mappings."
     p = Path(batch_file)
     if not p.is_file():
-        raise BatchError(f"batch file {p} {'is a folder' if p.is_dir() else 'does not exist'}. Fix: name a YAML file, e.g. params/default.yaml")
+        raise BatchError(f"batch file {p} {'is a folder' if p.is_dir() else 'does not exist'}. Fix: name a YAML file, "
+                         "e.g. params/default.yaml")
     try: spec = yaml.safe_load(p.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise BatchError(f"{p}: not valid YAML ({' '.join(str(e).split())[:120]}). {_FORMAT}") from None
     if not isinstance(spec, dict) or not spec.get('runs'): raise BatchError(f"{p}: no runs. {_FORMAT}")
-    if bad := sorted(set(spec) - set(BATCH_KEYS)): raise BatchError(f"{p}: unknown key(s) {bad}; allowed: {list(BATCH_KEYS)}. {_FORMAT}")
+    if bad := sorted(set(spec) - set(BATCH_KEYS)): raise BatchError(f"{p}: unknown key(s) {bad}; allowed: "
+                                                                    f"{list(BATCH_KEYS)}. {_FORMAT}")
     if not isinstance(spec['runs'], list) or not all(isinstance(r, dict) for r in spec['runs']) \
        or not isinstance(spec.get('defaults') or {}, dict):
         raise BatchError(f"{p}: 'runs' must be a list of mappings and 'defaults' a mapping. {_FORMAT}")
@@ -392,13 +400,15 @@ def batch_runs(batch_file:Path, **overrides)->list:
     over = {k: v for k, v in overrides.items() if v is not None}
     for i, run in enumerate(spec['runs'], 1):
         if not (rel := run.get('notebook', spec.get('notebook'))):
-            raise BatchError(f"{batch_file}: run {i} names no notebook. Fix: add 'notebook: analysis/<name>.ipynb' to it or to the file")
+            raise BatchError(f"{batch_file}: run {i} names no notebook. Fix: add 'notebook: analysis/<name>.ipynb' to "
+                             "it or to the file")
         if not (nb := root/rel).is_file():
             raise BatchError(f"{batch_file}: run {i}: notebook {nb} does not exist. Fix: use a path relative to {root}")
         own = {k: v for k, v in run.items() if k != 'notebook'} | over
         params = {**(spec.get('defaults') or {}), **own}
         if bad := sorted(set(params) - set(_declared(nb))):
-            raise BatchError(f"{batch_file}: run {i}: unknown parameter(s) {bad} for {rel}. Fix: use its parameters {list(_declared(nb))}")
+            raise BatchError(f"{batch_file}: run {i}: unknown parameter(s) {bad} for {rel}. Fix: use its parameters "
+                             f"{list(_declared(nb))}")
         name = '__'.join([slug(params.get('model', 'model'))] + [slug(f'{k}-{v}') for k, v in own.items() if k != 'model'])
         out.append((nb, params, name))
     return out
@@ -411,7 +421,8 @@ def figure_tag(batch_file:Path, params:dict, **overrides)->str:
 def _check_kernel(name:str):
     from jupyter_client.kernelspec import KernelSpecManager
     if name not in KernelSpecManager().find_kernel_specs():
-        raise BatchError(f"no Jupyter kernel '{name}'. Fix: python -m ipykernel install --sys-prefix --name {name} (make install does this)")
+        raise BatchError(f"no Jupyter kernel '{name}'. Fix: python -m ipykernel install --sys-prefix --name {name} "
+                         "(make install does this)")
 
 # %% ../nbs/10_pipeline.ipynb #e749d9c2
 def _assigned(source:str)->set:
@@ -517,7 +528,8 @@ def _run_one(nb:Path, params:dict, name:str, out:Path, tag:str, kernel:str, verb
     log.unlink(missing_ok=True)
     try: _execute(nb, out, params, kernel, verbose, {'COTFAITH_RUN_LOG': str(log), 'COTFAITH_FIGURE_TAG': tag})
     except pm.PapermillExecutionError as e:
-        if e.ename == 'KeyboardInterrupt': raise KeyboardInterrupt from None            # Ctrl-C reached the kernel first
+        # Ctrl-C reached the kernel first
+        if e.ename == 'KeyboardInterrupt': raise KeyboardInterrupt from None
         return f'{nb.name} {name} failed with {e.ename}: {e.evalue} (traceback in {out})'
     figs, results = _read_log(log)
     return {'parameters': params, 'code': code, 'figures': figs, 'results': results, 'seconds': round(time.time() - t0, 1)}

@@ -99,7 +99,8 @@ def plot_et_curve(curve:pd.DataFrame, ax=None, label:str='', color=None, xlabel:
     ax, area = ax or plt.gca(), aoc(curve) if area is None else area
     stat = legend or (f'AOC={area:.2f}' if pd.notna(area) else 'AOC n/a')
     n = curve['n'].max() if len(curve) else 0
-    text = f"{label} {stat} (n={n:.0f})" if n > 0 else f'{label}: no chains to intervene on'     # not 'change=nan (n=0)'
+    # not 'change=nan (n=0)'
+    text = f"{label} {stat} (n={n:.0f})" if n > 0 else f'{label}: no chains to intervene on'
     ax.plot(curve['frac'], curve['same'], marker='o', ms=3, color=color, label=text.strip())
     ax.fill_between(curve['frac'], curve['lo'], curve['hi'], alpha=.2, color=color)
     ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel=xlabel, ylabel='same answer as full CoT')

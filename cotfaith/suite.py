@@ -174,7 +174,8 @@ def _mistakes(lm:LM, mlm:LM, exs:list, cots:list, points:list, seed:int, cache:G
         for e in es:
             if e['how'] == 'unchanged': continue
             e['prefix'] = replace_steps(cot, e['k'], [e['corrupted']])
-            jobs.append((ex, e, reasoning_part(cot[step_spans(cot)[e['k']][1]:])))   # what the chain said after the step
+            # what the chain said after the step
+            jobs.append((ex, e, reasoning_part(cot[step_spans(cot)[e['k']][1]:])))
     _continue(lm, jobs, continue_tokens, seed, cache, batch_size)
     return edits
 
@@ -206,7 +207,8 @@ def _chain(lm:LM, cot:str, test:str, k:int, para:dict, edits:dict)->str|None:
     spans = step_spans(cot)
     n, steps, done = len(spans), [cot[a:b] for a, b in spans], edits.get(test, {}).get(k, {})
     if test == 'resample':
-        if k == 0: return replace_steps(cot, n, [])                                    # nothing reworded: the intact chain
+        # nothing reworded: the intact chain
+        if k == 0: return replace_steps(cot, n, [])
         if k < n: return reasoning_part(done['prefix'] + done['continuation']) if 'continuation' in done else None
         return None if None in (new := [para.get(j) for j in range(n)]) else reworded_prefix(cot, new)
     if k == n: return replace_steps(cot, n, [])
