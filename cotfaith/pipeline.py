@@ -497,13 +497,22 @@ def _claimed(drawn:dict, figs:list, name:str)->list:
     drawn.update({g['figure']: name for g in figs if g['figure'] not in clash})
     return clash
 
+def _kernel_manager(log:Path)->type:
+    "A kernel manager whose kernel process writes its own output (its logger, shutdown tracebacks) to `log`."
+    from jupyter_client import AsyncKernelManager
+    class LoggedKernelManager(AsyncKernelManager):
+        async def start_kernel(self, **kw):
+            with open(log, 'ab') as f: return await super().start_kernel(stdout=f, stderr=f, **kw)
+    return LoggedKernelManager
+
 def _execute(nb:Path, out:Path, params:dict, kernel:str, verbose:bool, env:dict):
     "Run one notebook through papermill with `env` set for its kernel (and unset afterwards)."
     import papermill as pm
     os.environ.update(env)
     try:
         pm.execute_notebook(nb, out, parameters=params, kernel_name=kernel, cwd=nb.parent, progress_bar=False,
-                            stdout_file=sys.stdout if verbose else None, stderr_file=sys.stderr if verbose else None)
+                            stdout_file=sys.stdout if verbose else None, stderr_file=sys.stderr if verbose else None,
+                            kernel_manager_class=_kernel_manager(out.with_suffix('.kernel.log')))
     finally:
         for k in env: os.environ.pop(k, None)
 
@@ -525,7 +534,7 @@ def _run_one(nb:Path, params:dict, name:str, out:Path, tag:str, kernel:str, verb
     code, t0, log = code_fingerprint(nb), time.time(), out.with_suffix('.log.jsonl')
     out.parent.mkdir(parents=True, exist_ok=True)
     _done_file(out).unlink(missing_ok=True)
-    log.unlink(missing_ok=True)
+    for f in (log, out.with_suffix('.kernel.log')): f.unlink(missing_ok=True)
     try: _execute(nb, out, params, kernel, verbose, {'COTFAITH_RUN_LOG': str(log), 'COTFAITH_FIGURE_TAG': tag})
     except pm.PapermillExecutionError as e:
         # Ctrl-C reached the kernel first

@@ -325,3 +325,13 @@ def test_a_full_disk_is_one_clear_error_that_says_what_was_kept_and_tears_nothin
     f = next((tmp_path/'results').rglob('*.jsonl'))
     ids = [json.loads(l)['id'] for l in f.read_text().splitlines()]
     assert len(ids) == len(set(ids)) == 6
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason='root reads every file: an unreadable dataset only exists for other users')
+def test_an_unreadable_dataset_is_one_clear_error(world):
+    f = Path(_file(world, 'locked.jsonl', '{"question": "1+1?", "answer": "2"}\n'))
+    f.chmod(0)
+    r = subprocess.run(_command(world, 'run', ['--dataset', str(f)]), capture_output=True, text=True,
+                       env=os.environ | world['env'], cwd=world['root'], timeout=600)
+    errors = [l for l in (r.stdout + r.stderr).splitlines() if l.startswith('cotfaith: error:')]
+    assert r.returncode == 1 and len(errors) == 1 and 'locked.jsonl' in errors[0] and 'not readable' in errors[0], r.stderr
