@@ -16,7 +16,7 @@ __all__ = ['EXTRACT_VERSION', 'normalize_number', 'extract_number', 'extract_let
            'extract_after_marker', 'agrees', 'read_labelled', 'agreement']
 
 # %% ../nbs/05_answers.ipynb #4837d8a8
-EXTRACT_VERSION = 2   # bump when a rule below changes what is read from a text
+EXTRACT_VERSION = 3   # bump when a rule below changes what is read from a text
 
 # %% ../nbs/05_answers.ipynb #ae8dd206
 _MINUS = '\\-\u2212\u2013'   # hyphen, minus sign, en dash
@@ -43,7 +43,7 @@ def _marker_lines(text:str)->list:
     return [m.group(1) for m in _MARKER_LINE.finditer(_clean(text))]
 
 # %% ../nbs/05_answers.ipynb #bf35228a
-_CUE = re.compile(r'(?:answer|option|choice)\s*(?:is|would be|will be|should be|[:=\uff1a])|\bboxed:', re.I)
+_CUE = re.compile(r'(?:answer|option|choice)\s*(?:(?:is|would be|will be|should be)(?:\s*[:=\uff1a])?|[:=\uff1a])|\bboxed:', re.I)
 _SENT_END = re.compile(r'\n|\.(?!\d)|;')
 
 def _statements(text:str)->list:
@@ -90,7 +90,7 @@ def extract_number(text:str, strict:bool=True)->str|None:
 
 # %% ../nbs/05_answers.ipynb #97393844
 _KEY = r'(?:(?:the\s+)?(?:correct\s+|right\s+|best\s+)?(?:option|choice|answer)\s*(?:is\s*)?[:#]?\s*)'
-_LETTER = re.compile(rf'\s*({_KEY})?([(\[]?)\s*([A-Ja-j])(\s*[)\]])?(.*)', re.I | re.S)
+_LETTER = re.compile(rf'\s*({_KEY})?([(\["\u201c]?)\s*([A-Ja-j])(\s*[)\]"\u201d])?(.*)', re.I | re.S)   # (C), [C], "C"
 
 def _starts_with(s:str, option:str)->bool:
     return re.match(rf'\s*{re.escape(option.strip())}(?!\w)', s, re.I) is not None
@@ -100,6 +100,8 @@ def _choice_at(s:str, choices:tuple)->str|None:
     m = _LETTER.match(s)
     if not m or (L := m.group(3)).upper() not in LETTERS[:len(choices)]: return None
     key, op, cl, rest = m.group(1, 2, 4, 5)
+    named = _whole_option(re.sub(r'^\s*[.):]?', '', rest).split('\n')[0], choices)
+    if named and named != L.upper(): return None                  # `B. Yes` where B is No: contradicts itself
     alone = re.match(r'\s*(?:[.):,;\]]|$)', rest) or _starts_with(rest, choices[LETTERS.index(L.upper())])
     if key or (op and cl) or alone: return L.upper()
     return L if L.isupper() and L not in 'AI' and re.match(r'\s', rest) else None
@@ -108,14 +110,16 @@ def _choice_at(s:str, choices:tuple)->str|None:
 def _norm(s:str)->str:
     "Lowercase text with tokenised spacing undone (`did n't like her .` -> `didn't like her.`), no end punctuation."
     s = re.sub(r"\s+([.,!?;:]|n't\b|'(?:s|re|ll|ve|d|m)\b)", r'\1', s.lower().replace('\u2019', "'"))
-    return re.sub(r'\s+', ' ', s).strip().rstrip('.!').strip()
+    return re.sub(r'\s+', ' ', s).strip().rstrip('.!').strip().strip('"\u201c\u201d')
 
 def _whole_option(s:str, choices:tuple)->str|None:
-    "The option `s` is, whole or followed by a clause (`No, because ...`); the longest wins, a tie is None."
-    s = _norm(re.sub(r'^\s*(?:[-*]\s*)?(?:[(\[]?[A-Ja-j][.)\]:]\s+)?', '', s))
+    "The option `s` is, whole or with a clause after it (`No, because`); the longest wins; a tie or a wrong label is None."
+    m = re.match(r'\s*(?:[-*]\s*)?(?:[(\[]?([A-Ja-j])[.)\]:]\s+)?', s)
+    label, s = m.group(1), _norm(s[m.end():])
     named = lambda o: s == o or (s.startswith(o) and re.match(r'\s*[,;:(\u2013\u2014-]', s[len(o):]))
     hits = sorted(((len(o), L) for L, c in zip(LETTERS, choices) if (o := _norm(c)) and named(o)), reverse=True)
-    return hits[0][1] if hits and (len(hits) == 1 or hits[0][0] > hits[1][0]) else None
+    hit = hits[0][1] if hits and (len(hits) == 1 or hits[0][0] > hits[1][0]) else None
+    return None if hit and label and label.upper() != hit else hit
 
 def _bare_letter(line:str, choices:tuple)->str|None:
     "The letter a line consists of (`C`, `(C)`, `C.`), else None."
@@ -140,9 +144,10 @@ def extract_letter(text:str, choices:tuple, strict:bool=True)->str|None:
     "The option letter answered in `text` (strict: only `Final answer: L`), or None."
     if (a := _strict_letter(text, choices)) or strict: return a
     t = _clean(text)
-    for m in reversed(list(_CUE.finditer(t))):
-        if a := _choice_at(t[m.end():], choices) or _whole_option(t[m.end():].split('\n')[0], choices): return a
-    return _option_line(t, choices)
+    said = [(a, bool(_LIST_NO.match(t, t.rfind('\n', 0, m.start()) + 1))) for m in _CUE.finditer(t)
+            if (a := _choice_at(t[m.end():], choices) or _whole_option(t[m.end():].split('\n')[0], choices))]
+    if len({a for a, listed in said if listed}) > 1: said = [s for s in said if not s[1]]   # a list through the options
+    return said[-1][0] if said else _option_line(t, choices)
 
 # %% ../nbs/05_answers.ipynb #01ce8822
 def extract(ex:Example, text:str, strict:bool=True)->str|None:
@@ -168,11 +173,11 @@ def agrees(pred:str|None, human:str|None)->bool:
     return normalize_number(pred) == n if n is not None else pred == str(human)
 
 def read_labelled(path:Path)->list:
-    "Rows of a labelled sample, each given its question's options from the data dir (the sample stores no dataset text)."
+    "Rows of a labelled sample with their options: a row's own (yes/no), else its question's from the data dir."
     rows = [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
-    mc = {r['dataset'] for r in rows if get_info(r['dataset']).kind == 'choice'}
+    mc = {r['dataset'] for r in rows if 'choices' not in r and get_info(r['dataset']).kind == 'choice'}
     opts = {e.id: list(e.choices) for d in mc for s in ('test', 'train') for e in load_examples(d, s)}
-    return [r | {'choices': opts.get(r['example'])} for r in rows]
+    return [r | {'choices': r['choices'] if 'choices' in r else opts.get(r['example'])} for r in rows]
 
 def agreement(rows:list, by:str='dataset')->dict:
     "Share of labelled `rows` whose strict and flexible answers agree with `human`, per `by` and 'all' (with n)."

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['DIRS', 'PACKAGES', 'project_root', 'data_dir', 'cache_dir', 'results_dir', 'figures_dir', 'SettingError',
-           'writable_dir', 'absolute_dirs', 'canonical_json', 'hash_key', 'file_sha256', 'slug', 'atomic_write',
-           'set_seed', 'package_versions', 'git_state', 'run_metadata', 'run_log', 'figure_stem']
+__all__ = ['DIRS', 'COMMITTED_FIGURES', 'PACKAGES', 'project_root', 'data_dir', 'cache_dir', 'results_dir', 'figures_dir',
+           'SettingError', 'writable_dir', 'absolute_dirs', 'canonical_json', 'hash_key', 'file_sha256', 'slug',
+           'atomic_write', 'set_seed', 'package_versions', 'git_state', 'run_metadata', 'run_log', 'figure_stem']
 
 # %% ../nbs/00_core.ipynb #9f7dac76
 def project_root(start:Path|None=None # where to start looking (default: the working directory)
@@ -26,7 +26,8 @@ def project_root(start:Path|None=None # where to start looking (default: the wor
 
 # %% ../nbs/00_core.ipynb #7bf42927
 DIRS = {'COTFAITH_DATA_DIR': 'data', 'COTFAITH_CACHE_DIR': '.cache', 'COTFAITH_RESULTS_DIR': 'results',
-        'COTFAITH_FIGURES_DIR': 'figures'}   # each folder setting and its default, relative to the project root
+        'COTFAITH_FIGURES_DIR': 'runs/figures'}   # each folder setting and its default, relative to the project root
+COMMITTED_FIGURES = 'figures'   # the committed figures: drawn there only by a committed grid (`pipeline.run_batch`)
 
 def _setting(env:str, root:Path|None=None)->Path:
     "The folder `env` names (relative to the working directory), else its default under the project root."

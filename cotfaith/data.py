@@ -14,10 +14,11 @@ from functools import partial
 from .core import data_dir, file_sha256, project_root
 
 # %% auto #0
-__all__ = ['LETTERS', 'ARITH_OPS', 'ARITH_SIZES', 'DATASETS', 'GENERIC_FIELDS', 'Example', 'DataError', 'parse_gsm8k',
-           'parse_medqa', 'parse_medmcqa', 'parse_cosmosqa', 'arith_chain', 'arith_examples', 'DatasetInfo',
-           'in_train_slice', 'slice_rule', 'normalise_text', 'split_groups', 'parse_generic', 'get_info',
-           'dataset_name', 'data_fingerprint', 'read_file', 'subsample', 'load_examples']
+__all__ = ['LETTERS', 'ARITH_OPS', 'ARITH_SIZES', 'DATASETS', 'GENERIC_FIELDS', 'VERDICTS', 'MAX_CONTEXT_CHARS', 'Example',
+           'DataError', 'parse_gsm8k', 'parse_medqa', 'parse_medmcqa', 'parse_cosmosqa', 'arith_chain',
+           'arith_examples', 'DatasetInfo', 'in_train_slice', 'slice_rule', 'normalise_text', 'split_groups',
+           'parse_generic', 'file_shape', 'get_info', 'dataset_name', 'data_fingerprint', 'read_file', 'subsample',
+           'load_examples']
 
 # %% ../nbs/01_data.ipynb #0a7fb47f
 LETTERS = 'ABCDEFGHIJ'
@@ -67,7 +68,12 @@ def _options(opts:dict|list)->tuple:
         opts = [opts[k] for k in keys]
     if len(opts) < 2 or any(not isinstance(o, str) or not o.strip() for o in opts):
         raise DataError("field 'options' needs at least two non-empty option texts")
-    return tuple(o.strip() for o in opts)
+    return tuple(o.strip() for o in _unlabelled(opts))
+
+def _unlabelled(opts:list)->list:
+    "The option texts without labels of their own (`A)21`, `(B) 24`, `c. 9`), removed only if every option has its letter."
+    own = [re.match(rf'\s*(?:\(\s*{L}\s*\)|{L}\s*[.):])\s*(?=\S)', o, re.I) for L, o in zip(LETTERS, opts)]
+    return [o[m.end():] for m, o in zip(own, opts)] if all(own) else opts
 
 def _letter(gold, choices:tuple)->str:
     g = str(gold).strip().upper()
@@ -191,26 +197,48 @@ def split_groups(exs:list, passage:Callable|None=None # Example -> its passage, 
     return {e.id: find(e.id) for e in exs}
 
 # %% ../nbs/01_data.ipynb #cd7e0203
-GENERIC_FIELDS = ('question', 'answer', 'options', 'rationale', 'id')
+GENERIC_FIELDS = ('question', 'answer', 'options', 'context', 'rationale', 'id')
+VERDICTS = ('Yes', 'No', 'Maybe')   # the options of a yes/no(/maybe) question, in letter order
+MAX_CONTEXT_CHARS = 12_000          # a row's `context` may be this long (about 3,000 tokens)
 
-def parse_generic(row:dict, idx:str, name:str='custom')->Example:
-    "A row of the generic JSONL format: `question`, `answer`, optional `options`, `rationale` and `id`."
+def _context(row:dict)->str:
+    "The row's passage, checked, followed by a blank line (empty when it has none)."
+    c = row.get('context')
+    if c is None: return ''
+    if not isinstance(c, str) or not c.strip(): raise DataError("field 'context' must be a non-empty string")
+    if len(c) > MAX_CONTEXT_CHARS:
+        raise DataError(f"field 'context' has {len(c):,} characters, more than the {MAX_CONTEXT_CHARS:,} a row may have. "
+                        "Fix: keep the part of the passage the question needs")
+    return c.strip() + '\n\n'
+
+def _verdict(gold:str, verdicts:tuple|None)->tuple|None:
+    "(letter, options) of a yes/no/maybe answer, or None for any other answer."
+    vs = verdicts or (VERDICTS if gold.lower() == 'maybe' else VERDICTS[:2])
+    low = [v.lower() for v in vs]
+    return (LETTERS[low.index(gold.lower())], vs) if gold.lower() in low else None
+
+def parse_generic(row:dict, idx:str, name:str='custom',
+                  verdicts:tuple|None=None, # a yes/no file's options (`file_shape`); None: decided by this row alone
+                 )->Example:
+    "A row of the generic JSONL format: `question`, `answer`, optional `options`, `context`, `rationale` and `id`."
     if not isinstance(row, dict): raise DataError("a row must be a JSON object with the fields 'question' and 'answer'")
     if bad := sorted(set(row) - set(GENERIC_FIELDS)):
         raise DataError(f"unknown field(s) {bad}; a row has {list(GENERIC_FIELDS)}. Fix: rename or remove them")
     q, gold, why = _need(row, 'question'), str(_need(row, 'answer')).strip(), row.get('rationale')
     if not isinstance(q, str): raise DataError("field 'question' must be a string")
     if why is not None and not isinstance(why, str): raise DataError("field 'rationale' must be a string")
-    i = f"{name}-{row.get('id', idx)}"
+    i, q, why = f"{name}-{row.get('id', idx)}", _context(row) + q, (why or '').strip() or None
     if row.get('options') is not None:
         if not isinstance(row['options'], (list, dict)):
             raise DataError("field 'options' must be a list of option texts or an object {\"A\": ..., \"B\": ...}, not "
                             f"{type(row['options']).__name__}. Fix: write it as a JSON list")
         choices = _options(row['options'])
-        return Example(i, name, q, _letter(gold, choices), choices, (why or '').strip() or None)
+        return Example(i, name, q, _letter(gold, choices), choices, why)
+    if v := _verdict(gold, verdicts): return Example(i, name, q, v[0], v[1], why)
     if not _NUM.match(gold.replace(',', '')):
-        raise DataError(f"field 'answer' is '{gold}': without 'options' it must be a number (or add 'options' and give a letter)")
-    return Example(i, name, q, gold.replace(',', ''), None, (why or '').strip() or None)
+        raise DataError(f"field 'answer' is '{gold}': without 'options' it must be a number or yes/no/maybe (or add "
+                        "'options' and give a letter)")
+    return Example(i, name, q, gold.replace(',', ''), None, why)
 
 # %% ../nbs/01_data.ipynb #b68ee2f9
 def _dataset_file(name:str)->Path|None:
@@ -222,11 +250,30 @@ def _dataset_file(name:str)->Path|None:
         if p.is_dir(): raise DataError(f"dataset '{p}' is a folder, not a .jsonl file. Fix: name the file itself")
     raise DataError(f"dataset file '{name}' not found (looked in {Path.cwd()} and {project_root()}). Fix: pass an absolute path")
 
+@functools.lru_cache(maxsize=64)
+def _file_shape(path:str, stamp:tuple)->tuple:
+    "(yes/no options, whether rows have a `context`) of a generic file; `stamp` (mtime, size) renews it on an edit."
+    rows = []
+    for b in Path(path).read_bytes().split(b'\n'):
+        try: rows.append(json.loads(b))
+        except (json.JSONDecodeError, UnicodeDecodeError): pass        # read_file names the bad line
+    rows = [r for r in rows if isinstance(r, dict)]
+    maybe = any(r.get('options') is None and str(r.get('answer')).strip().lower() == 'maybe' for r in rows)
+    return VERDICTS if maybe else VERDICTS[:2], any(r.get('context') is not None for r in rows)
+
+def file_shape(f:Path)->tuple:
+    "What every row of a generic file shares: its yes/no options (two, or three if any row answers maybe) and contexts."
+    st = f.stat()
+    return _file_shape(str(f), (st.st_mtime_ns, st.st_size))
+
+def _first_paragraph(e:Example)->str: return e.question.split('\n\n')[0]
+
 def get_info(name:str)->DatasetInfo:
     "The registry entry for `name`, a `DatasetInfo` for a generic JSONL file, or an error listing the choices."
     if (f := _dataset_file(name)) is not None:
-        return DatasetInfo(f.stem, 'generic', partial(parse_generic, name=f.stem), {'test': str(f)}, None,
-                           {'train': 'train', 'test': 'test'}, holdout=0.2)
+        verdicts, context = file_shape(f)
+        return DatasetInfo(f.stem, 'generic', partial(parse_generic, name=f.stem, verdicts=verdicts), {'test': str(f)},
+                           None, {'train': 'train', 'test': 'test'}, holdout=0.2, passage=_first_paragraph if context else None)
     if name not in DATASETS: raise DataError(f"unknown dataset '{name}'; known: {', '.join(DATASETS)}, or a path to a "
                                              ".jsonl file in the generic format. Fix: use one of these names or a .jsonl path")
     return DATASETS[name]

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_pipeline.ipynb #c92e18a7
 from __future__ import annotations
-import ast, errno, json, os, signal, sys, threading, time
+import argparse, ast, errno, json, os, signal, sys, threading, time
 from contextlib import contextmanager
 from functools import lru_cache, wraps
 from dataclasses import dataclass, asdict, field, fields, replace, MISSING
@@ -13,10 +13,12 @@ from pathlib import Path
 import pandas as pd
 import yaml
 from filelock import FileLock
+from fastcore.docments import docments
 from fastcore.script import anno_parser
 from tqdm import tqdm
 
-from .core import (SettingError, atomic_write, absolute_dirs, writable_dir, cache_dir, figures_dir, file_sha256, hash_key, package_versions,
+from .core import (COMMITTED_FIGURES, SettingError, atomic_write, absolute_dirs, writable_dir, cache_dir,
+                           figures_dir, file_sha256, hash_key, package_versions,
                            results_dir, run_log, run_metadata, project_root, slug)
 from .data import load_examples, Example, DataError, slice_rule, dataset_name, data_fingerprint
 from .models import DEFAULT_MODEL, adapter_fingerprint, load_model, resolve_spec, LM, ModelError
@@ -32,9 +34,10 @@ from .stats import accuracy_table, summary_row
 # %% auto #0
 __all__ = ['AT_LEAST_ONE', 'SHARES', 'SUITE_FIELDS', 'READING_VERSIONS', 'DISK_FULL', 'USER_ERRORS', 'BATCH_KEYS', 'ConfigError',
            'ExperimentConfig', 'ResultsError', 'BatchError', 'ResultsStore', 'experiment_path', 'suite_path',
-           'paraphraser_of', 'paraphraser_id', 'run_experiment', 'base_config', 'run_base', 'run_finetuned',
-           'Terminated', 'cli', 'run_cli', 'batch_runs', 'figure_tag', 'unknown_parameters', 'check_parameters',
-           'code_fingerprint', 'update_manifest', 'run_batch', 'batch_cli']
+           'paraphraser_of', 'paraphraser_id', 'experiment_files', 'run_experiment', 'base_config', 'run_base',
+           'run_finetuned', 'Terminated', 'cli', 'config_parser', 'report_path', 'write_report', 'run_cli',
+           'batch_runs', 'figure_tag', 'unknown_parameters', 'check_parameters', 'code_fingerprint', 'update_manifest',
+           'run_batch', 'batch_cli']
 
 # %% ../nbs/10_pipeline.ipynb #2b4b2c94
 class ConfigError(ValueError):
@@ -72,14 +75,14 @@ class ExperimentConfig:
     "One experiment: a model evaluated on a slice of a dataset."
     model: str = DEFAULT_MODEL        # short name, local folder or hub id
     dataset: str = 'gsm8k'            # gsm8k, medqa, medmcqa, cosmosqa, or a generic .jsonl file
-    split: str = 'test'
+    split: str = 'test'               # dataset split
     n: int = 20                       # instances (seeded subsample); 0 for all
     seed: int = 0                     # subsampling and generation seed
     adapter: str|None = None          # LoRA adapter folder
     load_in_4bit: bool = False        # NF4 base (QLoRA)
     max_new_tokens: int = 256         # CoT budget
     answer_tokens: int = 10           # budget for an answer after 'Final answer:'
-    batch_size: int = 8
+    batch_size: int = 8               # generation batch size
     et_fractions: list|None = None    # early termination: None = every step, else fractions of the chain
     tests: str = 'et,paraphrase,filler,mistake'  # faithfulness tests (comma-separated); early termination always runs
     fractions: list|None = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75])  # paraphrase and filler points (fractions kept intact); None = every step
@@ -255,16 +258,18 @@ def paraphraser_id(cfg:ExperimentConfig)->str:
     spec, load_in_4bit = paraphraser_of(cfg)
     return hash_key({'fingerprint': resolve_spec(spec)[1], 'load_in_4bit': load_in_4bit})
 
+def experiment_files(cfg:ExperimentConfig)->dict:
+    "The results file of each store of `cfg`: 'base' (CoT, direct answer, early termination) and one per suite test."
+    base = experiment_path(cfg, resolve_spec(cfg.model)[1])
+    return {'base': base} | {t: suite_path(cfg, base, t, paraphraser_id(cfg)) for t in cfg.suite_tests()}
+
 def run_experiment(cfg:ExperimentConfig, progress:bool=True)->pd.DataFrame:
     "Per-instance records of `cfg`, computing and storing only what is missing."
     for env in ('COTFAITH_RESULTS_DIR', 'COTFAITH_CACHE_DIR'): writable_dir(env)     # before anything is computed
     exs = load_examples(cfg.dataset, cfg.split, cfg.n or None, cfg.seed)
-    fp = resolve_spec(cfg.model)[1]
-    base = experiment_path(cfg, fp)
     pspec, p4bit = paraphraser_of(cfg)
-    pfp = paraphraser_id(cfg)
     same = (pspec, p4bit) == (cfg.model, cfg.load_in_4bit) and not cfg.adapter    # the evaluated model paraphrases itself
-    stores = {'base': ResultsStore(base)} | {t: ResultsStore(suite_path(cfg, base, t, pfp)) for t in cfg.suite_tests()}
+    stores = {k: ResultsStore(f) for k, f in experiment_files(cfg).items()}
     have = {k: s.read() for k, s in stores.items()}
     todo = [e for e in exs if any(e.id not in h for h in have.values())]
     if todo:
@@ -288,7 +293,14 @@ def run_experiment(cfg:ExperimentConfig, progress:bool=True)->pd.DataFrame:
                                "(a record cut short is dropped on the next run). Fix: free some space, then rerun") from None
         have = {k: s.read() for k, s in stores.items()}
     run_log(results=[str(_rel(s.path, results_dir())) for s in stores.values()])    # for the batch's manifest
+    _some_fit(exs, have['base'])
     return _merge(cfg, exs, have)
+
+def _some_fit(exs:list, base:dict):
+    "One error when no question of the run fitted the model's context window (each is stored as skipped, with why)."
+    if exs and all(base[e.id].get('skipped') for e in exs):
+        raise DataError(f"none of the {len(exs)} questions fits the model's context window with the budgets "
+                        f"({base[exs[0].id]['skipped']}). Fix: lower max_new_tokens, or shorten the questions' context")
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)     # no space, over quota, over the file-size limit
 
@@ -344,28 +356,62 @@ def cli(func):
     return _f
 
 # %% ../nbs/10_pipeline.ipynb #36b9ce5e
-@cli
-def run_cli(model:str=DEFAULT_MODEL, # short name, local folder or hub id
-            dataset:str='gsm8k', # gsm8k, medqa, medmcqa, cosmosqa or a generic .jsonl file
-            split:str='test', # dataset split
-            n:int=20, # instances (0 for all)
-            seed:int=0, # subsample and generation seed
-            adapter:str=None, # LoRA adapter folder
-            load_in_4bit:bool=False, # NF4-quantise the base
-            max_new_tokens:int=256, # CoT budget
-            batch_size:int=8, # generation batch size
-            tests:str='et,paraphrase,filler,mistake', # faithfulness tests, comma-separated
-            no_answer:str='changed', # an intervention with no answer: 'changed' or 'missing' (dropped)
-           ):
-    "Run one experiment and print its accuracy table and, per faithfulness test, the weighted AOC and faithful share."
-    cfg = _or_exit(ExperimentConfig, model, dataset, split, n, seed, adapter, load_in_4bit, max_new_tokens, batch_size=batch_size, tests=tests,
-                   no_answer=no_answer)
+def _floats(s:str)->list|None:
+    "A list flag's value: comma-separated numbers (`0,0.25,0.5`), or `none`."
+    if s.strip().lower() == 'none': return None
+    try: return [float(x) for x in s.split(',') if x.strip()]
+    except ValueError: raise argparse.ArgumentTypeError(f"'{s}' is not comma-separated numbers or 'none'") from None
+
+def config_parser(prog:str='cotfaith-run')->argparse.ArgumentParser:
+    "A flag per field of `ExperimentConfig`, its default and its comment as help: the notebooks' settings, one source."
+    p = argparse.ArgumentParser(prog=prog, description='Run one experiment (see 10_pipeline).',
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    helps = docments(ExperimentConfig)
+    for f in fields(ExperimentConfig):
+        d = f.default_factory() if f.default is MISSING else f.default
+        if isinstance(d, bool): kw = dict(action='store_true')
+        elif f.name.endswith('fractions'): kw = dict(type=_floats, metavar='X,Y,...|none')
+        else: kw = dict(type=str if d is None else type(d))
+        p.add_argument(f'--{f.name}', default=d, help=helps.get(f.name) or f.name, **kw)
+    p.error = lambda msg: sys.exit(f'cotfaith: error: {msg}. Fix: see {prog} --help')
+    return p
+
+# %% ../nbs/10_pipeline.ipynb #8bdce878
+def report_path(cfg:ExperimentConfig, files:dict)->Path:
+    "Where the CLI stores what it prints, beside the base records: named after the stores it reads and the labelling rule."
+    key = hash_key({'files': sorted(f.name for f in files.values()), 'threshold': cfg.threshold, 'no_answer': cfg.no_answer})
+    return files['base'].with_name(f"{files['base'].stem}.report-{key}.json")
+
+def _instance_labels(recs:pd.DataFrame, tests:tuple)->list:
+    "Per instance: its answers, whether each is correct, and every test's score and faithful label."
+    keep = [c for c in recs if c in ('id', 'gold', 'skipped') or c.startswith(('cot_pred', 'cot_correct', 'direct_pred',
+            'direct_correct')) or c in [f'{t}_{x}' for t in tests for x in ('score', 'faithful')]]
+    return json.loads(recs[keep].to_json(orient='records'))
+
+def write_report(cfg:ExperimentConfig, recs:pd.DataFrame, files:dict)->Path:
+    "Store the accuracy table, each test's summary and every per-instance label the CLI prints, as one JSON file."
+    tests, row = ('et',) + cfg.suite_tests(), summary_row(recs, cfg.no_answer)
+    summary = {t: {k: row[f'{t}_{k}'] for k in ('aoc', 'change', 'faithful', 'n')} for t in tests}
+    report = {'config': asdict(cfg), 'records': {k: str(f) for k, f in files.items()},
+              'accuracy': json.loads(accuracy_table(recs).to_json(orient='records')),
+              'tests': json.loads(pd.DataFrame(summary).to_json()), 'instances': _instance_labels(recs, tests)}
+    atomic_write(p := report_path(cfg, files), json.dumps(report, indent=1, ensure_ascii=False) + '\n')
+    return p
+
+def run_cli(argv:list|None=None):
+    "Run one experiment; print its accuracy table, each test's AOC and faithful share, and where all of it is stored."
+    cfg = _or_exit(lambda: ExperimentConfig(**vars(config_parser(Path(sys.argv[0]).name).parse_args(argv))))
     recs = _or_exit(run_experiment, cfg)
+    files = _or_exit(experiment_files, cfg)
     print(accuracy_table(recs).round(3).to_string(index=False))
     row = summary_row(recs, cfg.no_answer)
     for t in ('et',) + cfg.suite_tests():
         effect = f"AOC {row[f'{t}_aoc']:.3f}" if pd.notna(row[f'{t}_aoc']) else f"change share {row[f'{t}_change']:.3f} (1 point)"
         print(f"{TESTS[t]}: {effect}, faithful {row[f'{t}_faithful']:.1%} of {row[f'{t}_n']} scored")
+    report = _or_exit(write_report, cfg, recs, files)
+    print('\nStored (one JSON line per instance):')
+    for k, f in files.items(): print(f"  {'base (CoT, direct, early termination)' if k == 'base' else TESTS[k]}: {f}")
+    print(f'  everything printed above, with every per-instance label: {report}')
 
 # %% ../nbs/10_pipeline.ipynb #7dd365e2
 BATCH_KEYS = ('notebook', 'defaults', 'runs', 'short_names')
@@ -550,7 +596,9 @@ def run_batch(batch_file:Path, out_dir:Path|None=None, kernel:str='cotfaith', ve
     runs, root = batch_runs(batch_file, **overrides), project_root(batch_file.parent)      # every run checked first
     _check_kernel(kernel)
     out_dir, done, failed, drawn = Path(out_dir or root/'runs').resolve(), [], [], {}
+    committed = not os.environ.get('COTFAITH_FIGURES_DIR') and figure_tag(batch_file, {}, **overrides) == ''
     with absolute_dirs(root):                        # the kernels (cwd analysis/) read the folders this process does
+        if committed: os.environ['COTFAITH_FIGURES_DIR'] = str(root/COMMITTED_FIGURES)    # a committed grid, as committed
         writable_dir('COTFAITH_FIGURES_DIR')
         for i, (nb, params, name) in enumerate(runs, 1):
             out = out_dir/nb.stem/f'{name}.ipynb'

@@ -57,7 +57,7 @@ def reasoning_part(cot:str)->str:
     return cot[:m.start()] if m else cot
 
 # %% ../nbs/03_prompts.ipynb #ecd63f93
-STEP_VERSION = 2   # 1: a step at every line break and sentence end; 2: labels, abbreviations, markup, display math
+STEP_VERSION = 3   # 1: every line break and sentence end; 2: labels, abbreviations, markup, display math; 3: option lists
 
 _ENUM = r'(?:\(?\d{1,3}[.)](?!\d)|\(?[a-zA-Z][.)](?=\s|$)|(?:step|part|case)\s*\d+\s*[:.)]?)'
 _LABEL_RE = re.compile(rf'\s*(?:(?:[-*+•>]|#{{1,6}})\s*)*(?:\*\*)?\s*(?:{_ENUM}\s*(?:\*\*)?\s*)?', re.I)
@@ -124,7 +124,26 @@ def step_spans(cot:str)->list:
             spans += [(new[0][0] if label is None else label, new[0][1])] + new[1:]
             label = None
         elif not _is_markup(line): label = a if label is None else label
-    return spans
+    return _options_joined(text, spans)
+
+_OPTION = re.compile(r'[(\[]?([A-J])[.)\]:]\s+\S')
+
+def _option_letter(text:str, a:int, b:int)->str|None:
+    "The letter of span `a:b` of `text` when its last line is a whole line `L. ...` (an option being listed), else None."
+    start = text.rfind('\n', 0, b) + 1
+    end = text.find('\n', b) if '\n' in text[b:] else len(text)
+    if text[start:max(a, start)].strip() or text[b:end].strip(): return None       # a sentence within a line
+    return m.group(1) if (m := _OPTION.match(text[start:b].lstrip())) else None
+
+def _options_joined(text:str, spans:list)->list:
+    "`spans` with each run of whole-line options in letter order (`A. ...`, `B. ...`) joined into one span."
+    out, prev = [], None
+    for a, b in spans:
+        L = _option_letter(text, a, b)
+        if L and prev and ord(L) == ord(prev) + 1: out[-1] = (out[-1][0], b)
+        else: out.append((a, b))
+        prev = L
+    return out
 
 # %% ../nbs/03_prompts.ipynb #d4dd7ca2
 def split_steps(cot:str)->list:

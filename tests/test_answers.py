@@ -1,5 +1,6 @@
 "Answer extraction against a careful reader: the labelled sample of real outputs, and one case per known defect."
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -101,4 +102,14 @@ def test_overlapping_options_go_to_the_named_one():
 
 def test_extract_version():
     "Defect 4: results can be keyed by the extraction rules' version."
-    assert EXTRACT_VERSION == 2
+    assert EXTRACT_VERSION == 3
+
+
+def test_a_short_option_text_is_read_like_a_long_one_in_real_outputs():
+    "19: 'No' (two letters) is read as surely as 'Yes' in the model's own yes/no chains; no bias toward either."
+    said = {w: [r for r in ROWS if r['dataset'].startswith('yn') and r['kind'] == 'cot' and r['human'] == L
+                and re.search(rf'answer is {w}\.', r['text']) and not re.search(r'\b[AB]\b', r['text'])]
+            for w, L in (('no', 'B'), ('yes', 'A'))}
+    assert said['no'] and said['yes'], {w: len(rs) for w, rs in said.items()}
+    assert [_read(r, strict=False) for r in said['no']] == ['B'] * len(said['no'])
+    assert [_read(r, strict=False) for r in said['yes']] == ['A'] * len(said['yes'])

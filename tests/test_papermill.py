@@ -164,3 +164,34 @@ def test_a_signal_to_the_batch_alone_stops_it_and_leaves_the_run_not_done(sig, c
     assert not list((tmp_path/'runs').rglob('*.done.json'))
     assert not [l for l in err.splitlines() if l.startswith('cotfaith: error:')] and 'Traceback' not in err, err[-3000:]
     assert list((tmp_path/'runs').rglob('*.kernel.log'))             # the kernel's own log (zmq shutdown noise) goes here
+
+
+def _one_figure_project(root: Path) -> Path:
+    "A project of its own (a settings.ini) with one template that draws one figure named after its parameter."
+    import nbformat
+    root.mkdir()
+    (root/'settings.ini').write_text('[DEFAULT]\nlib_name = elsewhere\n')
+    draw = ("import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\nfrom cotfaith.plots import save_fig\n"
+            "save_fig(plt.figure(figsize=(1, 1)), f'dot_{x}')")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell('x = 1', metadata={'tags': ['parameters']}),
+                                         nbformat.v4.new_code_cell(draw)])
+    nb.metadata['kernelspec'] = {'name': 'cotfaith', 'display_name': 'cotfaith', 'language': 'python'}
+    nbformat.write(nb, root/'t.ipynb')
+    return root/'t.ipynb'
+
+
+def test_only_a_committed_grid_draws_into_the_committed_figures_folder(tmp_path, monkeypatch):
+    "19: papermill by hand and an ad-hoc batch draw into runs/figures; a short_names grid as committed into figures/."
+    monkeypatch.delenv('COTFAITH_FIGURES_DIR', raising=False)
+    monkeypatch.setenv('COTFAITH_RESULTS_DIR', str(tmp_path/'res'))
+    nb = _one_figure_project(tmp_path/'proj')
+    proj = nb.parent
+    monkeypatch.chdir(proj)
+    pm.execute_notebook(nb, tmp_path/'out.ipynb', parameters={'x': 2}, kernel_name='cotfaith', cwd=proj, progress_bar=False)
+    assert (proj/'runs'/'figures'/'dot_2.png').exists() and not (proj/'figures').exists()
+    (proj/'adhoc.yaml').write_text('notebook: t.ipynb\nruns:\n  - {x: 3}\n')
+    run_batch(proj/'adhoc.yaml')
+    assert list((proj/'runs'/'figures').glob('dot_3__p-*.png')) and not (proj/'figures').exists()
+    (proj/'grid.yaml').write_text('short_names: true\nnotebook: t.ipynb\nruns:\n  - {x: 4}\n')
+    run_batch(proj/'grid.yaml')
+    assert (proj/'figures'/'dot_4.png').exists() and 'dot_4' in json.loads((proj/'figures'/'manifest.json').read_text())

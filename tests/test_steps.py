@@ -1,4 +1,4 @@
-"Step splitting (STEP_VERSION 2): hand-labelled real chains, and the rules a step follows."
+"Step splitting (STEP_VERSION 3): hand-labelled real chains, and the rules a step follows."
 import json
 from collections import Counter
 from pathlib import Path
@@ -53,7 +53,7 @@ def test_a_display_math_block_stays_with_its_step():
 
 
 def test_the_step_rules_have_a_version_of_their_own():
-    assert STEP_VERSION == 2
+    assert STEP_VERSION == 3
 
 
 def test_splitting_stays_linear_on_long_chains():

@@ -13,6 +13,8 @@ LABELS.json ({id: answer or null, or [answer, note]}); it is never copied from a
 import json, sys
 from pathlib import Path
 
+from cotfaith.data import DATASETS
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT/'tests'/'fixtures'/'answers.jsonl'
 ORGANISM = {'rationale': 'faithful', 'posthoc': 'unfaithful'}   # training target -> organism (others keep their name)
@@ -94,7 +96,8 @@ def merge(cands:str, labels:str, out:str=str(FIXTURE)):
     for x in map(json.loads, open(cands)):
         if x['id'] not in lab: continue
         h, note = lab[x['id']] if isinstance(lab[x['id']], list) else (lab[x['id']], None)
-        keep = {k: v for k, v in x.items() if k not in ('note', 'choices')}        # options stay in the data dir
+        own = x['dataset'] not in DATASETS                # yes/no options are ours, not a dataset's text: kept
+        keep = {k: v for k, v in x.items() if k != 'note' and (k != 'choices' or own)}   # options stay in the data dir
         rows[x['id']] = {'id': x['id'], 'example': x['id'].split('/')[0], **keep} | {'human': h} | ({'note': note} if note else {})
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(''.join(json.dumps(x, ensure_ascii=False) + '\n' for x in rows.values()))
