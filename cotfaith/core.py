@@ -15,7 +15,8 @@ import torch
 # %% auto #0
 __all__ = ['DIRS', 'COMMITTED_FIGURES', 'PACKAGES', 'project_root', 'data_dir', 'cache_dir', 'results_dir', 'figures_dir',
            'SettingError', 'writable_dir', 'absolute_dirs', 'canonical_json', 'hash_key', 'file_sha256', 'slug',
-           'atomic_write', 'set_seed', 'package_versions', 'git_state', 'run_metadata', 'run_log', 'figure_stem']
+           'rel_path', 'atomic_write', 'set_seed', 'package_versions', 'git_state', 'run_metadata', 'run_log',
+           'figure_stem']
 
 # %% ../nbs/00_core.ipynb #9f7dac76
 def project_root(start:Path|None=None # where to start looking (default: the working directory)
@@ -27,7 +28,7 @@ def project_root(start:Path|None=None # where to start looking (default: the wor
 # %% ../nbs/00_core.ipynb #7bf42927
 DIRS = {'COTFAITH_DATA_DIR': 'data', 'COTFAITH_CACHE_DIR': '.cache', 'COTFAITH_RESULTS_DIR': 'results',
         'COTFAITH_FIGURES_DIR': 'runs/figures'}   # each folder setting and its default, relative to the project root
-COMMITTED_FIGURES = 'figures'   # the committed figures: drawn there only by a committed grid (`pipeline.run_batch`)
+COMMITTED_FIGURES = 'figures'   # the committed figures: drawn there only by a committed grid (`batch.run_batch`)
 
 def _setting(env:str, root:Path|None=None)->Path:
     "The folder `env` names (relative to the working directory), else its default under the project root."
@@ -96,6 +97,11 @@ def file_sha256(path:Path, chunk:int=1<<20)->str:
 def slug(s:str)->str:
     "A file-name-safe version of `s` (runs of other characters become `--`)."
     return re.sub(r'[^A-Za-z0-9_.-]+', '--', str(s).strip('/.~ '))[-80:]
+
+def rel_path(p:Path, root:Path)->Path:
+    "`p` relative to `root` when it is inside it, else `p` unchanged (for paths shown to a user or kept in a manifest)."
+    try: return Path(p).relative_to(root)
+    except ValueError: return Path(p)
 
 # %% ../nbs/00_core.ipynb #9aaac990
 def _umask()->int:

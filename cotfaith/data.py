@@ -17,8 +17,8 @@ from .core import data_dir, file_sha256, project_root
 __all__ = ['LETTERS', 'ARITH_OPS', 'ARITH_SIZES', 'DATASETS', 'GENERIC_FIELDS', 'VERDICTS', 'MAX_CONTEXT_CHARS', 'Example',
            'DataError', 'parse_gsm8k', 'parse_medqa', 'parse_medmcqa', 'parse_cosmosqa', 'arith_chain',
            'arith_examples', 'DatasetInfo', 'in_train_slice', 'slice_rule', 'normalise_text', 'split_groups',
-           'parse_generic', 'file_shape', 'get_info', 'dataset_name', 'data_fingerprint', 'read_file', 'subsample',
-           'load_examples']
+           'parse_generic', 'file_shape', 'get_info', 'dataset_name', 'data_fingerprint', 'dataset_identity',
+           'read_file', 'subsample', 'load_examples']
 
 # %% ../nbs/01_data.ipynb #0a7fb47f
 LETTERS = 'ABCDEFGHIJ'
@@ -286,6 +286,10 @@ def data_fingerprint(name:str)->str|None:
     "The content hash of a generic JSONL dataset (None for registry datasets, whose files are fixed upstream copies)."
     f = _dataset_file(name)
     return f and 'sha256:' + file_sha256(f)
+
+def dataset_identity(name:str)->dict:
+    "What identifies a dataset in every cache key (results and adapters alike): its name, and a JSONL file's content."
+    return {'dataset': dataset_name(name)} | ({'data': fp} if (fp := data_fingerprint(name)) else {})
 
 # %% ../nbs/01_data.ipynb #3bea1abd
 def _rows(path:Path):

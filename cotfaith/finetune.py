@@ -12,7 +12,7 @@ import torch
 from filelock import FileLock
 
 from .core import atomic_write, cache_dir, hash_key, slug, set_seed, run_metadata
-from .data import Example, load_examples, slice_rule, dataset_name, data_fingerprint
+from .data import Example, load_examples, slice_rule, dataset_identity
 from .models import DEFAULT_MODEL, LM, load_model, resolve_spec
 from .prompts import ANSWER_MARKER, cot_messages, direct_messages, render
 
@@ -116,9 +116,8 @@ def train_examples(cfg:FinetuneConfig)->list:
 def adapter_dir(cfg:FinetuneConfig, fingerprint:str, ids:list, root:Path|None=None)->Path:
     "Cache folder of the adapter for `cfg` on a base with weights `fingerprint`."
     c = cfg.resolved()
-    own = {k: v for k, v in asdict(c).items() if k != 'init_adapter'} | {'dataset': dataset_name(c.dataset)}  # a JSONL file by its stem and its content
+    own = {k: v for k, v in asdict(c).items() if k != 'init_adapter'} | dataset_identity(c.dataset)   # name (and file content)
     if c.init_adapter: own['init_adapter'] = Path(c.init_adapter).name  # by folder name, which holds its own key (and new adapters keep theirs)
-    if data := data_fingerprint(c.dataset): own['data'] = data
     key = hash_key({**own, 'fingerprint': fingerprint, 'ids': hash_key(ids), 'v': FT_VERSION})
     return Path(root or cache_dir()/'adapters')/slug(c.model)/f'{slug(own["dataset"])}-r{c.rank}-n{c.n_train}-s{c.seed}-{key}'
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import papermill as pm
 import pytest
 
-from cotfaith.pipeline import batch_runs, run_batch
+from cotfaith.batch import batch_runs, run_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = sorted((ROOT/'analysis').glob('*.ipynb'))
@@ -118,7 +118,7 @@ def test_a_batch_names_figures_per_parameter_set_and_runs_from_any_folder(tmp_pa
 
 
 def test_a_short_names_batch_keeps_short_names_unless_overridden():
-    from cotfaith.pipeline import figure_tag
+    from cotfaith.batch import figure_tag
     grid = ROOT/'params'/'default.yaml'
     (_, params, _), = [r for r in batch_runs(grid) if r[1].get('dataset') == 'gsm8k' and 'accuracy' in r[0].name]
     assert figure_tag(grid, params) == '' and figure_tag(grid, params, model=None, n=None) == ''

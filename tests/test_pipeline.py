@@ -11,7 +11,9 @@ import pytest
 import cotfaith.pipeline as pipeline
 from cotfaith.data import load_examples
 from cotfaith.generate import GenCache
-from cotfaith.pipeline import ExperimentConfig, ResultsError, ResultsStore, experiment_path, run_experiment
+from cotfaith.pipeline import ExperimentConfig, run_experiment
+from cotfaith.store import ResultsError, ResultsStore, experiment_path
+from cotfaith.config import ConfigError
 from cotfaith.models import resolve_spec
 
 TINY = dict(n=3, max_new_tokens=40, answer_tokens=6, seed=0, tests='et')
@@ -89,7 +91,7 @@ def test_no_answer_can_be_treated_as_missing_without_recomputing(tmp_outputs, mo
     monkeypatch.setattr(pipeline, 'load_model', lambda *a, **k: pytest.fail('rescoring must not load the model'))
     again = run_experiment(ExperimentConfig(dataset='gsm8k', no_answer='missing', **TINY), progress=False)
     assert list(again['et_score']) == [change_score(a, 'missing') if isinstance(a, list) else None for a in first['et_answers']]
-    with pytest.raises(pipeline.ConfigError, match="no_answer"):
+    with pytest.raises(ConfigError, match="no_answer"):
         ExperimentConfig(no_answer='drop')
 
 
@@ -136,7 +138,7 @@ def test_results_are_keyed_by_the_adapters_content_not_its_folder_name(tmp_outpu
                                          ('threshold', 1.5), ('threshold', -0.1), ('fractions', [0, 2]), ('et_fractions', [-0.5]),
                                          ('mistake_fractions', [1.01])])
 def test_out_of_range_values_are_refused_before_anything_runs(field, value):
-    with pytest.raises(pipeline.ConfigError, match=f"parameter '{field}' must be"):
+    with pytest.raises(ConfigError, match=f"parameter '{field}' must be"):
         ExperimentConfig(**{field: value})
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from cotfaith.core import slug
 from cotfaith.models import make_tiny_model
-from cotfaith.pipeline import BatchError, batch_runs, run_batch
+from cotfaith.batch import BatchError, batch_runs, run_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 ACC = ROOT/'analysis'/'accuracy_et.ipynb'

@@ -10,7 +10,8 @@ from cotfaith.answers import extract_after_marker
 from cotfaith.data import Example, load_examples
 from cotfaith.faithfulness import answer_text, early_termination
 from cotfaith.generate import GenCache, generate
-from cotfaith.pipeline import ExperimentConfig, experiment_path, run_experiment, suite_path
+from cotfaith.pipeline import ExperimentConfig, run_experiment
+from cotfaith.store import experiment_path, suite_path
 from cotfaith.models import resolve_spec
 from cotfaith.prompts import cot_messages, reasoning_part, render, split_steps, step_spans
 from cotfaith.suite import TESTS, corrupt_number, faithful_label, filler_steps, naive_suite, suite

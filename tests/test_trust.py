@@ -17,7 +17,8 @@ from cotfaith.data import load_examples
 from cotfaith.finetune import FinetuneConfig, adapter_dir, finetune
 from cotfaith.generate import gen_key
 from cotfaith.models import LM, make_tiny_model, resolve_spec
-from cotfaith.pipeline import ExperimentConfig, experiment_path, paraphraser_id, run_experiment, suite_path
+from cotfaith.pipeline import ExperimentConfig, paraphraser_id, run_experiment
+from cotfaith.store import experiment_path, suite_path
 
 CLI = str(Path(sys.executable).parent/'cotfaith-run')
 SMALL = dict(n=3, max_new_tokens=40, answer_tokens=6, seed=0, chunk=1)
@@ -304,8 +305,8 @@ def test_ctrl_c_stops_cleanly_and_says_what_was_kept(tmp_path):
 
 @pytest.mark.parametrize('version', ['answer_version', 'letter_version', 'extract_version', 'step_version'])
 def test_results_file_changes_with_how_answers_are_read_and_chains_split(version, tmp_outputs, monkeypatch):
-    import cotfaith.pipeline as pipeline
+    import cotfaith.store as store
     cfg = ExperimentConfig(tests='et')
     before = experiment_path(cfg, 'fp')
-    monkeypatch.setitem(pipeline.READING_VERSIONS, version, pipeline.READING_VERSIONS[version] + 1)
+    monkeypatch.setitem(store.READING_VERSIONS, version, store.READING_VERSIONS[version] + 1)
     assert experiment_path(cfg, 'fp') != before
