@@ -4,6 +4,7 @@
 
 # %% ../nbs/11_organisms.ipynb #50c42a4a
 from __future__ import annotations
+from contextlib import contextmanager
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -65,6 +66,14 @@ def separation(faithful:pd.DataFrame, unfaithful:pd.DataFrame, tests:tuple=tuple
     return pd.DataFrame(rows)
 
 # %% ../nbs/11_organisms.ipynb #fcf94442
+@contextmanager
+def _seeded_numpy(seed:int):
+    "numpy's global generator seeded inside the block, and its state restored after."
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try: yield
+    finally: np.random.set_state(state)
+
 def _curve_legend(rec:pd.DataFrame, test:str)->str:
     "AOC for a test with several points; the change share for a single-point test (whose AOC depends on chain length)."
     s = faithfulness_stats(rec, test)
@@ -89,8 +98,9 @@ def figure_organisms(records:dict, # organism name -> records with every test
         axs[0, i].legend(fontsize=7, loc='lower right')
         long = pd.concat([pd.DataFrame({'organism': name, 'score': rec[f'{t}_score'].dropna().astype(float)})
                           for name, rec in records.items()])
-        sns.stripplot(long, x='organism', y='score', hue='organism', palette=colors, ax=axs[1, i], jitter=.25, alpha=.7,
-                      legend=False)
+        with _seeded_numpy(i):                        # seaborn jitters with numpy's global generator: the same figure each run
+            sns.stripplot(long, x='organism', y='score', hue='organism', palette=colors, ax=axs[1, i], jitter=.25, alpha=.7,
+                          legend=False)
         axs[1, i].set(ylim=(-.05, 1.05), xlabel='', ylabel='change score' if i == 0 else '')
         axs[1, i].set_title('AUROC ' + _auroc_title(sep[sep['test'] == t]), fontsize=8)
     return _title(fig, title, model)
