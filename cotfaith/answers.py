@@ -8,7 +8,8 @@ import json, re
 from pathlib import Path
 from decimal import Context, Decimal
 
-from .data import Example, LETTERS, get_info, load_examples
+from .rows import Example, LETTERS
+from .data import get_info, load_examples
 from .prompts import ANSWER_MARKER
 
 # %% auto #0

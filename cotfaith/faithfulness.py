@@ -9,7 +9,7 @@ import copy, re
 import torch
 from tqdm import tqdm
 
-from .data import Example, LETTERS
+from .rows import Example, LETTERS
 from .prompts import ANSWER_MARKER, render, answer_messages, step_spans, truncate_steps
 from .answers import extract_after_marker
 from .generate import GenCache, gen_key, _eos_ids

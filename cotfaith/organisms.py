@@ -17,7 +17,7 @@ from .finetune import FinetuneConfig
 from .stats import auroc_ci, curve, faithfulness_stats, share_of
 from .frame import TESTS, FAITHFUL_IF_CHANGED, AXES
 from .faithfulness import change_score
-from .plots import plot_et_curve, _title
+from .plots import plot_et_curve, title_figure
 
 # %% auto #0
 __all__ = ['ORGANISMS', 'UNFAITHFUL', 'SEPARATING', 'organism_config', 'followup_config', 'later_points', 'separation',
@@ -103,7 +103,7 @@ def figure_organisms(records:dict, # organism name -> records with every test
                           legend=False)
         axs[1, i].set(ylim=(-.05, 1.05), xlabel='', ylabel='change score' if i == 0 else '')
         axs[1, i].set_title('AUROC ' + _auroc_title(sep[sep['test'] == t]), fontsize=8)
-    return _title(fig, title, model)
+    return title_figure(fig, title, model)
 
 # %% ../nbs/11_organisms.ipynb #3b46536c
 def followup_table(records:dict)->pd.DataFrame:
@@ -129,4 +129,4 @@ def figure_followup(table:pd.DataFrame, model:str, title:str):
     ax.set_xticks(range(len(ms)), [m.replace(': ', ':\n') for m in ms], fontsize=8)
     ax.set(ylim=(0, 1.16), yticks=np.linspace(0, 1, 6), ylabel='share of held-out questions')
     ax.legend(fontsize=8, ncol=len(vs), loc='upper center')
-    return _title(fig, title, model)
+    return title_figure(fig, title, model)

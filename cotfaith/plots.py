@@ -13,14 +13,12 @@ import seaborn as sns
 from matplotlib.layout_engine import ConstrainedLayoutEngine
 from pathlib import Path
 
-from .frame import TESTS, AXES
-from .stats import accuracy_table, et_curve, curve, aoc, summary_row, faithfulness_stats
+from .stats import accuracy_table, et_curve, aoc, faithfulness_stats
 
 # %% auto #0
-__all__ = ['PALETTE', 'N_FACTOR', 'FINETUNE_PANELS', 'SUITE_LABELS', 'SUMMARY_METRICS', 'SPLIT_METRICS', 'save_fig', 'n_differs',
-           'ci_bars', 'plot_accuracy', 'plot_et_curve', 'is_embedded', 'figure_accuracy_et', 'plot_before_after',
-           'plot_transfer', 'plot_rank_ablation', 'figure_finetune', 'figure_transfer', 'figure_rank',
-           'plot_suite_bars', 'figure_suite', 'plot_forest', 'figure_summary', 'save_table']
+__all__ = ['PALETTE', 'N_FACTOR', 'FINETUNE_PANELS', 'save_fig', 'n_differs', 'share_estimate', 'ci_bars', 'plot_accuracy',
+           'plot_et_curve', 'effect_label', 'is_embedded', 'title_figure', 'figure_accuracy_et', 'plot_before_after',
+           'plot_transfer', 'plot_rank_ablation', 'figure_finetune', 'figure_transfer', 'figure_rank']
 
 # %% ../nbs/09_plots.ipynb #e04583bd
 PALETTE = {'cot': '#2a6f97', 'direct': '#e07a5f'}
@@ -47,7 +45,7 @@ def n_differs(ns, factor:float=N_FACTOR)->bool:
     return len(ns) > 1 and bool(ns.max() > factor * ns.min())
 
 # %% ../nbs/09_plots.ipynb #b0a1c005
-def _est(frame:pd.DataFrame, metric:str)->tuple:
+def share_estimate(frame:pd.DataFrame, metric:str)->tuple:
     "Arrays (mean, lo, hi, n) of `metric` in `frame`; n from `<metric>_n`, else from the frame's `n`."
     n = frame[f'{metric}_n'] if f'{metric}_n' in frame else frame['n']
     return tuple(np.asarray(c, dtype=float) for c in (frame[metric], frame[f'{metric}_lo'], frame[f'{metric}_hi'], n))
@@ -107,7 +105,7 @@ def plot_et_curve(curve:pd.DataFrame, ax=None, label:str='', color=None, xlabel:
     ax.legend(loc='lower right', fontsize=8)
     return ax
 
-def _effect(area:float, change:float)->str:
+def effect_label(area:float, change:float)->str:
     "Legend text of a test: its AOC, or for a single-point test (no AOC) its change share."
     return f'AOC={area:.2f}' if pd.notna(area) else f'1 point: change={change:.2f}'
 
@@ -117,7 +115,7 @@ def is_embedded(model:str)->bool:
     from cotfaith.models import ALIASES
     return model in ALIASES
 
-def _title(fig, text:str, model:str):
+def title_figure(fig, text:str, model:str):
     note = '\n(embedded 135M model: a pipeline check, not the paper\'s result)' if is_embedded(model) else ''
     fig.suptitle(text + note, fontsize=11)
     if not isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine): fig.tight_layout()
@@ -129,15 +127,15 @@ def figure_accuracy_et(records:pd.DataFrame, model:str, dataset:str):
     plot_accuracy(accuracy_table(records), a1)
     a1.set_title('Accuracy')
     s = faithfulness_stats(records, 'et')
-    plot_et_curve(et_curve(records), a2, color=PALETTE['cot'], legend=_effect(s['aoc'], s['change']))
+    plot_et_curve(et_curve(records), a2, color=PALETTE['cot'], legend=effect_label(s['aoc'], s['change']))
     a2.set_title('Early termination')
-    return _title(fig, f'{model} on {dataset}', model)
+    return title_figure(fig, f'{model} on {dataset}', model)
 
 # %% ../nbs/09_plots.ipynb #b84dab27
 def plot_before_after(summary:pd.DataFrame, ax=None, metric:str='cot_flexible', ylabel:str|None=None):
     "`metric` per evaluation dataset, one bar per variant (e.g. base, fine-tuned), with intervals and n."
     ax, datasets = ax or plt.gca(), list(dict.fromkeys(summary['eval_dataset']))
-    est = {v: _est(s.set_index('eval_dataset').reindex(datasets), metric)
+    est = {v: share_estimate(s.set_index('eval_dataset').reindex(datasets), metric)
            for v, s in summary.groupby('variant', sort=False)}
     ci_bars(ax, est, datasets)
     ax.set(ylim=(0, 1.16), yticks=np.linspace(0, 1, 6), ylabel=ylabel or metric)
@@ -156,7 +154,7 @@ def plot_transfer(delta:pd.DataFrame, ax=None, title:str=''):
 
 # %% ../nbs/09_plots.ipynb #279bcc67
 def _errorbar(ax, x, frame:pd.DataFrame, metric:str, **kw):
-    m, lo, hi, _ = _est(frame, metric)
+    m, lo, hi, _ = share_estimate(frame, metric)
     return ax.errorbar(x, m, yerr=[m - lo, hi - m], marker='o', capsize=3, **kw)
 
 def plot_rank_ablation(summary:pd.DataFrame, axes=None):
@@ -189,151 +187,16 @@ def figure_finetune(summary:pd.DataFrame, model:str, title:str):
     fig, axs = plt.subplots(-(-len(ms) // 3), 3, figsize=(15, 4 * -(-len(ms) // 3)), squeeze=False)
     for ax, m in zip(axs.flat, ms): plot_before_after(summary, ax, m, FINETUNE_PANELS[m])
     for ax in axs.flat[len(ms):]: fig.delaxes(ax)
-    return _title(fig, title, model)
+    return title_figure(fig, title, model)
 
 def figure_transfer(deltas:dict, model:str, title:str):
     "One transfer heatmap per condition, e.g. {'with CoT': df, 'without CoT': df}."
     fig, axs = plt.subplots(1, len(deltas), figsize=(6.5 * len(deltas), 4.5))
     for ax, (name, d) in zip(np.atleast_1d(axs), deltas.items()): plot_transfer(d, ax, name)
-    return _title(fig, title, model)
+    return title_figure(fig, title, model)
 
 def figure_rank(summary:pd.DataFrame, model:str, title:str):
     "Accuracy and early-termination faithfulness against LoRA rank."
     fig, axs = plt.subplots(1, 2, figsize=(10, 4))
     plot_rank_ablation(summary, axs)
-    return _title(fig, title, model)
-
-# %% ../nbs/09_plots.ipynb #61a56194
-SUITE_LABELS = {'faithful': 'faithful share', 'aoc': 'weighted AOC (or change share)', 'change': 'change share',
-                'faithful_when_correct': 'faithful share, CoT answer right',
-                'faithful_when_wrong': 'faithful share, CoT answer wrong',
-                'no_answer': 'no answer at intervened points'}
-
-def _row_est(row, cols:list)->tuple:
-    "(mean, lo, hi, n) arrays of the metric columns `cols` of one summary row."
-    return tuple(np.array([row.get(f'{c}{e}', np.nan) for c in cols], dtype=float) for e in ('', '_lo', '_hi', '_n'))
-
-def plot_suite_bars(summary:pd.DataFrame, metric:str='faithful', ax=None, tests:tuple=tuple(TESTS)):
-    "`<test>_<metric>` per test (x) and variant (bars), with intervals and n; 'aoc' of a 1-point test: its change."
-    ax, tests = ax or plt.gca(), [t for t in tests if f'{t}_{metric}' in summary]
-    used = {t: 'change' if metric == 'aoc' and summary[f'{t}_aoc'].isna().all() else metric for t in tests}
-    est = {r['variant']: _row_est(r, [f'{t}_{used[t]}' for t in tests]) for _, r in summary.iterrows()}
-    ticks = [TESTS[t].replace(' ', '\n') + ('\n(change share)' if used[t] != metric else '') for t in tests]
-    ci_bars(ax, est, ticks)
-    ax.tick_params(axis='x', labelsize=8)
-    ax.set(ylim=(0, 1.16), yticks=np.linspace(0, 1, 6), ylabel=SUITE_LABELS.get(metric, metric))
-    ax.legend(fontsize=8, ncol=len(est), loc='upper center')        # in the band above 1, clear of the bars
-    return ax
-
-def _suite_curves(records:dict, summary:pd.DataFrame, test:str, ax, no_answer:str='changed'):
-    "Every variant's curve of `test`; the legend gives its AOC or, for a single-point test, its change share."
-    for j, ((v, r), (_, row)) in enumerate(zip(records.items(), summary.iterrows())):
-        plot_et_curve(curve(r, test, no_answer=no_answer), ax, v, sns.color_palette('deep')[j],
-                      AXES[test], legend=_effect(row[f'{test}_aoc'], row[f'{test}_change']))
-    ax.set_title(TESTS[test], fontsize=10)
-    ax.set_ylabel('same answer as intact chain')
-
-def figure_suite(records:dict, # variant name -> records with every test
-                 model:str, title:str, tests:tuple=tuple(TESTS),
-                 no_answer:str='changed', # rule for missing answers in curves, AOCs and change shares
-                ):
-    "Per test and variant: faithful shares and AOCs; curves; faithful shares by CoT correctness and no-answer shares."
-    summary = pd.DataFrame([summary_row(r, no_answer, variant=v) for v, r in records.items()])
-    tests = [t for t in tests if f'{t}_answers' in next(iter(records.values()))]
-    fig = plt.figure(figsize=(4.5 * len(tests), 14), layout='constrained')
-    top, middle, bottom = fig.subfigures(3, 1)
-    for ax, m in zip(top.subplots(1, 2), ('faithful', 'aoc')): plot_suite_bars(summary, m, ax, tests)
-    for ax, t in zip(np.atleast_1d(middle.subplots(1, len(tests))), tests):
-        _suite_curves(records, summary, t, ax, no_answer)
-    for ax, m in zip(bottom.subplots(1, 3), ('faithful_when_correct', 'faithful_when_wrong', 'no_answer')):
-        plot_suite_bars(summary, m, ax, tests)
-    return _title(fig, title, model)
-
-# %% ../nbs/09_plots.ipynb #8b4c99f6
-SUMMARY_METRICS = {'cot_flexible': 'accuracy with CoT', 'direct_flexible': 'accuracy without CoT',
-                   'chain_written': 'chain written',
-                   **{f'{t}_faithful': f'faithful: {name}' for t, name in TESTS.items()}}
-SPLIT_METRICS = {f'{t}_faithful_when_{c}': f'faithful: {name}, CoT answer {w}' for t, name in TESTS.items()
-                 for c, w in (('correct', 'right'), ('wrong', 'wrong'))}
-_MARKERS = {'correct': ('^', ', CoT right'), 'wrong': ('v', ', CoT wrong')}
-
-def _row_flags(summary:pd.DataFrame, metric:str, datasets:list)->np.ndarray:
-    "Per dataset, whether the variants' n of `metric` differ by more than `N_FACTOR`."
-    ncol = f'{metric}_n' if f'{metric}_n' in summary else 'n'
-    return np.array([n_differs(summary.loc[summary['dataset'] == d, ncol]) for d in datasets])
-
-def _forest_points(ax, est:tuple, y, flag, color, label:str, marker:str='o'):
-    "Points at `est` = (mean, lo, hi, n) with horizontal interval bars and n; hollow where `flag`."
-    mean, lo, hi, n = est
-    for hollow in (False, True):
-        ax.errorbar(np.where(flag == hollow, mean, np.nan), y, xerr=[mean - lo, hi - mean], fmt=marker, color=color,
-                    mfc='white' if hollow else None, capsize=2, ms=5, label=None if hollow else label)
-    for x, yi, k in zip(np.nan_to_num(hi), y, n): ax.text(x + .03, yi, f'n={k:.0f}', va='center', fontsize=6)
-
-def plot_forest(summary:pd.DataFrame, metric:str|list, ax=None, title:str=''):
-    "`metric` (or each of several) with interval and n per dataset (rows) and variant (colours); hollow: n differ."
-    ax, ds, vs = ax or plt.gca(), list(dict.fromkeys(summary['dataset'])), list(dict.fromkeys(summary['variant']))
-    series = [(j, v, m) for m in ([metric] if isinstance(metric, str) else metric) for j, v in enumerate(vs)]
-    flags = {m: _row_flags(summary, m, ds) for *_, m in series}
-    for i, (j, v, m) in enumerate(series):
-        y = np.arange(len(ds)) + (i - (len(series) - 1) / 2) * .6 / len(series)
-        marker, tag = _MARKERS.get(m.rsplit('_when_', 1)[-1], ('o', ''))
-        est = _est(summary[summary['variant'] == v].set_index('dataset').reindex(ds), m)
-        _forest_points(ax, est, y, flags[m], sns.color_palette('deep')[j], v + tag, marker)
-    ax.set_yticks(range(len(ds)), ds)
-    ax.set_ylim(len(ds) - .5, -.5)                                      # first dataset on top
-    ax.set(xlim=(-.05, 1.3), xticks=[0, .5, 1], title=title or metric)
-    if any(f.any() for f in flags.values()): ax.set_xlabel(f'hollow: n differs >{N_FACTOR:g}×', fontsize=7)
-    return ax
-
-# %% ../nbs/09_plots.ipynb #b0a1c008
-def _legend_slot(fig, axs, used:tuple):
-    "One legend of every series in `axs`: in the first unused panel (the others removed), else above the first."
-    spare = [ax for row, n in zip(axs, used) for ax in row[n:]]
-    hs = {lab: h for a in axs[:, 0] for h, lab in zip(*a.get_legend_handles_labels())}
-    if spare:
-        spare[0].axis('off')
-        spare[0].legend(list(hs.values()), list(hs), loc='center', fontsize=8, frameon=False)
-    else: axs[0, 0].legend(fontsize=7, loc='lower left', bbox_to_anchor=(0, 1.12), ncol=4, frameon=False)
-    for ax in spare[1:]: fig.delaxes(ax)
-
-def figure_summary(summary:pd.DataFrame, model:str, title:str):
-    "Forest panels: each metric of `SUMMARY_METRICS` present (top), each test's faithful share by CoT answer (below)."
-    top = [m for m in SUMMARY_METRICS if m in summary and summary[m].notna().any()]
-    split = [t for t in TESTS if f'{t}_faithful_when_correct' in summary]
-    rows, cols = 1 + bool(split), max(len(top), len(split) + 1)
-    fig, axs = plt.subplots(rows, cols, figsize=(2.7 * cols, rows * (1.4 + .8 * summary['dataset'].nunique())),
-                            sharey=True, squeeze=False)
-    for ax, m in zip(axs[0], top): plot_forest(summary, m, ax, SUMMARY_METRICS[m].replace(': ', ':\n'))
-    for ax, t in zip(axs[-1] if split else [], split):
-        ms = [f'{t}_faithful_when_{c}' for c in ('correct', 'wrong')]
-        plot_forest(summary, ms, ax, f'faithful: {TESTS[t]}\nby CoT answer')
-    _legend_slot(fig, axs, (len(top), len(split)) if split else (len(top),))
-    return _title(fig, title, model)
-
-# %% ../nbs/09_plots.ipynb #b0a1c010
-def _cell(r, m:str)->str:
-    "'mean [lo, hi] n=N' of metric `m` in summary row `r`; only 'n=0' when nothing was scored."
-    n = r.get(f'{m}_n', r.get('n'))
-    if pd.isna(r[m]): return f'n={n:.0f}' if pd.notna(n) else ''
-    return f'{r[m]:.2f} [{r[m + "_lo"]:.2f}, {r[m + "_hi"]:.2f}] n={n:.0f}'
-
-def _markdown(table:pd.DataFrame)->str:
-    rows = [table.columns, ['---'] * table.shape[1], *table.values.tolist()]
-    return '\n'.join('| ' + ' | '.join(map(str, r)) + ' |' for r in rows) + '\n'
-
-def save_table(summary:pd.DataFrame, name:str, folder:Path|None=None)->list:
-    "Write `summary` as `<name>.csv` (every column) and `<name>.md` (each metric as 'mean [lo, hi] n=N')."
-    from cotfaith.core import figures_dir, figure_stem, run_log
-    folder, name = Path(folder or figures_dir()), figure_stem(name)
-    folder.mkdir(parents=True, exist_ok=True)
-    md = [summary[['dataset', 'variant']].assign(**{lab: [_cell(r, m) for _, r in summary.iterrows()]
-                                                    for m, lab in metrics.items() if m in summary})
-          for metrics in (SUMMARY_METRICS, SPLIT_METRICS)]
-    text = _markdown(md[0]) + ('\nFaithful share by whether the CoT answer was right (Bentham et al. 2024):\n\n'
-                               + _markdown(md[1]) if md[1].shape[1] > 2 else '')
-    paths = [folder/f'{name}.csv', folder/f'{name}.md']
-    summary.to_csv(paths[0], index=False, float_format='%.4f')
-    paths[1].write_text(text)
-    run_log(figure=name, files=[p.name for p in paths])
-    return paths
+    return title_figure(fig, title, model)

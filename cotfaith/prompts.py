@@ -6,7 +6,7 @@
 from __future__ import annotations
 import re
 
-from .data import Example, LETTERS
+from .rows import Example, LETTERS
 
 # %% auto #0
 __all__ = ['PROMPT_VERSION', 'ANSWER_MARKER', 'STEP_VERSION', 'format_question', 'cot_messages', 'direct_messages', 'render',

@@ -10,7 +10,8 @@ import pytest
 
 from cotfaith.stats import (TESTS, FAITHFUL_IF_CHANGED, share_ci, share_of, accuracy_table, curve, summary_row,
                             no_answer_table, by_correctness, faithfulness_stats, paired_delta)
-from cotfaith.plots import figure_finetune, figure_suite, figure_summary, n_differs, save_table
+from cotfaith.plots import figure_finetune, n_differs
+from cotfaith.suite_plots import figure_suite, figure_summary, save_table
 
 CONDS = [(c, e) for c in ('cot', 'direct') for e in ('strict', 'flexible')]
 
@@ -123,7 +124,7 @@ def test_the_markdown_table_carries_n(tmp_path):
 
 
 def test_stats_and_plots_import_without_torch():
-    code = ('import sys, cotfaith.stats, cotfaith.plots; '
+    code = ('import sys, cotfaith.stats, cotfaith.plots, cotfaith.suite_plots; '
             'print(sorted(m for m in ("torch", "transformers", "peft") if m in sys.modules))')
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == '[]'
@@ -131,9 +132,12 @@ def test_stats_and_plots_import_without_torch():
 
 def test_the_tests_and_their_directions_live_in_one_place():
     assert list(FAITHFUL_IF_CHANGED) == list(TESTS) and not FAITHFUL_IF_CHANGED['paraphrase']
-    from cotfaith import frame, organisms, pipeline, plots, suite
-    for m in (suite, organisms, pipeline, plots):
-        assert m.TESTS is frame.TESTS is TESTS, m.__name__
+    import importlib, pkgutil, cotfaith
+    from cotfaith import frame
+    mods = [importlib.import_module(f'cotfaith.{m.name}') for m in pkgutil.iter_modules(cotfaith.__path__)]
+    users = [m for m in mods if hasattr(m, 'TESTS')]
+    assert {'cotfaith.organisms', 'cotfaith.suite_plots', 'cotfaith.cli'} <= {m.__name__ for m in users}
+    for m in users: assert m.TESTS is frame.TESTS is TESTS, m.__name__          # imported from frame, never redefined
 
 
 @pytest.mark.parametrize('rule', ['changed', 'missing'])

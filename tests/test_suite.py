@@ -14,7 +14,9 @@ from cotfaith.pipeline import ExperimentConfig, run_experiment
 from cotfaith.store import experiment_path, suite_path
 from cotfaith.models import resolve_spec
 from cotfaith.prompts import cot_messages, reasoning_part, render, split_steps, step_spans
-from cotfaith.suite import TESTS, corrupt_number, faithful_label, filler_steps, naive_suite, suite
+from cotfaith.frame import TESTS, faithful_label
+from cotfaith.rewrites import corrupt_number
+from cotfaith.suite import filler_steps, naive_suite, suite
 
 THREE = ('paraphrase', 'filler', 'mistake')
 
