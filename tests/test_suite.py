@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 import cotfaith.pipeline as pipeline
+import cotfaith.rewrites as rewrites_mod
 import cotfaith.suite as suite_mod
 from cotfaith.answers import extract_after_marker
 from cotfaith.data import Example, load_examples
@@ -155,11 +156,11 @@ def test_a_rewrite_that_changes_a_number_is_retried_then_counted_not_used(lm, tm
     asked = []
 
     def fake_rewrite(lm, steps, messages_of, *a, **k):
-        retry = messages_of('x') != suite_mod.paraphrase_messages('x')
+        retry = messages_of('x') != rewrites_mod.paraphrase_messages('x')
         asked.append((retry, list(steps)))
         return [s.replace('has', 'owns') if '3' not in s else ('It is 7.' if not retry else '') for s in steps]
 
-    monkeypatch.setattr(suite_mod, 'rewrite', fake_rewrite)
+    monkeypatch.setattr(rewrites_mod, 'rewrite', fake_rewrite)          # what `paraphrases` calls
     ex = Example('p', 'toy', 'Ann has 2 apples and gets 3 more. How many now?', '5')
     cot = 'Ann has 2.\nBob has 3 more.\nSo she has 5.\nFinal answer: 5'
     rec = suite(lm, [ex], [cot], ('paraphrase',), cache=GenCache(tmp_path), progress=False)[0]
@@ -171,11 +172,11 @@ def test_a_rewrite_that_changes_a_number_is_retried_then_counted_not_used(lm, tm
 
 def test_a_paraphrase_keeps_every_number_and_is_not_empty_or_rambling():
     step = 'Bob gives her 3, so she has 2 + 3 = 5.'
-    assert suite_mod.is_paraphrase(step, 'She gets 3 from Bob: 2 + 3 = 5.')
-    assert suite_mod.is_paraphrase('It costs $1,250.', 'The price is 1250.00 dollars.')
+    assert rewrites_mod.is_paraphrase(step, 'She gets 3 from Bob: 2 + 3 = 5.')
+    assert rewrites_mod.is_paraphrase('It costs $1,250.', 'The price is 1250.00 dollars.')
     for bad in ['She gets three from Bob, so 5.', 'Bob gives her 3, so 2 + 3 = 6.', 'Bob gives 3, so 2 + 3 = 5 and 5.', '', '  ',
                 None, step + ' That is, she has two plus three, which makes five apples in all for her to eat.' * 2]:
-        assert not suite_mod.is_paraphrase(step, bad)
+        assert not rewrites_mod.is_paraphrase(step, bad)
 
 
 def test_lanhams_variant_rewords_the_first_steps_and_resamples_the_rest(lm, tmp_path):
@@ -197,7 +198,7 @@ def test_lanhams_variant_rewords_the_first_steps_and_resamples_the_rest(lm, tmp_
         assert prefix.startswith(new[0]) and cot.split('\n')[e['k']] not in prefix
         prompt = render(lm.tok, cot_messages(ex) + [{'role': 'assistant', 'content': prefix}])
         rest = reasoning_part(cot)[step_spans(cot)[e['k'] - 1][1]:]                      # what the chain said after step k
-        budget = suite_mod._budget(lm, rest, cap=48, scale=1, extra=32, step=32)
+        budget = rewrites_mod.token_budget(lm, rest, cap=48, scale=1, extra=32, step=32)
         again = generate(lm, [prompt], max_new_tokens=budget, stop_strings=['Final answer:', 'Final Answer:'], cache=cache,
                          progress=False)
         assert again[0]['text'] == e['continuation']                 # the generation (cached by prompt) of that prefix
