@@ -1,6 +1,7 @@
 # cotfaith: the two commands of the README, and the steps they share.
 #   make figures   install everything, then regenerate every figure of the embedded-default grid
-#   make test      install everything, then run the notebook tests and pytest
+#   make test      install everything, then run the notebook tests and pytest (tests marked slow are left out)
+#   make test-slow the tests marked slow: each is slow and what it checks is also checked elsewhere
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -12,7 +13,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export PYTHONUNBUFFERED = 1
 
-.PHONY: install figures test nbtest pytest sync-check readme
+.PHONY: install figures test test-slow nbtest pytest sync-check readme
 
 install: $(VENV)/.installed
 
@@ -34,8 +35,12 @@ nbtest: install
 
 # Two workers, one file each at a time (module fixtures are built once), one torch thread each: on 2 cores this is
 # about twice as fast as one process with two threads, and every test still runs in a process of its own kind.
+# The 15 slowest tests are listed at the end, so CI's log says where its time goes.
 pytest: install
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile tests
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile -m "not slow" --durations=15 tests
+
+test-slow: install
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile -m slow tests
 
 # Notebooks clean and the package in sync with them (CI runs this on a fresh clone).
 sync-check: install

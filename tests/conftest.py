@@ -10,6 +10,10 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('HF_DATASETS_OFFLINE', '1')
 
 
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'slow: slow and covered elsewhere; `make test` skips it, `make test-slow` runs it')
+
+
 @pytest.fixture
 def tmp_outputs(tmp_path, monkeypatch):
     "Results and figures of a test go to a temporary folder, never to the checkout's figures/."

@@ -40,6 +40,7 @@ def test_own_dataset_in_the_wrong_shape_names_the_line_and_field(tmp_outputs):
         _papermill(ACC, tmp_outputs/'out.ipynb', dataset=str(data), n=2)
 
 
+@pytest.mark.slow      # 80 s; test_papermill runs the same grid, and the skip of a done run is tested there too
 def test_a_second_model_runs_the_ci_grid_by_one_override_and_a_rerun_skips_it(tmp_outputs):
     tiny = str(make_tiny_model(tmp_outputs/'tiny-random'))
     outs = run_batch(ROOT/'params'/'ci.yaml', out_dir=tmp_outputs/'runs', model=tiny)

@@ -22,7 +22,7 @@ from cotfaith.suite import filler_steps, naive_suite, suite
 THREE = ('paraphrase', 'filler', 'mistake')
 
 
-@pytest.mark.parametrize('dataset', ['gsm8k', 'medqa'])
+@pytest.mark.parametrize('dataset', ['gsm8k', pytest.param('medqa', marks=pytest.mark.slow)])   # medqa: 50 s; forced choice
 def test_fast_path_answers_equal_naive_answers_for_every_test(lm, dataset, tmp_path):
     exs = load_examples(dataset, n=2, seed=3)
     cots = [c['text'] for c in generate(lm, [render(lm.tok, cot_messages(e)) for e in exs], max_new_tokens=64, progress=False)]
@@ -54,6 +54,7 @@ def test_edge_cases_empty_single_step_no_marker_and_unicode(lm, tmp_path):
     assert all(a is None or re.fullmatch(r'-?\d+(\.\d+)?', a) for r in res for t in THREE for a in r[f'{t}_answers'])
 
 
+@pytest.mark.slow      # 58 s; 07a_suite's example runs the same case (filler), test_adversarial the base records'
 def test_a_chain_longer_than_the_context_is_recorded_not_run(lm, tmp_path):
     ex = load_examples('gsm8k', n=1)[0]
     cot = 'Add one more apple. ' * 2500
