@@ -37,10 +37,10 @@ nbtest: install
 # about twice as fast as one process with two threads, and every test still runs in a process of its own kind.
 # The 15 slowest tests are listed at the end, so CI's log says where its time goes.
 pytest: install
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile -m "not slow" --durations=15 tests
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder -m "not slow" --durations=15 tests
 
 test-slow: install
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile -m slow tests
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder -m slow tests
 
 # Notebooks clean and the package in sync with them (CI runs this on a fresh clone).
 sync-check: install

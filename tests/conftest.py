@@ -10,6 +10,17 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('HF_DATASETS_OFFLINE', '1')
 
 
+# The files that take longest on a fresh clone (organisms trains its models; trust, adversarial and papermill kill
+# and rerun whole runs), started first: with two workers taking whole files (--dist loadfile) in collection order, a
+# long file left to the end keeps one worker busy while the other waits (CI, fresh clone: 15 idle minutes). The
+# Makefile passes --no-loadscope-reorder, or xdist would order files by their number of tests instead.
+LONGEST_FIRST = ('test_organisms.py', 'test_trust.py', 'test_adversarial.py', 'test_papermill.py', 'test_finetune.py')
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda it: LONGEST_FIRST.index(it.path.name) if it.path.name in LONGEST_FIRST else len(LONGEST_FIRST))
+
+
 def pytest_configure(config):
     config.addinivalue_line('markers', 'slow: slow and covered elsewhere; `make test` skips it, `make test-slow` runs it')
 
