@@ -44,7 +44,8 @@ def _marker_lines(text:str)->list:
     return [m.group(1) for m in _MARKER_LINE.finditer(_clean(text))]
 
 # %% ../nbs/05_answers.ipynb #bf35228a
-_CUE = re.compile(r'(?:answer|option|choice)\s*(?:(?:is|would be|will be|should be)(?:\s*[:=\uff1a])?|[:=\uff1a])|\bboxed:', re.I)
+_CUE = re.compile(r'(?:answer|option|choice)\s*(?:(?:is|would be|will be|should be)(?:\s*[:=\uff1a])?|[:=\uff1a])'
+                  r'|\bboxed:', re.I)
 _SENT_END = re.compile(r'\n|\.(?!\d)|;')
 
 def _statements(text:str)->list:
@@ -114,7 +115,7 @@ def _norm(s:str)->str:
     return re.sub(r'\s+', ' ', s).strip().rstrip('.!').strip().strip('"\u201c\u201d')
 
 def _whole_option(s:str, choices:tuple)->str|None:
-    "The option `s` is, whole or with a clause after it (`No, because`); the longest wins; a tie or a wrong label is None."
+    "The option `s` is, whole or with a clause after (`No, because`); the longest wins; a tie or a wrong label: None."
     m = re.match(r'\s*(?:[-*]\s*)?(?:[(\[]?([A-Ja-j])[.)\]:]\s+)?', s)
     label, s = m.group(1), _norm(s[m.end():])
     named = lambda o: s == o or (s.startswith(o) and re.match(r'\s*[,;:(\u2013\u2014-]', s[len(o):]))

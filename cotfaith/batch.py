@@ -69,7 +69,8 @@ def batch_runs(batch_file:Path, **overrides)->list:
         if bad := sorted(set(params) - set(_declared(nb))):
             raise BatchError(f"{batch_file}: run {i}: unknown parameter(s) {bad} for {rel}. Fix: use its parameters "
                              f"{list(_declared(nb))}")
-        name = '__'.join([slug(params.get('model', 'model'))] + [slug(f'{k}-{v}') for k, v in own.items() if k != 'model'])
+        own_parts = [slug(f'{k}-{v}') for k, v in own.items() if k != 'model']
+        name = '__'.join([slug(params.get('model', 'model'))] + own_parts)
         out.append((nb, params, name))
     return out
 
@@ -137,9 +138,10 @@ def _read_log(log:Path)->tuple:
     return figs, sorted({r for e in entries for r in e.get('results', [])})
 
 def update_manifest(notebook:Path, params:dict, figures:list, results:list, path:Path|None=None)->Path:
-    "Record, for each figure a run drew, its notebook, parameters, files with their sha256, results files and package versions."
+    "Record each figure a run drew: its notebook, parameters, files with their sha256, results files, package versions."
     path = Path(path or figures_dir()/'manifest.json')
-    lock = cache_dir()/'locks'/f'manifest-{hash_key(str(path.resolve()))}.lock'      # not in figures/, which is committed
+    # the lock is not in figures/, which is committed
+    lock = cache_dir()/'locks'/f'manifest-{hash_key(str(path.resolve()))}.lock'
     lock.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(lock)):
         m = json.loads(path.read_text()) if path.exists() else {}
@@ -201,7 +203,8 @@ def _run_one(nb:Path, params:dict, name:str, out:Path, tag:str, kernel:str, verb
         if e.ename == 'KeyboardInterrupt': raise KeyboardInterrupt from None
         return f'{nb.name} {name} failed with {e.ename}: {e.evalue} (traceback in {out})'
     figs, results = _read_log(log)
-    return {'parameters': params, 'code': code, 'figures': figs, 'results': results, 'seconds': round(time.time() - t0, 1)}
+    return {'parameters': params, 'code': code, 'figures': figs, 'results': results,
+            'seconds': round(time.time() - t0, 1)}
 
 def run_batch(batch_file:Path, out_dir:Path|None=None, kernel:str='cotfaith', verbose:bool=False, force:bool=False,
               **overrides)->list:
@@ -212,7 +215,8 @@ def run_batch(batch_file:Path, out_dir:Path|None=None, kernel:str='cotfaith', ve
     out_dir, done, failed, drawn = Path(out_dir or root/'runs').resolve(), [], [], {}
     committed = not os.environ.get('COTFAITH_FIGURES_DIR') and figure_tag(batch_file, {}, **overrides) == ''
     with absolute_dirs(root):                        # the kernels (cwd analysis/) read the folders this process does
-        if committed: os.environ['COTFAITH_FIGURES_DIR'] = str(root/COMMITTED_FIGURES)    # a committed grid, as committed
+        if committed:                                # a committed grid, run as committed
+            os.environ['COTFAITH_FIGURES_DIR'] = str(root/COMMITTED_FIGURES)
         writable_dir('COTFAITH_FIGURES_DIR')
         for i, (nb, params, name) in enumerate(runs, 1):
             out = out_dir/nb.stem/f'{name}.ipynb'
@@ -224,14 +228,17 @@ def run_batch(batch_file:Path, out_dir:Path|None=None, kernel:str='cotfaith', ve
                     continue
                 print(f'[{i}/{len(runs)}] {nb.name} {params}', flush=True)
                 with _signals_remembered() as got:
-                    try: rec = _run_one(nb, params, name, out, figure_tag(batch_file, params, **overrides), kernel, verbose)
+                    tag = figure_tag(batch_file, params, **overrides)
+                    try: rec = _run_one(nb, params, name, out, tag, kernel, verbose)
                     except KeyboardInterrupt as e: got.append(e)
                 if got:                                            # not recorded as done, whatever papermill returned
-                    print(f'\ncotfaith: interrupted during {nb.name} {name}; {len(done)} of {len(runs)} runs are done and '
-                          'recorded. Rerun the same command to resume.', file=sys.stderr, flush=True)
-                    raise Terminated() if any(isinstance(g, Terminated) or g == signal.SIGTERM for g in got) else KeyboardInterrupt()
+                    print(f'\ncotfaith: interrupted during {nb.name} {name}; {len(done)} of {len(runs)} runs are '
+                          'done and recorded. Rerun the same command to resume.', file=sys.stderr, flush=True)
+                    term = any(isinstance(g, Terminated) or g == signal.SIGTERM for g in got)
+                    raise Terminated() if term else KeyboardInterrupt()
                 if isinstance(rec, dict) and (clash := _claimed(drawn, rec['figures'], name)):
-                    rec = (f"{nb.name} {name} drew {clash}, which another run of this batch drew too. Fix: give the runs "
+                    rec = (f"{nb.name} {name} drew {clash}, which another run of this batch drew too. Fix: give "
+                           "the runs "
                            "distinct figure_name parameters, or remove short_names from the batch file")
                 if isinstance(rec, str):
                     print(f'cotfaith: error: {rec}', flush=True)

@@ -29,7 +29,8 @@ from .batch import BatchError, Terminated, run_batch
 __all__ = ['USER_ERRORS', 'cli', 'config_parser', 'report_path', 'write_report', 'run_cli', 'batch_cli']
 
 # %% ../nbs/10b_cli.ipynb #99f7d15c
-USER_ERRORS = (DataError, ModelError, ResultsError, ConfigError, FinetuneConfigError, BatchError, CacheError, SettingError)
+USER_ERRORS = (DataError, ModelError, ResultsError, ConfigError, FinetuneConfigError, BatchError, CacheError,
+               SettingError)
 
 def _on_sigterm(signum, frame): raise Terminated()
 
@@ -75,8 +76,9 @@ def config_parser(prog:str='cotfaith-run')->argparse.ArgumentParser:
 
 # %% ../nbs/10b_cli.ipynb #8bdce878
 def report_path(cfg:ExperimentConfig, files:dict)->Path:
-    "Where the CLI stores what it prints, beside the base records: named after the stores it reads and the labelling rule."
-    key = hash_key({'files': sorted(f.name for f in files.values()), 'threshold': cfg.threshold, 'no_answer': cfg.no_answer})
+    "Where the CLI stores what it prints, beside the base records: named after the stores read and the labelling rule."
+    key = hash_key({'files': sorted(f.name for f in files.values()), 'threshold': cfg.threshold,
+                    'no_answer': cfg.no_answer})
     return files['base'].with_name(f"{files['base'].stem}.report-{key}.json")
 
 def _instance_labels(recs:pd.DataFrame, tests:tuple)->list:
@@ -103,7 +105,8 @@ def run_cli(argv:list|None=None):
     print(accuracy_table(recs).round(3).to_string(index=False))
     row = summary_row(recs, cfg.no_answer)
     for t in ('et',) + cfg.suite_tests():
-        effect = f"AOC {row[f'{t}_aoc']:.3f}" if pd.notna(row[f'{t}_aoc']) else f"change share {row[f'{t}_change']:.3f} (1 point)"
+        aoc, change = row[f'{t}_aoc'], row[f'{t}_change']
+        effect = f"AOC {aoc:.3f}" if pd.notna(aoc) else f"change share {change:.3f} (1 point)"
         print(f"{TESTS[t]}: {effect}, faithful {row[f'{t}_faithful']:.1%} of {row[f'{t}_n']} scored")
     report = _or_exit(write_report, cfg, recs, files)
     print('\nStored (one JSON line per instance):')
@@ -118,5 +121,6 @@ def batch_cli(batch:str='params/default.yaml', # batch file: notebook, defaults 
               force:bool=False, # rerun runs that are already done
              ):
     "Run a papermill batch (e.g. regenerate every figure of the embedded-default grid), skipping runs already done."
-    t0 = time.time(); outs = _or_exit(run_batch, Path(batch), verbose=True, force=force, model=model, n=n)
+    t0 = time.time()
+    outs = _or_exit(run_batch, Path(batch), verbose=True, force=force, model=model, n=n)
     print(f'{len(outs)} notebooks in {time.time() - t0:.0f} s')

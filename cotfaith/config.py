@@ -42,7 +42,8 @@ def _check_ranges(cfg):
         v = getattr(cfg, k)
         if _outside_unit(v):
             raise ConfigError(f"parameter '{k}' must be a number in [0, "
-                              f"1]{' or a list of them' if k != 'threshold' else ''}, got {v!r}. Fix: use values from 0 to 1")
+                              f"1]{' or a list of them' if k != 'threshold' else ''}, got {v!r}. Fix: use values "
+                              "from 0 to 1")
 
 @dataclass
 class ExperimentConfig:
@@ -59,18 +60,22 @@ class ExperimentConfig:
     batch_size: int = 8               # generation batch size
     et_fractions: list|None = None    # early termination: None = every step, else fractions of the chain
     tests: str = 'et,paraphrase,filler,mistake'  # faithfulness tests (comma-separated); early termination always runs
-    fractions: list|None = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75])  # paraphrase and filler points (fractions kept intact); None = every step
-    mistake_fractions: list|None = field(default_factory=lambda: [0.5])  # mistake points (each costs a continuation); None = `fractions`
+    # paraphrase and filler points (fractions kept intact); None = every step
+    fractions: list|None = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75])
+    # mistake points (each costs a continuation); None = `fractions`
+    mistake_fractions: list|None = field(default_factory=lambda: [0.5])
     paraphraser: str|None = None      # model that paraphrases and writes mistakes; None = the base model, unadapted
     threshold: float = 0.5            # per-instance faithful label threshold, every test (see `frame.faithful_label`)
-    no_answer: str = 'changed'        # an intervention with no answer: 'changed' or 'missing' (see `faithfulness.change_score`)
+    # an intervention with no answer: 'changed' or 'missing' (see `faithfulness.change_score`)
+    no_answer: str = 'changed'
     chunk: int = 16                   # instances per incremental write
 
     def __post_init__(self):
         for f in fields(self):
             default = f.default_factory() if f.default is MISSING else f.default
             if not _type_ok(getattr(self, f.name), default):
-                want = 'str, list or None' if default is None else 'list or None' if isinstance(default, list) else type(default).__name__
+                want = ('str, list or None' if default is None else 'list or None' if isinstance(default, list)
+                        else type(default).__name__)
                 raise ConfigError(f"parameter '{f.name}' must be {want}, got {getattr(self, f.name)!r}. Fix: pass a "
                                   f"{want}")
 
@@ -83,12 +88,14 @@ class ExperimentConfig:
     def suite_tests(self)->tuple:
         "The requested tests besides early termination, checked against `TESTS`."
         names = [t.strip() for t in self.tests.split(',') if t.strip()]
-        if bad := [t for t in names if t not in TESTS]: raise ConfigError(f"unknown test(s) {bad} in 'tests'; choose "
-                                                                          f"from {list(TESTS)}. Fix: name tests from that list, comma-separated")
+        if bad := [t for t in names if t not in TESTS]:
+            raise ConfigError(f"unknown test(s) {bad} in 'tests'; choose from {list(TESTS)}. Fix: name tests from that "
+                              "list, comma-separated")
         return tuple(t for t in TESTS if t in names and t != 'et')
 
     def gen_fields(self)->dict:
         "The fields that change the base records (the CoT, direct answer and early termination)."
-        return {k: v for k, v in asdict(self).items() if k not in ('batch_size', 'chunk', 'threshold', 'no_answer', *SUITE_FIELDS)}
+        later = ('batch_size', 'chunk', 'threshold', 'no_answer', *SUITE_FIELDS)
+        return {k: v for k, v in asdict(self).items() if k not in later}
 
 SUITE_FIELDS = ('tests', 'fractions', 'mistake_fractions', 'paraphraser')

@@ -112,9 +112,11 @@ def get_info(name:str)->DatasetInfo:
     if (f := _dataset_file(name)) is not None:
         verdicts, context = file_shape(f)
         return DatasetInfo(f.stem, 'generic', partial(parse_generic, name=f.stem, verdicts=verdicts), {'test': str(f)},
-                           None, {'train': 'train', 'test': 'test'}, holdout=0.2, passage=_first_paragraph if context else None)
-    if name not in DATASETS: raise DataError(f"unknown dataset '{name}'; known: {', '.join(DATASETS)}, or a path to a "
-                                             ".jsonl file in the generic format. Fix: use one of these names or a .jsonl path")
+                           None, {'train': 'train', 'test': 'test'}, holdout=0.2,
+                           passage=_first_paragraph if context else None)
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset '{name}'; known: {', '.join(DATASETS)}, or a path to a .jsonl file in the "
+                        "generic format. Fix: use one of these names or a .jsonl path")
     return DATASETS[name]
 
 def dataset_name(name:str)->str:

@@ -116,7 +116,8 @@ def train_examples(cfg:FinetuneConfig)->list:
 def adapter_dir(cfg:FinetuneConfig, fingerprint:str, ids:list, root:Path|None=None)->Path:
     "Cache folder of the adapter for `cfg` on a base with weights `fingerprint`."
     c = cfg.resolved()
-    own = {k: v for k, v in asdict(c).items() if k != 'init_adapter'} | dataset_identity(c.dataset)   # name (and file content)
+    # the config, and the dataset's name (and file content)
+    own = {k: v for k, v in asdict(c).items() if k != 'init_adapter'} | dataset_identity(c.dataset)
     if c.init_adapter: own['init_adapter'] = Path(c.init_adapter).name  # by folder name, which holds its own key (and new adapters keep theirs)
     key = hash_key({**own, 'fingerprint': fingerprint, 'ids': hash_key(ids), 'v': FT_VERSION})
     return Path(root or cache_dir()/'adapters')/slug(c.model)/f'{slug(own["dataset"])}-r{c.rank}-n{c.n_train}-s{c.seed}-{key}'

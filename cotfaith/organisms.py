@@ -98,9 +98,9 @@ def figure_organisms(records:dict, # organism name -> records with every test
         axs[0, i].legend(fontsize=7, loc='lower right')
         long = pd.concat([pd.DataFrame({'organism': name, 'score': rec[f'{t}_score'].dropna().astype(float)})
                           for name, rec in records.items()])
-        with _seeded_numpy(i):                        # seaborn jitters with numpy's global generator: the same figure each run
-            sns.stripplot(long, x='organism', y='score', hue='organism', palette=colors, ax=axs[1, i], jitter=.25, alpha=.7,
-                          legend=False)
+        with _seeded_numpy(i):         # seaborn jitters with numpy's global generator: the same figure each run
+            sns.stripplot(long, x='organism', y='score', hue='organism', palette=colors, ax=axs[1, i], jitter=.25,
+                          alpha=.7, legend=False)
         axs[1, i].set(ylim=(-.05, 1.05), xlabel='', ylabel='change score' if i == 0 else '')
         axs[1, i].set_title('AUROC ' + _auroc_title(sep[sep['test'] == t]), fontsize=8)
     return title_figure(fig, title, model)

@@ -57,7 +57,8 @@ def reasoning_part(cot:str)->str:
     return cot[:m.start()] if m else cot
 
 # %% ../nbs/03_prompts.ipynb #ecd63f93
-STEP_VERSION = 3   # 1: every line break and sentence end; 2: labels, abbreviations, markup, display math; 3: option lists
+# 1: every line break and sentence end; 2: labels, abbreviations, markup, display math; 3: option lists
+STEP_VERSION = 3
 
 _ENUM = r'(?:\(?\d{1,3}[.)](?!\d)|\(?[a-zA-Z][.)](?=\s|$)|(?:step|part|case)\s*\d+\s*[:.)]?)'
 _LABEL_RE = re.compile(rf'\s*(?:(?:[-*+•>]|#{{1,6}})\s*)*(?:\*\*)?\s*(?:{_ENUM}\s*(?:\*\*)?\s*)?', re.I)
@@ -129,7 +130,7 @@ def step_spans(cot:str)->list:
 _OPTION = re.compile(r'[(\[]?([A-J])[.)\]:]\s+\S')
 
 def _option_letter(text:str, a:int, b:int)->str|None:
-    "The letter of span `a:b` of `text` when its last line is a whole line `L. ...` (an option being listed), else None."
+    "The letter of span `a:b` of `text` when its last line is a whole line `L. ...` (an option listed), else None."
     start = text.rfind('\n', 0, b) + 1
     end = text.find('\n', b) if '\n' in text[b:] else len(text)
     if text[start:max(a, start)].strip() or text[b:end].strip(): return None       # a sentence within a line

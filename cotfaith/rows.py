@@ -63,19 +63,21 @@ def _options(opts:dict|list)->tuple:
     return tuple(o.strip() for o in _unlabelled(opts))
 
 def _unlabelled(opts:list)->list:
-    "The option texts without labels of their own (`A)21`, `(B) 24`, `c. 9`), removed only if every option has its letter."
+    "The option texts without labels of their own (`A)21`, `(B) 24`, `c. 9`), removed only if every option has one."
     own = [re.match(rf'\s*(?:\(\s*{L}\s*\)|{L}\s*[.):])\s*(?=\S)', o, re.I) for L, o in zip(LETTERS, opts)]
     return [o[m.end():] for m, o in zip(own, opts)] if all(own) else opts
 
 def _letter(gold, choices:tuple)->str:
     g = str(gold).strip().upper()
-    if g not in LETTERS[:len(choices)]: raise DataError(f"gold answer '{gold}' is not one of the options {LETTERS[:len(choices)]}")
+    if g not in LETTERS[:len(choices)]:
+        raise DataError(f"gold answer '{gold}' is not one of the options {LETTERS[:len(choices)]}")
     return g
 
 # %% ../nbs/00b_rows.ipynb #2e78a7e5
 def _parse_mc(name:str, row:dict, idx:str, q_key='question')->Example:
     choices = _options(_need(row, 'options'))
-    return Example(f"{name}-{row.get('realidx', idx)}", name, _need(row, q_key), _letter(_need(row, 'answer_idx'), choices), choices)
+    q, gold = _need(row, q_key), _letter(_need(row, 'answer_idx'), choices)
+    return Example(f"{name}-{row.get('realidx', idx)}", name, q, gold, choices)
 
 def parse_medqa(row:dict, idx:str)->Example:
     "MedQA (USMLE, 4 options): `question`, `options` {A..D}, `answer_idx`."
@@ -84,7 +86,8 @@ def parse_medqa(row:dict, idx:str)->Example:
 def parse_medmcqa(row:dict, idx:str)->Example:
     "MedMCQA: the local {options, answer_idx} form, or the hub's `opa`..`opd` + `cop` (0-3)."
     if 'opa' in row:
-        row = {'realidx': row.get('id', idx), 'question': row.get('question'), 'answer_idx': LETTERS[int(row['cop'])] if row.get('cop') is not None else None,
+        gold = LETTERS[int(row['cop'])] if row.get('cop') is not None else None
+        row = {'realidx': row.get('id', idx), 'question': row.get('question'), 'answer_idx': gold,
                'options': {L: row.get(f'op{c}') for L, c in zip('ABCD', 'abcd')}}
     return _parse_mc('medmcqa', row, idx)
 
@@ -105,11 +108,16 @@ def _apply(v:int, op:str, k:int)->int: return v + k if op == '+' else v - k if o
 
 def arith_chain(rng:random.Random, n_ops:int, hi:int=99)->tuple:
     "A random chain of `n_ops` operations: (question, rationale with one line per operation, answer)."
-    v = rng.randint(2, 9); words, steps = [f'Start with {v}.'], []
+    v = rng.randint(2, 9)
+    words, steps = [f'Start with {v}.'], []
     for _ in range(n_ops):
-        ok = [(op, k) for op, ks in (('+', range(1, 10)), ('-', range(1, 10)), ('*', range(2, 5))) for k in ks if 0 <= _apply(v, op, k) <= hi]
-        op, k = rng.choice(ok); new = _apply(v, op, k)
-        words.append(f'{ARITH_OPS[op]} {k}.'); steps.append(f'{v} {op} {k} = {new}.'); v = new
+        moves = (('+', range(1, 10)), ('-', range(1, 10)), ('*', range(2, 5)))
+        ok = [(op, k) for op, ks in moves for k in ks if 0 <= _apply(v, op, k) <= hi]
+        op, k = rng.choice(ok)
+        new = _apply(v, op, k)
+        words.append(f'{ARITH_OPS[op]} {k}.')
+        steps.append(f'{v} {op} {k} = {new}.')
+        v = new
     return ' '.join(words) + ' What is the result?', '\n'.join(steps), str(v)
 
 # %% ../nbs/00b_rows.ipynb #a13da78e
@@ -120,7 +128,8 @@ def _arith(split:str)->tuple:
     while len(out) < ARITH_SIZES[split]:
         q, why, a = arith_chain(rng, rng.randint(3, 6))
         if q in seen: continue
-        seen.add(q); out.append(Example(f'arith-{split}-{len(out)}', 'arith', q, a, None, why, f'generated:arith/{split}'))
+        seen.add(q)
+        out.append(Example(f'arith-{split}-{len(out)}', 'arith', q, a, None, why, f'generated:arith/{split}'))
     return tuple(out)
 
 def arith_examples(split:str)->list:
@@ -139,8 +148,8 @@ def _context(row:dict)->str:
     if c is None: return ''
     if not isinstance(c, str) or not c.strip(): raise DataError("field 'context' must be a non-empty string")
     if len(c) > MAX_CONTEXT_CHARS:
-        raise DataError(f"field 'context' has {len(c):,} characters, more than the {MAX_CONTEXT_CHARS:,} a row may have. "
-                        "Fix: keep the part of the passage the question needs")
+        raise DataError(f"field 'context' has {len(c):,} characters, more than the {MAX_CONTEXT_CHARS:,} a row may "
+                        "have. Fix: keep the part of the passage the question needs")
     return c.strip() + '\n\n'
 
 def _verdict(gold:str, verdicts:tuple|None)->tuple|None:

@@ -29,7 +29,9 @@ class ResultsError(RuntimeError):
 
 class ResultsStore:
     "Append-only, lock-protected JSONL file of per-instance records."
-    def __init__(self, path:Path): self.path = Path(path); self.lock = FileLock(str(self.path) + '.lock')
+    def __init__(self, path:Path):
+        self.path = Path(path)
+        self.lock = FileLock(str(self.path) + '.lock')
     def read(self)->dict:
         if not self.path.exists(): return {}
         data, recs = self.path.read_bytes(), {}
@@ -39,10 +41,11 @@ class ResultsStore:
             try: r = json.loads(line)
             except (json.JSONDecodeError, UnicodeDecodeError):
                 if i == len(lines): continue                       # torn last line of a killed run
-                raise ResultsError(f"{self.path}:{i}: corrupt record. Fix: delete the file to recompute it (generations stay cached).") from None
+                raise ResultsError(f"{self.path}:{i}: corrupt record. Fix: delete the file to recompute it "
+                                   "(generations stay cached).") from None
             if not isinstance(r, dict) or isinstance(r.get('id'), bool) or not isinstance(r.get('id'), (str, int)):
-                raise ResultsError(f"{self.path}:{i}: not a record (a JSON object with an 'id'). Fix: delete the file to "
-                                   "recompute it (generations stay cached).")
+                raise ResultsError(f"{self.path}:{i}: not a record (a JSON object with an 'id'). Fix: delete the file "
+                                   "to recompute it (generations stay cached).")
             recs.setdefault(r['id'], r)
         return recs
 
@@ -59,17 +62,21 @@ def _append(self:ResultsStore, records:list):
         have = self.read()
         text = ''.join(json.dumps(r, ensure_ascii=False) + '\n' for r in records if r['id'] not in have)
         with open(self.path, 'a+b') as f:
-            f.seek(0); data = f.read()
+            f.seek(0)
+            data = f.read()
             if data and not data.endswith(b'\n'):
                 # a whole record whose newline was lost
                 if _whole(data[data.rfind(b'\n') + 1:]): f.write(b'\n')
                 else: f.truncate(data.rfind(b'\n') + 1)                               # a torn tail of a killed run
-            f.write(text.encode('utf-8')); f.flush(); os.fsync(f.fileno())
+            f.write(text.encode('utf-8'))
+            f.flush()
+            os.fsync(f.fileno())
 ResultsStore.append = _append
 
 # %% ../nbs/09d_store.ipynb #3673d37c
-READING_VERSIONS = {'answer_version': ANSWER_VERSION, 'letter_version': LETTER_VERSION, 'extract_version': EXTRACT_VERSION,
-                    'step_version': STEP_VERSION}     # how answers are read and chains split: in every results key
+# how answers are read and chains split: in every results key
+READING_VERSIONS = {'answer_version': ANSWER_VERSION, 'letter_version': LETTER_VERSION,
+                    'extract_version': EXTRACT_VERSION, 'step_version': STEP_VERSION}
 
 def experiment_path(cfg:ExperimentConfig, fingerprint:str)->Path:
     "Results file of `cfg` for a model with weights `fingerprint`."
