@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 from cotfaith.data import load_examples
-from cotfaith.faithfulness import answers_naive, answers_shared, truncation_points
+from cotfaith.faithfulness import truncation_points
+from cotfaith.transformers_engine import answers_naive, answers_shared
 from cotfaith.generate import GenCache, generate
 from cotfaith.models import load_model
 from cotfaith.prompts import answer_messages, cot_messages, render, step_spans, truncate_steps

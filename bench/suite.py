@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 from cotfaith.data import load_examples
-from cotfaith.faithfulness import answers_naive, early_termination, truncation_points
+from cotfaith.faithfulness import truncation_points
+from cotfaith.transformers_engine import answers_naive
 from cotfaith.generate import GenCache, generate
 from cotfaith.models import load_model
 from cotfaith.prompts import answer_messages, cot_messages, render, step_spans, truncate_steps
@@ -43,7 +44,7 @@ def main(dataset, n, max_new_tokens, fractions, mistake_fractions, out):
         t_gen = time.perf_counter() - t0
         cache, tim = fresh(), {}
         t0 = time.perf_counter()
-        et = early_termination(lm, [ex], [cot['text']], cache=cache, progress=False)[0]   # every step, as in the pipeline
+        et = suite(lm, [ex], [cot['text']], tests=('et',), cache=cache, progress=False)[0]   # every step, as in the pipeline
         t_et = time.perf_counter() - t0
         rec = suite(lm, [ex], [cot['text']], TESTS, fractions, mistake_fractions, continue_tokens=max_new_tokens, cache=cache,
                     progress=False, timings=tim)[0]

@@ -89,7 +89,7 @@ def _instance_labels(recs:pd.DataFrame, tests:tuple)->list:
 
 def write_report(cfg:ExperimentConfig, recs:pd.DataFrame, files:dict)->Path:
     "Store the accuracy table, each test's summary and every per-instance label the CLI prints, as one JSON file."
-    tests, row = ('et',) + cfg.suite_tests(), summary_row(recs, cfg.no_answer)
+    tests, row = cfg.suite_tests(), summary_row(recs, cfg.no_answer)
     summary = {t: {k: row[f'{t}_{k}'] for k in ('aoc', 'change', 'faithful', 'n')} for t in tests}
     report = {'config': asdict(cfg), 'records': {k: str(f) for k, f in files.items()},
               'accuracy': json.loads(accuracy_table(recs).to_json(orient='records')),
@@ -104,13 +104,13 @@ def run_cli(argv:list|None=None):
     files = _or_exit(experiment_files, cfg)
     print(accuracy_table(recs).round(3).to_string(index=False))
     row = summary_row(recs, cfg.no_answer)
-    for t in ('et',) + cfg.suite_tests():
+    for t in cfg.suite_tests():
         aoc, change = row[f'{t}_aoc'], row[f'{t}_change']
         effect = f"AOC {aoc:.3f}" if pd.notna(aoc) else f"change share {change:.3f} (1 point)"
         print(f"{TESTS[t]}: {effect}, faithful {row[f'{t}_faithful']:.1%} of {row[f'{t}_n']} scored")
     report = _or_exit(write_report, cfg, recs, files)
     print('\nStored (one JSON line per instance):')
-    for k, f in files.items(): print(f"  {'base (CoT, direct, early termination)' if k == 'base' else TESTS[k]}: {f}")
+    for k, f in files.items(): print(f"  {'base (CoT and direct answer)' if k == 'base' else TESTS[k]}: {f}")
     print(f'  everything printed above, with every per-instance label: {report}')
 
 # %% ../nbs/10b_cli.ipynb #8d6be630

@@ -86,16 +86,16 @@ class ExperimentConfig:
                               "Fix: pick one of them")
 
     def suite_tests(self)->tuple:
-        "The requested tests besides early termination, checked against `TESTS`."
+        "The tests to run, checked against `TESTS`: early termination, always, and the requested others."
         names = [t.strip() for t in self.tests.split(',') if t.strip()]
         if bad := [t for t in names if t not in TESTS]:
             raise ConfigError(f"unknown test(s) {bad} in 'tests'; choose from {list(TESTS)}. Fix: name tests from that "
                               "list, comma-separated")
-        return tuple(t for t in TESTS if t in names and t != 'et')
+        return tuple(t for t in TESTS if t in names or t == 'et')
 
     def gen_fields(self)->dict:
-        "The fields that change the base records (the CoT, direct answer and early termination)."
+        "The fields that change the base records (the CoT and the direct answer)."
         later = ('batch_size', 'chunk', 'threshold', 'no_answer', *SUITE_FIELDS)
         return {k: v for k, v in asdict(self).items() if k not in later}
 
-SUITE_FIELDS = ('tests', 'fractions', 'mistake_fractions', 'paraphraser')
+SUITE_FIELDS = ('tests', 'fractions', 'mistake_fractions', 'et_fractions', 'paraphraser')

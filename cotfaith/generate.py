@@ -4,22 +4,24 @@
 
 # %% ../nbs/04_generate.ipynb #69b25284
 from __future__ import annotations
-import json, time
+import json
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
-from .core import atomic_write, cache_dir, hash_key, set_seed
+from .core import atomic_write, cache_dir, hash_key
+from .rows import Example
 from .models import LM
+from .engine import Engine
+from .transformers_engine import as_engine
 
 # %% auto #0
-__all__ = ['GEN_VERSION', 'gen_key', 'CacheError', 'GenCache', 'generate']
+__all__ = ['GEN_VERSION', 'gen_key', 'CacheError', 'GenCache', 'generate', 'too_long', 'cached_answers']
 
 # %% ../nbs/04_generate.ipynb #e3b6c44f
 GEN_VERSION = 1   # bump when the decoding code itself changes what it returns
 
-def gen_key(lm:LM, prompt:str, gen_kwargs:dict, seed:int)->str:
+def gen_key(lm:LM|Engine, prompt:str, gen_kwargs:dict, seed:int)->str:
     "Cache key of one generation."
     return hash_key({'lm': lm.key, 'prompt': prompt, 'gen': gen_kwargs, 'seed': seed, 'v': GEN_VERSION}, n=32)
 
@@ -41,41 +43,55 @@ class GenCache:
         return v
     def put(self, key:str, value:dict): atomic_write(self.path(key), json.dumps(value, ensure_ascii=False))
 
-# %% ../nbs/04_generate.ipynb #5c34624d
-def _decode_batch(lm:LM, prompts:list, gen_kwargs:dict)->list:
-    enc = lm.tok(prompts, return_tensors='pt', padding=True, add_special_tokens=False).to(lm.device)
-    with torch.inference_mode():
-        out = lm.model.generate(**enc, **gen_kwargs, pad_token_id=lm.tok.pad_token_id,
-                                **({'tokenizer': lm.tok} if 'stop_strings' in gen_kwargs else {}))   # HF needs it to match stop strings
-    new = out[:, enc['input_ids'].shape[1]:]                        # (B, new tokens)
-    stops = torch.tensor(_eos_ids(lm), device=new.device)
-    res = []
-    for row in new:
-        hits = torch.isin(row, stops).nonzero()
-        n = int(hits[0]) + 1 if len(hits) else len(row)             # tokens used, the eos included
-        res.append({'text': lm.tok.decode(row[:n], skip_special_tokens=True), 'n_tokens': n, 'finish': 'eos' if len(hits) else 'length'})
-    return res
-
-def _eos_ids(lm:LM)->list:
-    e = lm.model.generation_config.eos_token_id
-    return sorted({*(e if isinstance(e, list) else [e] if e is not None else []), lm.tok.eos_token_id} - {None})
-
 # %% ../nbs/04_generate.ipynb #18feb7ef
-def generate(lm:LM, prompts:list, # rendered prompt texts
-             max_new_tokens:int=256, batch_size:int=8, seed:int=0,
+def generate(lm:LM|Engine, # a loaded model or any engine (`03a_engine`)
+             prompts:list, # rendered prompt texts
+             max_new_tokens:int=256, # most new tokens per prompt
+             batch_size:int=8, # prompts per call to the engine
+             seed:int=0, # sampling seed, part of the cache key
              cache:GenCache|None=None, # default: the cache under the cache dir
              desc:str='generating', progress:bool=True, **gen_kwargs)->list:
     "Greedy (by default) generations for `prompts`, from the cache where present."
-    cache = cache or GenCache()
+    eng, cache = as_engine(lm), cache or GenCache()
     gen_kwargs = {'max_new_tokens': max_new_tokens, 'do_sample': False, **gen_kwargs}
-    keys = [gen_key(lm, p, gen_kwargs, seed) for p in prompts]
+    keys = [gen_key(eng, p, gen_kwargs, seed) for p in prompts]
     found = {k: v for k in set(keys) if (v := cache.get(k)) is not None}
     todo = sorted({k: p for k, p in zip(keys, prompts) if k not in found}.items(), key=lambda kp: -len(kp[1]))
     with tqdm(total=len(todo), desc=desc, disable=not progress or not todo, unit='prompt') as bar:
         for i in range(0, len(todo), batch_size):
-            chunk = todo[i:i+batch_size]; set_seed(seed)
-            for (k, _), r in zip(chunk, _decode_batch(lm, [p for _, p in chunk], gen_kwargs)):
+            chunk = todo[i:i+batch_size]
+            for (k, _), r in zip(chunk, eng.generate([p for _, p in chunk], gen_kwargs, seed)):
                 cache.put(k, r); found[k] = {**r, 'fresh': True}
             bar.update(len(chunk))
     return [{'text': found[k]['text'], 'n_tokens': found[k]['n_tokens'], 'finish': found[k]['finish'],
              'cached': not found[k].get('fresh', False)} for k in keys]
+
+# %% ../nbs/04_generate.ipynb #4a0e5e7d
+def too_long(lm:LM|Engine, prompt:str, extra:int=0)->str|None:
+    "Why `prompt` plus `extra` new tokens does not fit `lm`'s context, or None when it fits."
+    eng = as_engine(lm)
+    ctx, n = eng.context, eng.n_tokens(prompt)
+    return f'longer than the context ({n} + {extra} tokens > {ctx})' if ctx and n + extra > ctx else None
+
+# %% ../nbs/04_generate.ipynb #43f1545b
+def cached_answers(lm:LM|Engine, # a loaded model or any engine
+                   ex:Example, # the question the prompts ask (a number, or forced choice over its options)
+                   prompts:list, # rendered prompts, each ending with the answer marker
+                   max_new_tokens:int=10, # budget for a numeric answer
+                   seed:int=0, # part of the cache key
+                   cache:GenCache|None=None, # default: the cache under the cache dir
+                   base:str|None=None, # the prompt whose prefix the others share (the intact chain's)
+                  )->list:
+    "Answer continuations for `prompts`, from the on-disk cache where present; the rest through the engine."
+    gk = {'method': 'answer-after-marker', 'forced_choice': ex.is_choice, 'max_new_tokens': max_new_tokens}
+    eng, cache = as_engine(lm), cache or GenCache()
+    gk |= eng.answer_key(ex)
+    keys = [gen_key(eng, p, gk, seed) for p in prompts]
+    got = {k: g['text'] for k in set(keys) if (g := cache.get(k)) is not None}
+    todo = list(dict.fromkeys(p for k, p in zip(keys, prompts) if k not in got))
+    if todo:
+        for p, t in zip(todo, eng.answer(ex, todo, max_new_tokens=max_new_tokens, base=base)):
+            k = gen_key(eng, p, gk, seed)
+            cache.put(k, {'text': t})
+            got[k] = t
+    return [got[k] for k in keys]

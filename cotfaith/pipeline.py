@@ -14,10 +14,12 @@ from tqdm import tqdm
 from .core import SettingError, hash_key, rel_path, results_dir, run_log, run_metadata, writable_dir
 from .data import load_examples, Example, DataError, slice_rule, dataset_name
 from .models import load_model, resolve_spec, LM
-from .prompts import PROMPT_VERSION, render, cot_messages, direct_messages
+from .prompts import PROMPT_VERSION, cot_messages, direct_messages, step_spans
 from .generate import GEN_VERSION, generate
 from .answers import extract, extract_after_marker, is_correct
-from .faithfulness import early_termination, change_score, too_long
+from .transformers_engine import as_engine
+from .generate import too_long
+from .faithfulness import change_score
 from .frame import REWRITING_TESTS, faithful_label
 from .suite import SUITE_VERSION, MISTAKE_VERSION, suite
 from .finetune import FinetuneConfig, finetune
@@ -37,16 +39,16 @@ def _answers(ex:Example, text:str, prefix:str)->dict:
     return out
 
 def _records(lm:LM, cfg:ExperimentConfig, exs:list, prov:dict)->list:
-    "Base records of `exs`: CoT, direct answer and early termination; a question too long for the context is skipped."
+    "Base records of `exs`: CoT and direct answer; a question too long for the context is skipped."
     kw = dict(batch_size=cfg.batch_size, seed=cfg.seed, progress=False)
-    why = {e.id: too_long(lm, render(lm.tok, cot_messages(e)), cfg.max_new_tokens + cfg.answer_tokens) for e in exs}
+    lm = as_engine(lm)
+    why = {e.id: too_long(lm, lm.render(cot_messages(e)), cfg.max_new_tokens + cfg.answer_tokens) for e in exs}
     run = [e for e in exs if not why[e.id]]
-    cots = generate(lm, [render(lm.tok, cot_messages(e)) for e in run], max_new_tokens=cfg.max_new_tokens, **kw)
-    dirs = generate(lm, [render(lm.tok, direct_messages(e)) for e in run], max_new_tokens=cfg.answer_tokens, **kw)
-    ets = early_termination(lm, run, [c['text'] for c in cots], cfg.et_fractions, max_new_tokens=cfg.answer_tokens,
-                            seed=cfg.seed, progress=False)
-    done = {e.id: {'cot': c['text'], 'cot_tokens': c['n_tokens'], 'cot_finish': c['finish'], **_answers(e, c['text'], 'cot'),
-                   'direct': d['text'], **_answers(e, d['text'], 'direct'), **et} for e, c, d, et in zip(run, cots, dirs, ets)}
+    cots = generate(lm, [lm.render(cot_messages(e)) for e in run], max_new_tokens=cfg.max_new_tokens, **kw)
+    dirs = generate(lm, [lm.render(direct_messages(e)) for e in run], max_new_tokens=cfg.answer_tokens, **kw)
+    done = {e.id: {'cot': c['text'], 'cot_tokens': c['n_tokens'], 'cot_finish': c['finish'], 'n_steps': len(step_spans(c['text'])),
+                   **_answers(e, c['text'], 'cot'), 'direct': d['text'], **_answers(e, d['text'], 'direct')}
+            for e, c, d in zip(run, cots, dirs)}
     return [{'id': e.id, 'dataset': e.dataset, 'source': e.source, 'gold': e.answer, 'question': e.question,
              'choices': e.to_dict()['choices'], **done.get(e.id, {'skipped': why[e.id]}), 'provenance': prov} for e in exs]
 
@@ -65,13 +67,15 @@ def _suite_chunk(lm:LM, plm:LM|None, cfg:ExperimentConfig, exs:list, base:dict, 
     need = [e for e in exs if any(e.id not in have[t] for t in tests)]
     if not need: return
     run = [e for e in need if base[e.id].get('cot') is not None]                  # not a question skipped as too long
-    res = suite(lm, run, [base[e.id]['cot'] for e in run], tests, cfg.fractions, cfg.mistake_fractions, plm, cfg.answer_tokens,
-                cfg.max_new_tokens, cfg.seed, batch_size=cfg.batch_size, progress=False) if run else []
+    res = suite(lm, run, [base[e.id]['cot'] for e in run], tests=tests, fractions=cfg.fractions,
+                mistake_fractions=cfg.mistake_fractions, et_fractions=cfg.et_fractions, paraphraser=plm,
+                answer_tokens=cfg.answer_tokens, continue_tokens=cfg.max_new_tokens, seed=cfg.seed,
+                batch_size=cfg.batch_size, progress=False) if run else []
     res = dict(zip([e.id for e in run], res))
     prov = {'suite_version': SUITE_VERSION, 'mistake_version': MISTAKE_VERSION, 'paraphraser': (plm or lm).key}
     for t in tests:
-        stores[t].append([{'id': e.id, **{k: v for k, v in res.get(e.id, {'suite_skipped': base[e.id].get('skipped')}).items()
-                                          if k.startswith(t + '_') or k == 'suite_skipped'}, 'provenance': prov} for e in need])
+        stores[t].append([{'id': e.id, **{k: v for k, v in res.get(e.id, {f'{t}_skipped': base[e.id].get('skipped')}).items()
+                                          if k.startswith(t + '_')}, 'provenance': prov} for e in need])
 
 # %% ../nbs/10_pipeline.ipynb #51f2298f
 def _label(r:dict, test:str, cfg:ExperimentConfig):
@@ -84,7 +88,6 @@ def _merge(cfg:ExperimentConfig, exs:list, have:dict)->pd.DataFrame:
     rows = []
     for e in exs:
         r = dict(have['base'][e.id])
-        _label(r, 'et', cfg)
         for t in cfg.suite_tests():
             r |= {k: v for k, v in have[t][e.id].items() if k not in ('id', 'provenance')}
             _label(r, t, cfg)
@@ -102,7 +105,7 @@ def paraphraser_id(cfg:ExperimentConfig)->str:
     return hash_key({'fingerprint': resolve_spec(spec)[1], 'load_in_4bit': load_in_4bit})
 
 def experiment_files(cfg:ExperimentConfig)->dict:
-    "The results file of each store of `cfg`: 'base' (CoT, direct answer, early termination) and one per suite test."
+    "The results file of each store of `cfg`: 'base' (CoT and direct answer) and one per test."
     base = experiment_path(cfg, resolve_spec(cfg.model)[1])
     return {'base': base} | {t: suite_path(cfg, base, t, paraphraser_id(cfg)) for t in cfg.suite_tests()}
 

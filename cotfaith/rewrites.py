@@ -9,9 +9,11 @@ from decimal import Decimal
 from functools import partial
 
 from .core import hash_key
-from .prompts import render, step_label
-from .generate import GenCache, generate
+from .prompts import step_label
 from .models import LM
+from .engine import Engine
+from .transformers_engine import as_engine
+from .generate import GenCache, generate
 
 # %% auto #0
 __all__ = ['PARAPHRASE_ASKS', 'paraphrase_messages', 'mistake_messages', 'first_line', 'token_budget', 'rewrite', 'numbers',
@@ -41,19 +43,19 @@ def first_line(text:str, fallback:str)->str:
     return fallback
 
 # %% ../nbs/04a_rewrites.ipynb #2b0ac2fc
-def token_budget(lm:LM, text:str, cap:int=128, scale:float=1.5, extra:int=8, step:int=32)->int:
+def token_budget(lm:LM|Engine, text:str, cap:int=128, scale:float=1.5, extra:int=8, step:int=32)->int:
     "A token budget for rewriting `text`: `scale` times its length plus `extra`, rounded up to `step`, at most `cap`."
-    n = len(lm.tok(text, add_special_tokens=False).input_ids)
+    n = as_engine(lm).n_tokens(text)
     return min(cap, step * math.ceil((scale * n + extra) / step))
 
-def rewrite(lm:LM, steps:list, messages_of, seed:int=0, cache:GenCache|None=None, batch_size:int=16)->list:
+def rewrite(lm:LM|Engine, steps:list, messages_of, seed:int=0, cache:GenCache|None=None, batch_size:int=16)->list:
     "One greedy rewrite per step: its label, then the reply's first line ('' if none); batched and cached."
-    labels, out, groups = [step_label(s) for s in steps], [''] * len(steps), {}
+    lm, labels, out, groups = as_engine(lm), [step_label(s) for s in steps], [''] * len(steps), {}
     bodies = [s[len(l):] for s, l in zip(steps, labels)]
     for i, b in enumerate(bodies):
         if b.strip(): groups.setdefault(token_budget(lm, b), []).append(i)
     for budget, idx in sorted(groups.items()):
-        gens = generate(lm, [render(lm.tok, messages_of(bodies[i])) for i in idx], max_new_tokens=budget,
+        gens = generate(lm, [lm.render(messages_of(bodies[i])) for i in idx], max_new_tokens=budget,
                         stop_strings=['.\n', '\n\n'], batch_size=batch_size, seed=seed, cache=cache, progress=False)
         for i, g in zip(idx, gens): out[i] = labels[i] + r if (r := first_line(g['text'], '')) else ''
     return out
@@ -71,7 +73,7 @@ def is_paraphrase(step:str, new:str|None)->bool:
     return bool(new and new.strip()) and len(new) <= 2 * len(step) + 20 and numbers(new) == numbers(step)
 
 # %% ../nbs/04a_rewrites.ipynb #4f3fb8b2
-def paraphrases(lm:LM, steps:list, seed:int=0, cache:GenCache|None=None, batch_size:int=16)->list:
+def paraphrases(lm:LM|Engine, steps:list, seed:int=0, cache:GenCache|None=None, batch_size:int=16)->list:
     "A rewrite of each step that `is_paraphrase`, from a first request or a differently worded retry; None if neither."
     out = rewrite(lm, steps, paraphrase_messages, seed, cache, batch_size)
     bad = [i for i, (s, r) in enumerate(zip(steps, out)) if not is_paraphrase(s, r)]

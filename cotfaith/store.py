@@ -15,7 +15,7 @@ from .models import adapter_fingerprint
 from .prompts import PROMPT_VERSION, STEP_VERSION
 from .generate import GEN_VERSION
 from .answers import EXTRACT_VERSION
-from .faithfulness import ANSWER_VERSION, LETTER_VERSION
+from .engine import ANSWER_VERSION, LETTER_VERSION
 from .frame import REWRITING_TESTS
 from .suite import SUITE_VERSION, MISTAKE_VERSION
 from .config import ExperimentConfig
@@ -89,7 +89,7 @@ def experiment_path(cfg:ExperimentConfig, fingerprint:str)->Path:
 # %% ../nbs/09d_store.ipynb #92c4f9bc
 def suite_path(cfg:ExperimentConfig, base:Path, test:str, paraphraser:str)->Path:
     "Results file of one suite test, beside the base records it builds on (`paraphraser`: its identity)."
-    own = {'fractions': cfg.fractions, 'suite_version': SUITE_VERSION,
+    own = {'fractions': cfg.et_fractions if test == 'et' else cfg.fractions, 'suite_version': SUITE_VERSION,
            'paraphraser': paraphraser if test in REWRITING_TESTS else None,
            'mistake_fractions': cfg.mistake_fractions if test == 'mistake' else None}
     if test == 'mistake': own['mistake_version'] = MISTAKE_VERSION

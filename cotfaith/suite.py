@@ -12,17 +12,20 @@ from .rows import Example
 from .prompts import (ANSWER_MARKER, render, answer_messages, cot_messages, step_spans,
                               reasoning_part, truncate_steps)
 from .answers import extract_after_marker
-from .generate import GenCache, generate
 from .models import LM
-from .faithfulness import truncation_points, change_score, cached_answers, answers_naive, too_long
+from .engine import Engine
+from .transformers_engine import answers_naive, as_engine
+from .generate import GenCache, cached_answers, generate, too_long
+from .faithfulness import truncation_points, change_score
 from .rewrites import corrupt_number, mistake_messages, paraphrases, rewrite, token_budget
 
 # %% auto #0
-__all__ = ['SUITE_VERSION', 'MISTAKE_VERSION', 'FILLER', 'CONTINUE_EXTRA', 'CONTINUE_STEP', 'replace_steps', 'filler_steps',
-           'reworded_prefix', 'suite', 'naive_suite']
+__all__ = ['SUITE_VERSION', 'MISTAKE_VERSION', 'FILLER', 'CONTINUE_EXTRA', 'CONTINUE_STEP', 'CONTINUING', 'replace_steps',
+           'filler_steps', 'reworded_prefix', 'suite', 'naive_suite']
 
 # %% ../nbs/07a_suite.ipynb #e9290216
-SUITE_VERSION = 2   # bump when an intervention's construction changes what it returns (2: paraphrases are checked)
+SUITE_VERSION = 3   # bump when an intervention's construction changes what it returns (2: paraphrases are checked;
+                    # 3: early termination runs in the suite, and a chain too long for one test is skipped by that test only)
 MISTAKE_VERSION = 3 # the same, for adding mistakes only (2: continuation budget from the chain's remainder;
                     # 3: the number changed is a quantity of the computation, never a label, index or year)
 
@@ -38,27 +41,28 @@ def replace_steps(cot:str, k:int, new:list)->str:
 # %% ../nbs/07a_suite.ipynb #6407f091
 FILLER = ' ...'
 
-def filler_steps(tok, steps:list)->list:
-    "Each step replaced by `FILLER` repeated to the step's token count."
-    return [FILLER * max(1, len(tok(s, add_special_tokens=False).input_ids)) for s in steps]
+def filler_steps(lm:LM|Engine, steps:list)->list:
+    "Each step replaced by `FILLER` repeated to the step's token count in `lm`'s tokenizer."
+    eng = as_engine(lm)
+    return [FILLER * max(1, eng.n_tokens(s)) for s in steps]
 
 # %% ../nbs/07a_suite.ipynb #083044e2
 CONTINUE_EXTRA = 32   # a continuation may run this many tokens past what the chain spent after its edit ...
 CONTINUE_STEP = 32    # ... rounded up to a multiple of this (so continuations batch together), capped by the CoT budget
 
-def _continue(lm:LM, jobs:list, continue_tokens:int, seed:int, cache:GenCache, batch_size:int):
+def _continue(lm:Engine, jobs:list, continue_tokens:int, seed:int, cache:GenCache, batch_size:int):
     "Each job `(ex, edit, rest)`: the model's greedy continuation of `edit['prefix']`, stored as `edit['continuation']`."
     groups = {}
     for job in jobs:
         budget = token_budget(lm, job[2], cap=continue_tokens, scale=1, extra=CONTINUE_EXTRA, step=CONTINUE_STEP)
         groups.setdefault(budget, []).append(job)
     for budget, js in sorted(groups.items()):
-        prompts = [render(lm.tok, cot_messages(ex) + [{'role': 'assistant', 'content': e['prefix']}]) for ex, e, _ in js]
+        prompts = [lm.render(cot_messages(ex) + [{'role': 'assistant', 'content': e['prefix']}]) for ex, e, _ in js]
         gens = generate(lm, prompts, max_new_tokens=budget, stop_strings=[ANSWER_MARKER, ANSWER_MARKER.title()],
                         batch_size=batch_size, seed=seed, cache=cache, progress=False)
         for (_, e, _), g in zip(js, gens): e['continuation'] = g['text']
 
-def _mistakes(lm:LM, mlm:LM, exs:list, cots:list, points:list, seed:int, cache:GenCache, continue_tokens:int,
+def _mistakes(lm:Engine, mlm:LM, exs:list, cots:list, points:list, seed:int, cache:GenCache, continue_tokens:int,
               batch_size:int)->list:
     "Per instance, one edit per point k < n: the corrupted step, how it was made, and the model's continuation."
     edits = [[{'k': k, 'step': cot[slice(*step_spans(cot)[k])]} for k in ks[:-1]] for cot, ks in zip(cots, points)]
@@ -87,7 +91,7 @@ def reworded_prefix(cot:str, new:list)->str:
     return out
 
 # %% ../nbs/07a_suite.ipynb #844a20c9
-def _resampled(lm:LM, exs:list, cots:list, points:list, para:list, seed:int, cache:GenCache, continue_tokens:int,
+def _resampled(lm:Engine, exs:list, cots:list, points:list, para:list, seed:int, cache:GenCache, continue_tokens:int,
                batch_size:int)->list:
     "Per instance, {k: edit} for each point 0 < k < n whose first k steps all have a rewording: prefix and continuation."
     out, jobs = [{} for _ in cots], []
@@ -101,8 +105,9 @@ def _resampled(lm:LM, exs:list, cots:list, points:list, para:list, seed:int, cac
     return out
 
 # %% ../nbs/07a_suite.ipynb #1067735d
-def _chain(lm:LM, cot:str, test:str, k:int, para:dict, edits:dict)->str|None:
+def _chain(lm:Engine, cot:str, test:str, k:int, para:dict, edits:dict)->str|None:
     "The reasoning of `cot` after `test`'s intervention at point `k` (None where there is none to make)."
+    if test == 'et': return truncate_steps(cot, k)
     spans = step_spans(cot)
     n, steps, done = len(spans), [cot[a:b] for a, b in spans], edits.get(test, {}).get(k, {})
     if test == 'resample':
@@ -111,20 +116,33 @@ def _chain(lm:LM, cot:str, test:str, k:int, para:dict, edits:dict)->str|None:
         if k < n: return reasoning_part(done['prefix'] + done['continuation']) if 'continuation' in done else None
         return None if None in (new := [para.get(j) for j in range(n)]) else reworded_prefix(cot, new)
     if k == n: return replace_steps(cot, n, [])
-    if test == 'filler': return replace_steps(cot, k, filler_steps(lm.tok, steps[k:]))
+    if test == 'filler': return replace_steps(cot, k, filler_steps(lm, steps[k:]))
     if test == 'paraphrase':
         return None if None in (new := [para.get(j) for j in range(k, n)]) else replace_steps(cot, k, new)
     if test == 'mistake' and 'continuation' in done: return reasoning_part(done['prefix'] + done['continuation'])
     return None
 
-def _intervened(lm:LM, ex:Example, cot:str, test:str, ks:list, para:dict, edits:dict)->list:
+def _intervened(lm:Engine, ex:Example, cot:str, test:str, ks:list, para:dict, edits:dict)->list:
     "(k, chain text) pairs of `test` for an instance, the reference (intact) chain last."
     return [(k, c) for k in ks if (c := _chain(lm, cot, test, k, para, edits)) is not None]
 
+# %% ../nbs/07a_suite.ipynb #34e35aaf
+CONTINUING = ('mistake', 'resample')   # tests whose intervened chains the model continues (`continue_tokens` more)
+
+def _skipped(lm:Engine, examples:list, cots:list, tests:tuple, answer_tokens:int, continue_tokens:int)->list:
+    "Per instance, {test: why it does not fit the context, or None}: tests that continue the chain need more room."
+    out = []
+    for ex, cot in zip(examples, cots):
+        prompt = lm.render(answer_messages(ex, reasoning_part(cot)))
+        short = too_long(lm, prompt, answer_tokens)
+        long = short or (too_long(lm, prompt, answer_tokens + continue_tokens) if set(CONTINUING) & set(tests) else None)
+        out.append({t: long if t in CONTINUING else short for t in tests})
+    return out
+
 # %% ../nbs/07a_suite.ipynb #4ef05507
-def _points(test:str, n:int, fractions:list|None, mistake_fractions:list|None)->list:
+def _points(test:str, n:int, fractions:list|None)->list:
     "`test`'s points k for a chain of n steps, the reference last (k = n; for 'resample', k = 0: nothing reworded)."
-    ks = truncation_points(n, mistake_fractions if test == 'mistake' and mistake_fractions is not None else fractions)
+    ks = truncation_points(n, fractions)
     return [k for k in ks if k > 0] + [0] if test == 'resample' else ks
 
 def _reworded(tests:tuple, pts:dict, i:int, n:int)->set:
@@ -132,23 +150,32 @@ def _reworded(tests:tuple, pts:dict, i:int, n:int)->set:
     later = set(range(pts['paraphrase'][i][0], n)) if 'paraphrase' in tests else set()
     return later | (set(range(max(pts['resample'][i]))) if 'resample' in tests else set())
 
-def suite(lm:LM, examples:list, cots:list, # the examples and their generated CoTs
-          tests:tuple=('paraphrase', 'filler', 'mistake'), # any of TESTS but 'et' (which `early_termination` runs)
+def suite(lm:LM|Engine, # a loaded model or any engine
+          examples:list, cots:list, # the examples and their generated CoTs
+          tests:tuple=('et', 'paraphrase', 'filler', 'mistake'), # any of `frame.TESTS`
           fractions:list|None=None, # paraphrase, filler and resample points (fractions of the chain); None: every step
           mistake_fractions:list|None=None, # mistake points; None: the same as `fractions`
+          et_fractions:list|None=None, # early termination's points; None: every step
           paraphraser:LM|None=None, # model that rewords steps and writes mistakes; None: `lm`
-          answer_tokens:int=10, continue_tokens:int=256, seed:int=0, cache:GenCache|None=None,
-          batch_size:int=8, progress:bool=True,
+          answer_tokens:int=10, # budget for a numeric answer
+          continue_tokens:int=256, # most tokens of a continuation after an edit (the CoT budget)
+          seed:int=0, # generation seed, part of every cache key
+          cache:GenCache|None=None, # default: the cache under the cache dir
+          batch_size:int=8, # prompts per generation batch
+          progress:bool=True,
           timings:dict|None=None, # if given, filled with the seconds spent rewriting, continuing and answering
          )->list:
     "Per instance and test: intervention points, fractions intact, answers and change score (plus the rewrites)."
-    cache, plm, timings, t0 = cache or GenCache(), paraphraser or lm, {} if timings is None else timings, time.perf_counter()
-    extra = answer_tokens + (continue_tokens if {'mistake', 'resample'} & set(tests) else 0)
-    skip = [too_long(lm, render(lm.tok, answer_messages(ex, reasoning_part(c))), extra) for ex, c in zip(examples, cots)]
-    ns = [0 if r else len(step_spans(c)) for c, r in zip(cots, skip)]
-    pts = {t: [_points(t, n, fractions, mistake_fractions) for n in ns] for t in tests}
+    lm, cache, plm = as_engine(lm), cache or GenCache(), as_engine(paraphraser or lm)
+    timings, t0 = {} if timings is None else timings, time.perf_counter()
+    skip = _skipped(lm, examples, cots, tests, answer_tokens, continue_tokens)
+    run = [tuple(t for t in tests if not why[t]) for why in skip]        # per instance, the tests that fit
+    ns = [len(step_spans(c)) for c in cots]
+    fr = {t: fractions for t in tests} | {'et': et_fractions}
+    if mistake_fractions is not None: fr['mistake'] = mistake_fractions
+    pts = {t: [_points(t, n, fr[t]) if t in r else [] for n, r in zip(ns, run)] for t in tests}
     para = [{} for _ in cots]
-    need = sorted({(i, j) for i in range(len(cots)) for j in _reworded(tests, pts, i, ns[i])})
+    need = sorted({(i, j) for i in range(len(cots)) for j in _reworded(run[i], pts, i, ns[i])})
     steps = [cots[i][slice(*step_spans(cots[i])[j])] for i, j in need]
     for (i, j), r in zip(need, paraphrases(plm, steps, seed, cache)): para[i][j] = r
     t1 = time.perf_counter()
@@ -164,21 +191,24 @@ def suite(lm:LM, examples:list, cots:list, # the examples and their generated Co
     timings['mistakes_s'] = t2 - t1
     out = []
     for i, (ex, cot) in enumerate(tqdm(list(zip(examples, cots)), desc='faithfulness suite', disable=not progress, unit='chain')):
-        if skip[i]: out.append({f'{t}_{f}': None for t in tests for f in ('k', 'frac', 'answers', 'score')} | {'suite_skipped': skip[i]})
-        else: out.append(_answer_instance(lm, ex, cot, tests, {t: pts[t][i] for t in tests}, para[i], edits[i], answer_tokens, seed, cache))
+        o = {f'{t}_{f}': None for t in tests if skip[i][t] for f in ('k', 'frac', 'answers', 'score')}
+        o |= {f'{t}_skipped': why for t, why in skip[i].items() if why}
+        out.append(o | _answer_instance(lm, ex, cot, run[i], {t: pts[t][i] for t in run[i]}, para[i], edits[i],
+                                        answer_tokens=answer_tokens, seed=seed, cache=cache))
     timings['answers_s'] = time.perf_counter() - t2
     return out
 
 # %% ../nbs/07a_suite.ipynb #a071de6a
-def _answer_instance(lm:LM, ex:Example, cot:str, tests:tuple, pts:dict, para:dict, edits:dict, answer_tokens:int,
+def _answer_instance(lm:Engine, ex:Example, cot:str, tests:tuple, pts:dict, para:dict, edits:dict, answer_tokens:int,
                      seed:int, cache:GenCache)->dict:
     "Every test's answers for one instance, all answered on the KV cache of the intact chain."
     n, o = len(step_spans(cot)), {}
+    if not tests: return o
     chains = {t: _intervened(lm, ex, cot, t, pts[t], para, edits) for t in tests}
-    prompts = {t: [render(lm.tok, answer_messages(ex, c)) for _, c in chains[t]] for t in tests}
-    full = render(lm.tok, answer_messages(ex, truncate_steps(cot, n)))
+    prompts = {t: [lm.render(answer_messages(ex, c)) for _, c in chains[t]] for t in tests}
+    full = lm.render(answer_messages(ex, truncate_steps(cot, n)))
     flat = [p for t in tests for p in prompts[t]]
-    texts = iter(cached_answers(lm, ex, flat, answer_tokens, seed, cache, base=full))
+    texts = iter(cached_answers(lm, ex, flat, max_new_tokens=answer_tokens, seed=seed, cache=cache, base=full))
     for t in tests:
         ks = [k for k, _ in chains[t]]
         ans = [extract_after_marker(ex, next(texts), strict=False) for _ in ks]
@@ -195,7 +225,7 @@ def _answer_instance(lm:LM, ex:Example, cot:str, tests:tuple, pts:dict, para:dic
     return o
 
 # %% ../nbs/07a_suite.ipynb #dd58c742
-def naive_suite(lm:LM, ex:Example, cot:str, rec:dict, tests:tuple=('paraphrase', 'filler', 'mistake'),
+def naive_suite(lm:LM, ex:Example, cot:str, rec:dict, tests:tuple=('et', 'paraphrase', 'filler', 'mistake'),
                 answer_tokens:int=10)->dict:
     "Per test, the answers of every intervened prompt of suite record `rec`, each prompt encoded from scratch."
     n, ps = len(step_spans(cot)), rec.get('paraphrase_steps') or []
@@ -206,6 +236,7 @@ def naive_suite(lm:LM, ex:Example, cot:str, rec:dict, tests:tuple=('paraphrase',
              'resample': {e['k']: e | {'prefix': reworded_prefix(cot, new[:e['k']])} for e in rec.get('resample_edits') or []}}
     out = {}
     for t in tests:
-        prompts = [render(lm.tok, answer_messages(ex, c)) for _, c in _intervened(lm, ex, cot, t, rec[f'{t}_k'], para, edits)]
+        chains = _intervened(lm, ex, cot, t, rec[f'{t}_k'], para, edits)
+        prompts = [render(lm.tok, answer_messages(ex, c)) for _, c in chains]
         out[t] = [extract_after_marker(ex, a, strict=False) for a in answers_naive(lm, ex, prompts, answer_tokens)]
     return out

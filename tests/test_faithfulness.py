@@ -2,7 +2,9 @@
 import pytest
 
 from cotfaith.data import load_examples
-from cotfaith.faithfulness import answers_naive, answers_shared, early_termination, truncation_points
+from cotfaith.faithfulness import truncation_points
+from cotfaith.suite import suite
+from cotfaith.transformers_engine import answers_naive, answers_shared
 from cotfaith.generate import generate
 from cotfaith.prompts import answer_messages, cot_messages, render, step_spans, truncate_steps
 
@@ -21,10 +23,10 @@ def test_records_are_consistent_with_their_chains(lm, tmp_path):
     from cotfaith.generate import GenCache
     exs = load_examples('cosmosqa', n=2, seed=0)
     cots = ['The passage says it rained.\nSo the ground is wet.\nFinal answer: A', '']
-    res = early_termination(lm, exs, cots, cache=GenCache(tmp_path), progress=False)
+    res = suite(lm, exs, cots, tests=('et',), cache=GenCache(tmp_path), progress=False)
     assert res[0]['et_k'] == [0, 1, 2] and res[0]['et_frac'] == [0, .5, 1]
     assert all(a in 'ABCD' for a in res[0]['et_answers'])            # forced choice always answers
-    assert res[1]['n_steps'] == 0 and res[1]['et_score'] is None
+    assert res[1]['et_k'] == [0] and res[1]['et_score'] is None
 
 
 def _sentencepiece_tokenizer():
@@ -39,7 +41,7 @@ def _sentencepiece_tokenizer():
 
 
 def test_forced_choice_reads_each_letters_own_token_with_a_sentencepiece_tokenizer():
-    from cotfaith.faithfulness import letter_tokens
+    from cotfaith.transformers_engine import letter_tokens
     tok = _sentencepiece_tokenizer()
     naive_first = [tok(' ' + L, add_special_tokens=False).input_ids[0] for L in 'ABCD']
     assert len(set(naive_first)) == 1                                   # the old rule: every letter is the bare '▁'
@@ -79,7 +81,7 @@ def _sliding_window_model(window:int=16):
 
 def test_sliding_window_models_fall_back_to_naive_answering(lm):
     from cotfaith.data import Example
-    from cotfaith.faithfulness import attention_window
+    from cotfaith.transformers_engine import attention_window
     swa = _sliding_window_model(16)
     assert attention_window(swa) == 16 and attention_window(lm) is None
     ex = Example('t-1', 'toy', 'Ann has 2 apples. Bob gives her 3 more, then she buys 4. How many?', '9')

@@ -23,7 +23,7 @@ def _run(tmp_path: Path, dataset: str, *flags) -> tuple:
     env = os.environ | {'COTFAITH_RESULTS_DIR': str(tmp_path/'results'), 'OMP_NUM_THREADS': '1'}
     r = subprocess.run([CLI, '--dataset', dataset, *FAST, *flags], capture_output=True, text=True, env=env, timeout=900)
     assert r.returncode == 0, r.stdout[-1500:] + r.stderr[-1500:]
-    base = Path(re.search(r'base \(CoT, direct, early termination\): (\S+)', r.stdout).group(1))
+    base = Path(re.search(r'base \(CoT and direct answer\): (\S+)', r.stdout).group(1))
     return r.stdout, [json.loads(l) for l in base.read_text().splitlines()]
 
 

@@ -59,9 +59,10 @@ def test_a_changed_setting_writes_a_new_results_file(tmp_outputs):
     fp = resolve_spec('default')[1]
     a = experiment_path(ExperimentConfig(**TINY), fp)
     assert a == experiment_path(ExperimentConfig(**TINY, batch_size=2), fp)      # batch size changes no output
-    for same in [dict(threshold=.6), dict(tests='et,filler'), dict(fractions=[0]), dict(paraphraser='x')]:   # labels and suite tests live elsewhere
+    for same in [dict(threshold=.6), dict(tests='et,filler'), dict(fractions=[0]), dict(et_fractions=[0, .5]),
+                 dict(paraphraser='x')]:   # labels and the tests live elsewhere
         assert experiment_path(ExperimentConfig(**{**TINY, **same}), fp) == a
-    for change in [dict(answer_tokens=7), dict(seed=1), dict(et_fractions=[0, .5]), dict(adapter=write_adapter(tmp_outputs/'a')), dict(load_in_4bit=True)]:
+    for change in [dict(answer_tokens=7), dict(seed=1), dict(adapter=write_adapter(tmp_outputs/'a')), dict(load_in_4bit=True)]:
         assert experiment_path(ExperimentConfig(**{**TINY, **change}), fp) != a
     assert experiment_path(ExperimentConfig(**TINY), fp + 'x') != a
 

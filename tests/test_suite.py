@@ -9,7 +9,7 @@ import cotfaith.rewrites as rewrites_mod
 import cotfaith.suite as suite_mod
 from cotfaith.answers import extract_after_marker
 from cotfaith.data import Example, load_examples
-from cotfaith.faithfulness import answer_text, early_termination
+from cotfaith.engine import answer_text
 from cotfaith.generate import GenCache, generate
 from cotfaith.pipeline import ExperimentConfig, run_experiment
 from cotfaith.store import experiment_path, suite_path
@@ -58,9 +58,9 @@ def test_edge_cases_empty_single_step_no_marker_and_unicode(lm, tmp_path):
 def test_a_chain_longer_than_the_context_is_recorded_not_run(lm, tmp_path):
     ex = load_examples('gsm8k', n=1)[0]
     cot = 'Add one more apple. ' * 2500
-    rec = suite(lm, [ex], [cot], THREE, cache=GenCache(tmp_path), progress=False)[0]
-    assert rec['suite_skipped'].startswith('longer than the context') and rec['filler_score'] is None
-    assert early_termination(lm, [ex], [cot], cache=GenCache(tmp_path), progress=False)[0]['et_skipped']
+    rec = suite(lm, [ex], [cot], ('et',) + THREE, cache=GenCache(tmp_path), progress=False)[0]
+    assert rec['filler_skipped'].startswith('longer than the context') and rec['filler_score'] is None
+    assert rec['et_skipped'] and rec['mistake_skipped'] and rec['et_score'] is None
     assert not list(tmp_path.rglob('*.json'))                       # nothing was generated for it
 
 
@@ -74,7 +74,7 @@ def test_numbers_with_commas_and_signs_are_read_and_corrupted():
 
 def test_filler_has_the_token_count_of_the_steps_it_replaces(lm):
     steps = ['Bob gives her 3, so she has 2 + 3 = 5.', 'Done.']
-    for s, f in zip(steps, filler_steps(lm.tok, steps)):
+    for s, f in zip(steps, filler_steps(lm, steps)):
         assert set(f.split()) == {'...'} and len(lm.tok(f, add_special_tokens=False).input_ids) == len(lm.tok(s, add_special_tokens=False).input_ids)
 
 

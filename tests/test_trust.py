@@ -121,9 +121,9 @@ def test_generation_cache_key_changes_with(field, change):
 
 
 OUTPUT_FIELDS = [f.name for f in fields(ExperimentConfig) if f.name not in ('batch_size', 'chunk', 'threshold', 'no_answer', 'tests', 'fractions',
-                                                                           'mistake_fractions', 'paraphraser')]
+                                                                           'mistake_fractions', 'et_fractions', 'paraphraser')]
 CHANGED = {'model': 'org/other', 'dataset': 'medqa', 'split': 'train', 'n': 21, 'seed': 1, 'adapter': '/adapters/x-0123',
-           'load_in_4bit': True, 'max_new_tokens': 128, 'answer_tokens': 7, 'et_fractions': [0, .5]}
+           'load_in_4bit': True, 'max_new_tokens': 128, 'answer_tokens': 7}
 
 
 def test_every_output_field_of_an_experiment_is_covered_below():
@@ -149,10 +149,10 @@ def test_results_file_changes_with_the_model_fingerprint_and_the_dataset_content
 
 
 @pytest.mark.parametrize('field,value', [('tests', 'et,paraphrase'), ('fractions', [0, .5]), ('mistake_fractions', [0, .5]),
-                                         ('paraphraser', 'org/other')])
+                                         ('et_fractions', [0, .5]), ('paraphraser', 'org/other')])
 def test_suite_file_changes_with(field, value, tmp_path):
     base, cfg = tmp_path/'b.jsonl', ExperimentConfig()
-    test = 'mistake' if field in ('mistake_fractions', 'paraphraser') else 'paraphrase'
+    test = 'mistake' if field in ('mistake_fractions', 'paraphraser') else 'et' if field == 'et_fractions' else 'paraphrase'
     new = replace(cfg, **{field: value})
     pf = 'folder:other' if field == 'paraphraser' else 'self'
     if field == 'tests': assert new.suite_tests() != cfg.suite_tests()                  # a test added or dropped is its own file
@@ -249,13 +249,13 @@ def test_a_corrupt_results_file_or_cache_entry_is_one_clear_error_and_is_left_as
     root = tmp_path/'copy'; shutil.copytree(stored['root'], root, symlinks=True)
     env = _dirs(root)
     args = ['--model', stored['tiny'], '--n', '2', '--max_new_tokens', '8', '--tests', 'et']
-    results = next((root/'results').rglob('*.jsonl'))
+    results = next(f for f in (root/'results').rglob('*.jsonl') if '.' not in f.stem)      # the base records
     good = results.read_bytes()
     results.write_bytes(b'{"id": "broken\n' + good)                       # a damaged first line, not a torn last one
     r = _cli(env, *args)
     assert r.returncode == 1 and 'corrupt record. Fix: delete the file' in r.stderr and 'Traceback' not in r.stderr
     assert results.read_bytes() == b'{"id": "broken\n' + good
-    results.unlink()                                                      # recompute the records from the cache ...
+    for f in (root/'results').rglob('*.jsonl'): f.unlink()               # recompute every record from the cache ...
     entry = sorted((root/'cache'/'generations').rglob('*.json'))[0]
     entry.write_text('{"text": ')                                         # ... one of whose entries is damaged
     r = _cli(env, *args)
@@ -271,7 +271,7 @@ def test_two_runs_writing_one_store_at_once_neither_corrupt_nor_duplicate(stored
     ps = [subprocess.Popen([CLI, *args], env=os.environ | env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
     assert [p.wait() for p in ps] == [0, 0]
     files = sorted((tmp_path/'results').rglob('*.jsonl'))
-    assert len(files) == 2                                                # base records and the filler test
+    assert len(files) == 3                                      # base records, early termination and filler
     for f in files:
         ids = [json.loads(l)['id'] for l in f.read_text().splitlines()]
         assert len(ids) == len(set(ids)) == 6
@@ -299,7 +299,7 @@ def test_ctrl_c_stops_cleanly_and_says_what_was_kept(tmp_path):
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=120)
     assert p.returncode == 130, err[-2000:]
-    assert 'cotfaith: interrupted. Kept: base 0/4 instances' in err and 'Rerun the same command to resume' in err
+    assert 'cotfaith: interrupted. Kept: base 0/4, et 0/4 instances' in err and 'Rerun the same command to resume' in err
     assert 'Traceback' not in err
 
 
