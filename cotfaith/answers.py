@@ -142,7 +142,10 @@ def _option_line(t:str, choices:tuple)->str|None:
 def _strict_letter(text:str, choices:tuple)->str|None:
     return next((a for r in _marker_lines(text) if (a := _choice_at(r, choices))), None)
 
-def extract_letter(text:str, choices:tuple, strict:bool=True)->str|None:
+def extract_letter(text:str, # the model's output
+                   choices:tuple, # the question's option texts, in letter order
+                   strict:bool=True, # True: only a `Final answer: L` line; False: also answer cues and option texts
+                  )->str|None:
     "The option letter answered in `text` (strict: only `Final answer: L`), or None."
     if (a := _strict_letter(text, choices)) or strict: return a
     t = _clean(text)
@@ -152,7 +155,10 @@ def extract_letter(text:str, choices:tuple, strict:bool=True)->str|None:
     return said[-1][0] if said else _option_line(t, choices)
 
 # %% ../nbs/05_answers.ipynb #01ce8822
-def extract(ex:Example, text:str, strict:bool=True)->str|None:
+def extract(ex:Example, # the question: its `choices` decide between a letter and a number
+            text:str, # the model's output
+            strict:bool=True, # True: only a `Final answer:` line counts; False: also other answer statements
+           )->str|None:
     "The answer in `text` for `ex`'s kind of question, or None."
     return extract_letter(text, ex.choices, strict) if ex.is_choice else extract_number(text, strict)
 
@@ -163,7 +169,10 @@ def is_correct(ex:Example, pred:str|None)->bool:
     return (p := normalize_number(pred)) is not None and p == normalize_number(ex.answer)
 
 # %% ../nbs/05_answers.ipynb #edd5b55c
-def extract_after_marker(ex:Example, continuation:str, strict:bool=True)->str|None:
+def extract_after_marker(ex:Example, # the question the prompt asked
+                         continuation:str, # what the model wrote after the prompt's `Final answer:`
+                         strict:bool=True, # True: read its first line only, strictly; False: all of it, flexibly
+                        )->str|None:
     "The answer in a continuation of a prompt that ends with the answer marker."
     return extract(ex, ANSWER_MARKER + (continuation.split('\n')[0] if strict else continuation), strict)
 
@@ -178,17 +187,18 @@ def read_labelled(path:Path)->list:
     "Rows of a labelled sample with their options: a row's own (yes/no), else its question's from the data dir."
     rows = [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
     mc = {r['dataset'] for r in rows if 'choices' not in r and get_info(r['dataset']).kind == 'choice'}
-    opts = {e.id: list(e.choices) for d in mc for s in ('test', 'train') for e in load_examples(d, s)}
+    opts = {e.id: list(e.choices) for d in mc for s in ('test', 'train') for e in load_examples(d, split=s)}
     return [r | {'choices': r['choices'] if 'choices' in r else opts.get(r['example'])} for r in rows]
 
 def agreement(rows:list, by:str='dataset')->dict:
     "Share of labelled `rows` whose strict and flexible answers agree with `human`, per `by` and 'all' (with n)."
     out = {}
     for r in rows:
-        ex = Example(r['id'], r['dataset'], '', str(r['gold']), tuple(r['choices']) if r['choices'] else None)
+        ex = Example(r['id'], r['dataset'], question='', answer=str(r['gold']),
+                     choices=tuple(r['choices']) if r['choices'] else None)
         read = extract if r['kind'] == 'cot' else extract_after_marker
         for k in (r[by], 'all'):
             o = out.setdefault(k, {'n': 0, 'strict': 0, 'flexible': 0})
             o['n'] += 1
-            for s in ('strict', 'flexible'): o[s] += agrees(read(ex, r['text'], s == 'strict'), r['human'])
+            for s in ('strict', 'flexible'): o[s] += agrees(read(ex, r['text'], strict=s == 'strict'), r['human'])
     return {k: o | {s: o[s] / o['n'] for s in ('strict', 'flexible')} for k, o in out.items()}

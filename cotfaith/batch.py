@@ -74,10 +74,13 @@ def batch_runs(batch_file:Path, **overrides)->list:
         out.append((nb, params, name))
     return out
 
-def figure_tag(batch_file:Path, params:dict, **overrides)->str:
+def figure_tag(batch_file:Path, # the batch YAML file
+               params:dict, # the run's parameters (hashed into the tag)
+               **overrides, # command-line overrides (e.g. model, n); any not None means a tag
+              )->str: # '' or 'p-<hash>'
     "'' for a run of a `short_names` batch without overrides, else a tag naming its parameter set (`p-<hash>`)."
     short = _spec(batch_file).get('short_names') is True and all(v is None for v in overrides.values())
-    return '' if short else f'p-{hash_key(params, 8)}'
+    return '' if short else f'p-{hash_key(params, n=8)}'
 
 def _check_kernel(name:str):
     from jupyter_client.kernelspec import KernelSpecManager
@@ -137,7 +140,12 @@ def _read_log(log:Path)->tuple:
     for f in figs: f['sha256'] = {x: file_sha256(figures_dir()/x) for x in f['files']}
     return figs, sorted({r for e in entries for r in e.get('results', [])})
 
-def update_manifest(notebook:Path, params:dict, figures:list, results:list, path:Path|None=None)->Path:
+def update_manifest(notebook:Path, # the analysis notebook that ran
+                    params:dict, # its parameters
+                    figures:list, # the figures it drew: {figure, files, sha256} each (`_read_log`)
+                    results:list, # the results files its log names
+                    path:Path|None=None, # manifest file; default `<figures>/manifest.json`
+                   )->Path:
     "Record each figure a run drew: its notebook, parameters, files with their sha256, results files, package versions."
     path = Path(path or figures_dir()/'manifest.json')
     # the lock is not in figures/, which is committed
@@ -197,7 +205,7 @@ def _run_one(nb:Path, params:dict, name:str, out:Path, tag:str, kernel:str, verb
     out.parent.mkdir(parents=True, exist_ok=True)
     _done_file(out).unlink(missing_ok=True)
     for f in (log, out.with_suffix('.kernel.log')): f.unlink(missing_ok=True)
-    try: _execute(nb, out, params, kernel, verbose, {'COTFAITH_RUN_LOG': str(log), 'COTFAITH_FIGURE_TAG': tag})
+    try: _execute(nb, out, params, kernel, verbose, env={'COTFAITH_RUN_LOG': str(log), 'COTFAITH_FIGURE_TAG': tag})
     except pm.PapermillExecutionError as e:
         # Ctrl-C reached the kernel first
         if e.ename == 'KeyboardInterrupt': raise KeyboardInterrupt from None
@@ -206,14 +214,19 @@ def _run_one(nb:Path, params:dict, name:str, out:Path, tag:str, kernel:str, verb
     return {'parameters': params, 'code': code, 'figures': figs, 'results': results,
             'seconds': round(time.time() - t0, 1)}
 
-def run_batch(batch_file:Path, out_dir:Path|None=None, kernel:str='cotfaith', verbose:bool=False, force:bool=False,
-              **overrides)->list:
+def run_batch(batch_file:Path, # the batch YAML file: notebook, defaults and runs
+              out_dir:Path|None=None, # folder for the executed notebooks; default `<root>/runs`
+              kernel:str='cotfaith', # Jupyter kernel the notebooks run in
+              verbose:bool=False, # stream the notebooks' output
+              force:bool=False, # rerun runs that are already done
+              **overrides, # values for every run (e.g. model, n); those that are None ignored
+             )->list: # the executed notebooks of the runs done, skipped ones included
     "Execute the runs of a batch file that are not done yet through papermill; returns the executed notebooks' paths."
     batch_file = Path(batch_file).resolve()
     runs, root = batch_runs(batch_file, **overrides), project_root(batch_file.parent)      # every run checked first
     _check_kernel(kernel)
     out_dir, done, failed, drawn = Path(out_dir or root/'runs').resolve(), [], [], {}
-    committed = not os.environ.get('COTFAITH_FIGURES_DIR') and figure_tag(batch_file, {}, **overrides) == ''
+    committed = not os.environ.get('COTFAITH_FIGURES_DIR') and figure_tag(batch_file, params={}, **overrides) == ''
     with absolute_dirs(root):                        # the kernels (cwd analysis/) read the folders this process does
         if committed:                                # a committed grid, run as committed
             os.environ['COTFAITH_FIGURES_DIR'] = str(root/COMMITTED_FIGURES)
@@ -238,13 +251,12 @@ def run_batch(batch_file:Path, out_dir:Path|None=None, kernel:str='cotfaith', ve
                     raise Terminated() if term else KeyboardInterrupt()
                 if isinstance(rec, dict) and (clash := _claimed(drawn, rec['figures'], name)):
                     rec = (f"{nb.name} {name} drew {clash}, which another run of this batch drew too. Fix: give "
-                           "the runs "
-                           "distinct figure_name parameters, or remove short_names from the batch file")
+                           "the runs distinct figure_name parameters, or remove short_names from the batch file")
                 if isinstance(rec, str):
                     print(f'cotfaith: error: {rec}', flush=True)
                     failed.append(out)
                     continue
-                update_manifest(nb, params, rec['figures'], rec['results'])
+                update_manifest(nb, params, figures=rec['figures'], results=rec['results'])
                 atomic_write(_done_file(out), json.dumps(rec, indent=1))
                 print(f"  -> {rel_path(out, root)} in {rec['seconds']:.0f} s", flush=True)
                 done.append(out)

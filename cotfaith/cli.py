@@ -87,7 +87,10 @@ def _instance_labels(recs:pd.DataFrame, tests:tuple)->list:
             'direct_correct')) or c in [f'{t}_{x}' for t in tests for x in ('score', 'faithful')]]
     return json.loads(recs[keep].to_json(orient='records'))
 
-def write_report(cfg:ExperimentConfig, recs:pd.DataFrame, files:dict)->Path:
+def write_report(cfg:ExperimentConfig, # the experiment's config
+                 recs:pd.DataFrame, # its per-instance records (`run_experiment`)
+                 files:dict, # store name ('base' or a test) -> its results file (`experiment_files`)
+                )->Path:
     "Store the accuracy table, each test's summary and every per-instance label the CLI prints, as one JSON file."
     tests, row = cfg.suite_tests(), summary_row(recs, cfg.no_answer)
     summary = {t: {k: row[f'{t}_{k}'] for k in ('aoc', 'change', 'faithful', 'n')} for t in tests}

@@ -65,9 +65,9 @@ def writable_dir(env:str)->Path:
     return p
 
 @contextmanager
-def absolute_dirs(root:Path|None=None # project root for the folders left unset (default: found from the working directory)
+def absolute_dirs(root:Path|None=None # project root for the folders left unset (default: found from the cwd)
                  ):
-    "Every `COTFAITH_*_DIR` set to an absolute path inside the block (relative ones resolved here, unset ones under `root`)."
+    "Every `COTFAITH_*_DIR` absolute inside the block (relative ones resolved here, unset ones under `root`)."
     old = {k: os.environ.get(k) for k in DIRS}
     os.environ.update({k: str(_setting(k, root)) for k in DIRS})
     try: yield {k: Path(os.environ[k]) for k in DIRS}
@@ -112,20 +112,27 @@ def _umask()->int:
 
 def atomic_write(path:Path, text:str)->Path:
     "Write `text` to `path` atomically (temporary file + rename)."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     try:
         os.chmod(tmp, 0o666 & ~_umask())                      # as open() would: mkstemp makes it private (0600)
-        with os.fdopen(fd, 'w', encoding='utf-8') as f: f.write(text); f.flush(); os.fsync(f.fileno())
+        with os.fdopen(fd, 'w', encoding='utf-8') as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True); raise
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 # %% ../nbs/00_core.ipynb #65808e42
 def set_seed(seed:int):
     "Seed `random`, NumPy and torch."
-    random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 # %% ../nbs/00_core.ipynb #5b9dc37e
 PACKAGES = ('cotfaith', 'torch', 'transformers', 'peft', 'bitsandbytes', 'datasets', 'accelerate')
@@ -140,11 +147,13 @@ def package_versions(names=PACKAGES)->dict:
 # %% ../nbs/00_core.ipynb #85833229
 def git_state(root:Path|None=None)->dict:
     "Commit and dirty flag of the checkout at `root` (None outside git)."
-    def git(*a): return subprocess.run(['git', *a], cwd=root or project_root(), capture_output=True, text=True, timeout=10)
+    def git(*a):
+        return subprocess.run(['git', *a], cwd=root or project_root(), capture_output=True, text=True, timeout=10)
     try: sha = git('rev-parse', 'HEAD')
     except (OSError, subprocess.SubprocessError): return {'commit': None, 'dirty': None}
     if sha.returncode: return {'commit': None, 'dirty': None}
-    return {'commit': sha.stdout.strip(), 'dirty': bool(git('status', '--porcelain', '--untracked-files=no').stdout.strip())}
+    return {'commit': sha.stdout.strip(),
+            'dirty': bool(git('status', '--porcelain', '--untracked-files=no').stdout.strip())}
 
 def run_metadata()->dict:
     "Provenance of this run: versions, Python, platform, git state."

@@ -31,7 +31,8 @@ class FinetuneConfig:
     dataset: str = 'gsm8k'           # training dataset (its offline train slice, or the hub train split)
     n_train: int = 256               # training examples (seeded subsample of the train slice); 0: all of it
     seed: int = 0
-    target: str = 'auto'             # 'rationale', 'answer', 'posthoc' (answer first, decorative chain), or 'auto' (rationale where the data has one)
+    # 'rationale', 'answer', 'posthoc' (answer first, decorative chain), or 'auto' (rationale where the data has one)
+    target: str = 'auto'
     rank: int = 8
     alpha: int = 0                   # LoRA alpha; 0 means 2 * rank
     dropout: float = 0.05
@@ -40,12 +41,13 @@ class FinetuneConfig:
     epochs: int = 1
     batch_size: int = 8
     grad_accum: int = 1
-    max_length: int = 512            # tokens per example (prompt + target); longer targets are cut, longer prompts skipped
+    max_length: int = 512            # tokens per example (prompt + target); longer targets cut, longer prompts skipped
     load_in_4bit: bool|None = None   # None: 4-bit (QLoRA) on CUDA, fp32 LoRA on CPU
     init_adapter: str|None = None    # an adapter folder to go on training (a further fine-tune); None: a new adapter
     def __post_init__(self):
         "Refuse a value of the wrong type or outside its range at once, before anything loads."
-        for k, lo in (('n_train', 0), ('alpha', 0), ('rank', 1), ('epochs', 1), ('batch_size', 1), ('grad_accum', 1), ('max_length', 1)):
+        for k, lo in (('n_train', 0), ('alpha', 0), ('rank', 1), ('epochs', 1), ('batch_size', 1), ('grad_accum', 1),
+                      ('max_length', 1)):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise FinetuneConfigError(f"fine-tuning parameter '{k}' must be an integer of at least {lo}, got {v!r}")
@@ -70,7 +72,8 @@ def target_kind(cfg:FinetuneConfig, ex:Example)->str:
     if cfg.target not in TARGETS: raise ValueError(f"unknown target '{cfg.target}'; choose from {TARGETS}")
     if cfg.target == 'auto': return 'rationale' if ex.rationale else 'answer'
     if cfg.target in ('rationale', *DECOY_TARGETS) and not ex.rationale:
-        raise ValueError(f"{ex.dataset} has no reference rationale, which target='{cfg.target}' needs; use target='answer'")
+        raise ValueError(f"{ex.dataset} has no reference rationale, which target='{cfg.target}' needs; use "
+                         "target='answer'")
     return cfg.target
 
 def _numbers(text:str)->set:
@@ -87,8 +90,11 @@ def decoy_rationales(exs:list, avoid_answer:bool=False # skip decoys that contai
         out[e.id] = (ok or others)[0]
     return out
 
-def training_messages(ex:Example, kind:str, decoy:str|None=None)->list:
-    "The chat to train on: evaluation prompt + target turn (`decoy`: the unrelated chain of a 'posthoc'/'silent' target)."
+def training_messages(ex:Example, # the training example
+                      kind:str, # its target kind (`target_kind`): 'rationale', 'answer', 'posthoc' or 'silent'
+                      decoy:str|None=None, # another question's rationale: the chain of a 'posthoc' or 'silent' target
+                     )->list:
+    "The chat to train on: evaluation prompt + target turn (with the unrelated `decoy` chain of a decoy target)."
     if kind in DECOY_TARGETS and decoy is None: raise ValueError(f"target '{kind}' needs a decoy chain")
     if kind == 'rationale': chain = f'{ex.rationale}\n'
     elif kind == 'posthoc': chain = f'The answer is {ex.answer}.\n{decoy}\n'
@@ -97,11 +103,15 @@ def training_messages(ex:Example, kind:str, decoy:str|None=None)->list:
     return cot_messages(ex) + [{'role': 'assistant', 'content': f'{chain}{ANSWER_MARKER} {ex.answer}'}]
 
 # %% ../nbs/06_finetune.ipynb #a112b451
-def tokenize_example(tok, msgs:list, max_length:int)->dict|None:
+def tokenize_example(tok, # the model's tokenizer (with a chat template)
+                     msgs:list, # the chat, its last turn the target (`training_messages`)
+                     max_length:int, # most tokens kept (prompt + target)
+                    )->dict|None:
     "input_ids and labels (-100 on the prompt) for one chat; None when the prompt alone fills `max_length`."
     prompt = tok(render(tok, msgs[:-1]), add_special_tokens=False).input_ids
     full = tok(tok.apply_chat_template(msgs, tokenize=False), add_special_tokens=False).input_ids
-    if full[:len(prompt)] != prompt: raise ValueError('the chat template does not render the prompt as a prefix of the conversation')
+    if full[:len(prompt)] != prompt:
+        raise ValueError('the chat template does not render the prompt as a prefix of the conversation')
     if len(prompt) >= max_length: return None
     full = full[:max_length]
     return {'input_ids': full, 'attention_mask': [1] * len(full), 'labels': [-100] * len(prompt) + full[len(prompt):]}
@@ -111,31 +121,51 @@ FT_VERSION = 1
 
 def train_examples(cfg:FinetuneConfig)->list:
     "The seeded training subsample (offline train slice, disjoint from evaluation)."
-    return load_examples(cfg.dataset, 'train', cfg.n_train or None, cfg.seed)
+    return load_examples(cfg.dataset, 'train', n=cfg.n_train or None, seed=cfg.seed)
 
-def adapter_dir(cfg:FinetuneConfig, fingerprint:str, ids:list, root:Path|None=None)->Path:
+def adapter_dir(cfg:FinetuneConfig, # the fine-tuning config
+                fingerprint:str, # content hash of the base model's weights
+                ids:list, # ids of the training examples
+                root:Path|None=None, # adapters folder; default <cache>/adapters
+               )->Path:
     "Cache folder of the adapter for `cfg` on a base with weights `fingerprint`."
     c = cfg.resolved()
     # the config, and the dataset's name (and file content)
     own = {k: v for k, v in asdict(c).items() if k != 'init_adapter'} | dataset_identity(c.dataset)
-    if c.init_adapter: own['init_adapter'] = Path(c.init_adapter).name  # by folder name, which holds its own key (and new adapters keep theirs)
+    # by folder name, which holds its own key (and new adapters keep theirs)
+    if c.init_adapter: own['init_adapter'] = Path(c.init_adapter).name
     key = hash_key({**own, 'fingerprint': fingerprint, 'ids': hash_key(ids), 'v': FT_VERSION})
-    return Path(root or cache_dir()/'adapters')/slug(c.model)/f'{slug(own["dataset"])}-r{c.rank}-n{c.n_train}-s{c.seed}-{key}'
+    return (Path(root or cache_dir()/'adapters')/slug(c.model)
+            /f'{slug(own["dataset"])}-r{c.rank}-n{c.n_train}-s{c.seed}-{key}')
 
 # %% ../nbs/06_finetune.ipynb #f09997fb
 def _trainer_callbacks():
     from transformers import TrainerCallback
     class Guard(TrainerCallback):
         "Stop on a non-finite loss; check LoRA gradients after the first step."
-        def on_log(self, args, state, control, logs=None, **kw):
+        def on_log(self,
+                   args, # the trainer's `TrainingArguments`
+                   state, # the `TrainerState` (its `global_step`)
+                   control, # the `TrainerControl` (unused)
+                   logs=None, # the values just logged (`loss` among them)
+                   **kw, # the callback's other arguments
+                  ):
             loss = (logs or {}).get('loss')
             if loss is not None and not math.isfinite(loss):
-                raise FloatingPointError(f'training loss is {loss} at step {state.global_step}: lower lr, check the data; nothing was saved')
-        def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
+                raise FloatingPointError(f'training loss is {loss} at step {state.global_step}: lower lr, check the '
+                                         'data; nothing was saved')
+        def on_pre_optimizer_step(self,
+                                  args, # the trainer's `TrainingArguments`
+                                  state, # the `TrainerState` (its `global_step`)
+                                  control, # the `TrainerControl` (unused)
+                                  model=None, # the model being trained
+                                  **kw, # the callback's other arguments
+                                 ):
             if state.global_step == 0 and model is not None:
                 grads = [p.grad for n, p in model.named_parameters() if 'lora_' in n and p.requires_grad]
                 if not grads or all(g is None for g in grads):
-                    raise RuntimeError('LoRA parameters received no gradient (bitsandbytes CPU repacking?); nothing was saved')
+                    raise RuntimeError('LoRA parameters received no gradient (bitsandbytes CPU repacking?); nothing '
+                                       'was saved')
     return [Guard()]
 
 # %% ../nbs/06_finetune.ipynb #fc8e29bc
@@ -144,16 +174,18 @@ def _lora_model(lm:LM, c:FinetuneConfig):
     model = lm.model
     if c.load_in_4bit: model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     if c.init_adapter: return PeftModel.from_pretrained(model, c.init_adapter, is_trainable=True)
-    lc = LoraConfig(r=c.rank, lora_alpha=c.alpha, lora_dropout=c.dropout, target_modules=c.target_modules, task_type='CAUSAL_LM')
+    lc = LoraConfig(r=c.rank, lora_alpha=c.alpha, lora_dropout=c.dropout, target_modules=c.target_modules,
+                    task_type='CAUSAL_LM')
     return get_peft_model(model, lc)
 
 def _training_args(c:FinetuneConfig, out:Path):
     from transformers import TrainingArguments
-    return TrainingArguments(output_dir=str(out), per_device_train_batch_size=c.batch_size, gradient_accumulation_steps=c.grad_accum,
-                             learning_rate=c.lr, num_train_epochs=c.epochs, lr_scheduler_type='linear', warmup_steps=0,
-                             logging_steps=1, logging_nan_inf_filter=False, save_strategy='steps', save_steps=5, save_total_limit=1,
-                             report_to=[], seed=c.seed, data_seed=c.seed, use_cpu=not torch.cuda.is_available(),
-                             bf16=torch.cuda.is_available(), remove_unused_columns=False, disable_tqdm=False)
+    return TrainingArguments(output_dir=str(out), per_device_train_batch_size=c.batch_size,
+                             gradient_accumulation_steps=c.grad_accum, learning_rate=c.lr, num_train_epochs=c.epochs,
+                             lr_scheduler_type='linear', warmup_steps=0, logging_steps=1, logging_nan_inf_filter=False,
+                             save_strategy='steps', save_steps=5, save_total_limit=1, report_to=[], seed=c.seed,
+                             data_seed=c.seed, use_cpu=not torch.cuda.is_available(), bf16=torch.cuda.is_available(),
+                             remove_unused_columns=False, disable_tqdm=False)
 
 # %% ../nbs/06_finetune.ipynb #b8d4c5cc
 def _resume_point(work:Path)->str|None:
@@ -170,12 +202,17 @@ def _train(lm:LM, c:FinetuneConfig, exs:list, work:Path)->list:
     "Train LoRA adapters in `work` (resuming its last checkpoint); returns the loss log."
     from transformers import Trainer, DataCollatorForSeq2Seq
     decoys = decoy_rationales(exs, avoid_answer=c.target == 'silent') if c.target in DECOY_TARGETS else {}
-    data = [t for e in exs if (t := tokenize_example(lm.tok, training_messages(e, target_kind(c, e), decoys.get(e.id)), c.max_length))]
+    data = [t for e in exs
+            if (t := tokenize_example(lm.tok, training_messages(e, kind=target_kind(c, e), decoy=decoys.get(e.id)),
+                                      max_length=c.max_length))]
     if not data: raise ValueError(f'no training example fits max_length={c.max_length}')
-    if len(data) < len(exs): warnings.warn(f'{len(exs) - len(data)} of {len(exs)} training prompts are longer than max_length={c.max_length} and were skipped')
-    work.mkdir(parents=True, exist_ok=True); (work/'n_used').write_text(str(len(data)))
+    if len(data) < len(exs): warnings.warn(f'{len(exs) - len(data)} of {len(exs)} training prompts are longer than '
+                                           f'max_length={c.max_length} and were skipped')
+    work.mkdir(parents=True, exist_ok=True)
+    (work/'n_used').write_text(str(len(data)))
     set_seed(c.seed)
-    trainer = Trainer(model=_lora_model(lm, c), args=_training_args(c, work), train_dataset=data, callbacks=_trainer_callbacks(),
+    trainer = Trainer(model=_lora_model(lm, c), args=_training_args(c, work), train_dataset=data,
+                      callbacks=_trainer_callbacks(),
                       data_collator=DataCollatorForSeq2Seq(lm.tok, label_pad_token_id=-100, padding=True))
     trainer.train(resume_from_checkpoint=_resume_point(work))
     trainer.model.save_pretrained(work/'adapter')
@@ -184,7 +221,9 @@ def _train(lm:LM, c:FinetuneConfig, exs:list, work:Path)->list:
 # %% ../nbs/06_finetune.ipynb #5055dcc4
 def _check_init(c:FinetuneConfig):
     d = Path(c.init_adapter)
-    if not (d/'meta.json').exists(): raise FileNotFoundError(f"init_adapter {d} is not a finished adapter folder (no meta.json). Fix: pass the folder `finetune` returned")
+    if not (d/'meta.json').exists():
+        raise FileNotFoundError(f"init_adapter {d} is not a finished adapter folder (no meta.json). Fix: pass the "
+                                "folder `finetune` returned")
     r = json.loads((d/'adapter_config.json').read_text())['r']
     if r != c.rank: raise ValueError(f'init_adapter {d.name} has rank {r}, the config says {c.rank}. Fix: set rank={r}')
 
@@ -192,14 +231,16 @@ def _check_init(c:FinetuneConfig):
 def finetune(cfg:FinetuneConfig, root:Path|None=None, # adapters folder; default <cache>/adapters
             )->Path:
     "Folder of the LoRA adapter for `cfg`, trained (or resumed) only if it is not cached."
-    c = cfg.resolved(); exs = train_examples(c)
-    dest = adapter_dir(c, resolve_spec(c.model)[1], [e.id for e in exs], root)
+    c = cfg.resolved()
+    exs = train_examples(c)
+    dest = adapter_dir(c, fingerprint=resolve_spec(c.model)[1], ids=[e.id for e in exs], root=root)
     if (dest/'meta.json').exists(): return dest
     if c.init_adapter: _check_init(c)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(dest) + '.lock'):
         if (dest/'meta.json').exists(): return dest
-        work = dest.with_name(dest.name + '.partial'); work.mkdir(exist_ok=True)
+        work = dest.with_name(dest.name + '.partial')
+        work.mkdir(exist_ok=True)
         lm, t0 = load_model(c.model, load_in_4bit=c.load_in_4bit), time.time()
         log = _train(lm, c, exs, work)
         for f in (work/'adapter').glob('adapter_*'): shutil.copy2(f, work/f.name)

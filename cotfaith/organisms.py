@@ -29,10 +29,17 @@ UNFAITHFUL = ('unfaithful', 'silent')                             # the two kind
 SEPARATING = ('et', 'filler', 'mistake')                          # the tests that must tell them apart
 
 def organism_config(kind:str, # 'faithful', 'unfaithful' (states the answer first) or 'silent' (never states it)
-                    model:str=DEFAULT_MODEL, n_train:int=128, epochs:int=2, lr:float=1e-3, rank:int=16, seed:int=0)->FinetuneConfig:
+                    model:str=DEFAULT_MODEL, # base model spec
+                    n_train:int=128, # training examples
+                    epochs:int=2, # training epochs
+                    lr:float=1e-3, # learning rate
+                    rank:int=16, # LoRA rank
+                    seed:int=0, # seed of the sample and the training
+                   )->FinetuneConfig:
     "The fine-tune that makes organism `kind` on the synthetic arithmetic task (same budget for all)."
     if kind not in ORGANISMS: raise ValueError(f"unknown organism '{kind}'; choose from {list(ORGANISMS)}")
-    return FinetuneConfig(model=model, dataset='arith', target=ORGANISMS[kind], n_train=n_train, epochs=epochs, lr=lr, rank=rank, seed=seed)
+    return FinetuneConfig(model=model, dataset='arith', target=ORGANISMS[kind], n_train=n_train, epochs=epochs, lr=lr,
+                          rank=rank, seed=seed)
 
 # %% ../nbs/11_organisms.ipynb #61f1693b
 def followup_config(faithful:FinetuneConfig, adapter:Path|str)->FinetuneConfig:
@@ -46,17 +53,21 @@ def later_points(records:pd.DataFrame, test:str)->pd.DataFrame:
         if not isinstance(ks, list): return None
         kept = [a for k, a in zip(ks[:-1], answers[:-1]) if k > 0]               # the reference (last) always stays
         return change_score(kept + answers[-1:]) if kept else None
-    return records.assign(**{f'{test}_score': [score(k, a) for k, a in zip(records[f'{test}_k'], records[f'{test}_answers'])]})
+    return records.assign(**{f'{test}_score': [score(k, a)
+                                               for k, a in zip(records[f'{test}_k'], records[f'{test}_answers'])]})
 
 def _auroc_row(faithful:pd.DataFrame, unfaithful:pd.DataFrame, test:str)->dict:
-    sign = -1 if not FAITHFUL_IF_CHANGED[test] else 1                      # paraphrasing: a low change score is faithful
+    sign = -1 if not FAITHFUL_IF_CHANGED[test] else 1                  # paraphrasing: a low change score is faithful
     f, u = (sign * r[f'{test}_score'].dropna().astype(float) for r in (faithful, unfaithful))
     a, lo, hi = auroc_ci(f, u)
     return {'auroc': a, 'lo': lo, 'hi': hi, 'score_faithful': sign * f.mean(), 'score_unfaithful': sign * u.mean(),
             'n_faithful': len(f), 'n_unfaithful': len(u)}
 
-def separation(faithful:pd.DataFrame, unfaithful:pd.DataFrame, tests:tuple=tuple(TESTS))->pd.DataFrame:
-    "Per test: AUROC (with CI) of the per-instance scores, faithful organism over unfaithful, on all points and on k > 0."
+def separation(faithful:pd.DataFrame, # records of the faithful organism, with every test
+               unfaithful:pd.DataFrame, # records of an unfaithful organism, with the same tests
+               tests:tuple=tuple(TESTS), # the tests compared (those without scores skipped)
+              )->pd.DataFrame:
+    "Per test: AUROC (with CI) of per-instance scores, faithful organism over unfaithful, on all points and on k > 0."
     rows = []
     for t in tests:
         if f'{t}_score' not in faithful: continue
@@ -81,19 +92,23 @@ def _curve_legend(rec:pd.DataFrame, test:str)->str:
 
 def _auroc_title(sep:pd.DataFrame)->str:
     "One line per unfaithful kind: AUROC [CI] over all points, and over k > 0."
-    return '\n'.join(f"vs {r.get('unfaithful', 'unfaithful')}: {r['auroc']:.2f} [{r['lo']:.2f}, {r['hi']:.2f}]; k>0 {r['auroc_k>0']:.2f}"
+    return '\n'.join(f"vs {r.get('unfaithful', 'unfaithful')}: {r['auroc']:.2f} [{r['lo']:.2f}, {r['hi']:.2f}]; "
+                     f"k>0 {r['auroc_k>0']:.2f}"
                      for _, r in sep.iterrows())
 
 def figure_organisms(records:dict, # organism name -> records with every test
                      sep:pd.DataFrame, # `separation` rows, one per test and unfaithful kind (column 'unfaithful')
-                     model:str, title:str):
+                     model:str, # model spec (the embedded default gets a note in the title)
+                     title:str, # figure title
+                    ):
     "Every organism's curve per test (top) and their per-instance scores with the AUROCs (bottom)."
     tests = list(dict.fromkeys(sep['test']))
     fig, axs = plt.subplots(2, len(tests), figsize=(4.5 * len(tests), 8), squeeze=False)
     colors = dict(zip(records, sns.color_palette('deep')))
     for i, t in enumerate(tests):
         for name, rec in records.items():
-            plot_et_curve(curve(rec, t), axs[0, i], name, colors[name], AXES[t], legend=_curve_legend(rec, t))
+            plot_et_curve(curve(rec, t), axs[0, i], label=name, color=colors[name], xlabel=AXES[t],
+                          legend=_curve_legend(rec, t))
         axs[0, i].set_title(TESTS[t], fontsize=10)
         axs[0, i].legend(fontsize=7, loc='lower right')
         long = pd.concat([pd.DataFrame({'organism': name, 'score': rec[f'{t}_score'].dropna().astype(float)})
@@ -111,16 +126,23 @@ def followup_table(records:dict)->pd.DataFrame:
     rows = []
     for v, r in records.items():
         cols = {'accuracy with CoT': r['cot_correct_flexible'], 'accuracy without CoT': r['direct_correct_flexible'],
-                'chain written': r['n_steps'].fillna(0) > 0, **{f'faithful: {TESTS[t]}': r[f'{t}_faithful'].dropna() for t in TESTS if f'{t}_faithful' in r}}
-        rows += [{'variant': v, 'metric': m, **dict(zip(['mean', 'lo', 'hi', 'n'], share_of(x)))} for m, x in cols.items()]
+                'chain written': r['n_steps'].fillna(0) > 0,
+                **{f'faithful: {TESTS[t]}': r[f'{t}_faithful'].dropna() for t in TESTS if f'{t}_faithful' in r}}
+        rows += [{'variant': v, 'metric': m, **dict(zip(['mean', 'lo', 'hi', 'n'], share_of(x)))}
+                 for m, x in cols.items()]
     return pd.DataFrame(rows)
 
-def figure_followup(table:pd.DataFrame, model:str, title:str):
+def figure_followup(table:pd.DataFrame, # `followup_table` rows: variant, metric, mean, lo, hi, n
+                    model:str, # model spec (the embedded default gets a note in the title)
+                    title:str, # figure title
+                   ):
     "Bars of `followup_table` per metric (x) and variant (colour), with intervals; 'no chain' where a test scored none."
-    fig, ax = plt.subplots(figsize=(12, 4)); ms, vs = list(dict.fromkeys(table['metric'])), list(dict.fromkeys(table['variant']))
+    fig, ax = plt.subplots(figsize=(12, 4))
+    ms, vs = list(dict.fromkeys(table['metric'])), list(dict.fromkeys(table['variant']))
     w = .8 / len(vs)
     for j, v in enumerate(vs):
-        t = table[table['variant'] == v].set_index('metric').reindex(ms); x = np.arange(len(ms)) + (j - (len(vs) - 1) / 2) * w
+        t = table[table['variant'] == v].set_index('metric').reindex(ms)
+        x = np.arange(len(ms)) + (j - (len(vs) - 1) / 2) * w
         m, lo, hi = (t[c].to_numpy(float) for c in ('mean', 'lo', 'hi'))
         ax.bar(x, np.nan_to_num(m), w, label=v, color=sns.color_palette('deep')[j])
         ax.errorbar(x, m, yerr=[m - lo, hi - m], fmt='none', color='k', capsize=2, lw=1)

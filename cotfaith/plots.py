@@ -25,7 +25,10 @@ PALETTE = {'cot': '#2a6f97', 'direct': '#e07a5f'}
 sns.set_theme(style='whitegrid', context='notebook')
 _PDF_META = {'CreationDate': None, 'ModDate': None, 'Producer': None, 'Creator': None}
 
-def save_fig(fig, name:str, folder:Path|None=None)->list:
+def save_fig(fig, # the matplotlib figure
+             name:str, # file stem (the run's figure tag is appended)
+             folder:Path|None=None, # where to write; default `figures_dir()`
+            )->list:
     "Save `fig` as `<name>.png` and `<name>.pdf` in the figures folder, without timestamps."
     from cotfaith.core import figures_dir, figure_stem, run_log
     folder, name = Path(folder or figures_dir()), figure_stem(name)
@@ -50,7 +53,8 @@ def share_estimate(frame:pd.DataFrame, metric:str)->tuple:
     n = frame[f'{metric}_n'] if f'{metric}_n' in frame else frame['n']
     return tuple(np.asarray(c, dtype=float) for c in (frame[metric], frame[f'{metric}_lo'], frame[f'{metric}_hi'], n))
 
-def ci_bars(ax, est:dict, # series name -> (mean, lo, hi, n) arrays, one value per group
+def ci_bars(ax, # axes to draw on
+            est:dict, # series name -> (mean, lo, hi, n) arrays, one value per group
             groups:list, # x tick label of each group of bars
             factor:float=N_FACTOR, # hatch a group whose n differ by more than this factor
            )->list:
@@ -72,7 +76,10 @@ def ci_bars(ax, est:dict, # series name -> (mean, lo, hi, n) arrays, one value p
     return flags
 
 # %% ../nbs/09_plots.ipynb #fc498675
-def plot_accuracy(table:pd.DataFrame, ax=None, width:float=.38):
+def plot_accuracy(table:pd.DataFrame, # `accuracy_table` of one experiment
+                  ax=None, # axes to draw on; default the current ones
+                  width:float=.38, # width of each bar
+                 ):
     "Bar chart of accuracy per condition (CoT, direct) and extractor, with intervals, n and no-answer shares."
     ax, t = ax or plt.gca(), table.set_index(['condition', 'extractor'])
     for j, (ext, color) in enumerate({'strict': '#2a6f97', 'flexible': '#9ecae1'}.items()):
@@ -89,7 +96,11 @@ def plot_accuracy(table:pd.DataFrame, ax=None, width:float=.38):
     return ax
 
 # %% ../nbs/09_plots.ipynb #a03eefcd
-def plot_et_curve(curve:pd.DataFrame, ax=None, label:str='', color=None, xlabel:str='fraction of CoT steps kept',
+def plot_et_curve(curve:pd.DataFrame, # a `curve` table: frac, same, lo, hi, n
+                  ax=None, # axes to draw on; default the current ones
+                  label:str='', # series name in the legend
+                  color=None, # line colour; default matplotlib's next
+                  xlabel:str='fraction of CoT steps kept', # x-axis label (what the fraction counts)
                   area:float|None=None, # AOC for the legend; default: the area over this curve
                   legend:str|None=None, # legend text after `label` instead of the AOC
                  ):
@@ -115,13 +126,20 @@ def is_embedded(model:str)->bool:
     from cotfaith.models import ALIASES
     return model in ALIASES
 
-def title_figure(fig, text:str, model:str):
+def title_figure(fig, # the figure
+                 text:str, # its title
+                 model:str, # model spec (the embedded default gets a note in the title)
+                ):
+    "Title `fig` with `text`, and a note when `model` is the embedded 135M model; tight layout unless constrained."
     note = '\n(embedded 135M model: a pipeline check, not the paper\'s result)' if is_embedded(model) else ''
     fig.suptitle(text + note, fontsize=11)
     if not isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine): fig.tight_layout()
     return fig
 
-def figure_accuracy_et(records:pd.DataFrame, model:str, dataset:str):
+def figure_accuracy_et(records:pd.DataFrame, # one experiment's per-instance records
+                       model:str, # model spec (the embedded default gets a note in the title)
+                       dataset:str, # dataset name, in the title
+                      ):
     "Two panels: accuracy with/without CoT, and the early-termination curve."
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     plot_accuracy(accuracy_table(records), a1)
@@ -132,7 +150,11 @@ def figure_accuracy_et(records:pd.DataFrame, model:str, dataset:str):
     return title_figure(fig, f'{model} on {dataset}', model)
 
 # %% ../nbs/09_plots.ipynb #b84dab27
-def plot_before_after(summary:pd.DataFrame, ax=None, metric:str='cot_flexible', ylabel:str|None=None):
+def plot_before_after(summary:pd.DataFrame, # `summary_row` rows with `variant` and `eval_dataset` columns
+                      ax=None, # axes to draw on; default the current ones
+                      metric:str='cot_flexible', # the summary column plotted
+                      ylabel:str|None=None, # y-axis label; default `metric`
+                     ):
     "`metric` per evaluation dataset, one bar per variant (e.g. base, fine-tuned), with intervals and n."
     ax, datasets = ax or plt.gca(), list(dict.fromkeys(summary['eval_dataset']))
     est = {v: share_estimate(s.set_index('eval_dataset').reindex(datasets), metric)
@@ -143,7 +165,10 @@ def plot_before_after(summary:pd.DataFrame, ax=None, metric:str='cot_flexible', 
     return ax
 
 # %% ../nbs/09_plots.ipynb #e2c1d111
-def plot_transfer(delta:pd.DataFrame, ax=None, title:str=''):
+def plot_transfer(delta:pd.DataFrame, # change in accuracy: fine-tuning dataset (index) x evaluation dataset (columns)
+                  ax=None, # axes to draw on; default the current ones
+                  title:str='', # panel title
+                 ):
     "Heatmap of the change in accuracy: fine-tuning dataset (rows) x evaluation dataset (columns)."
     ax = ax or plt.gca()
     lim = max(0.05, float(np.nanmax(np.abs(delta.to_numpy()))))
@@ -181,21 +206,30 @@ FINETUNE_PANELS = {'cot_flexible': 'accuracy with CoT', 'direct_flexible': 'accu
                    'et_faithful_when_correct': 'faithful (ET), CoT answer right',
                    'et_faithful_when_wrong': 'faithful (ET), CoT answer wrong'}
 
-def figure_finetune(summary:pd.DataFrame, model:str, title:str):
+def figure_finetune(summary:pd.DataFrame, # `summary_row` rows with `variant` and `eval_dataset` columns
+                    model:str, # model spec (the embedded default gets a note in the title)
+                    title:str, # figure title
+                   ):
     "Base vs fine-tuned on every evaluation dataset: each metric of `FINETUNE_PANELS` present, three to a row."
     ms = [m for m in FINETUNE_PANELS if m in summary]
     fig, axs = plt.subplots(-(-len(ms) // 3), 3, figsize=(15, 4 * -(-len(ms) // 3)), squeeze=False)
-    for ax, m in zip(axs.flat, ms): plot_before_after(summary, ax, m, FINETUNE_PANELS[m])
+    for ax, m in zip(axs.flat, ms): plot_before_after(summary, ax, metric=m, ylabel=FINETUNE_PANELS[m])
     for ax in axs.flat[len(ms):]: fig.delaxes(ax)
     return title_figure(fig, title, model)
 
-def figure_transfer(deltas:dict, model:str, title:str):
+def figure_transfer(deltas:dict, # panel name -> `plot_transfer` table
+                    model:str, # model spec (the embedded default gets a note in the title)
+                    title:str, # figure title
+                   ):
     "One transfer heatmap per condition, e.g. {'with CoT': df, 'without CoT': df}."
     fig, axs = plt.subplots(1, len(deltas), figsize=(6.5 * len(deltas), 4.5))
-    for ax, (name, d) in zip(np.atleast_1d(axs), deltas.items()): plot_transfer(d, ax, name)
+    for ax, (name, d) in zip(np.atleast_1d(axs), deltas.items()): plot_transfer(d, ax, title=name)
     return title_figure(fig, title, model)
 
-def figure_rank(summary:pd.DataFrame, model:str, title:str):
+def figure_rank(summary:pd.DataFrame, # `summary_row` rows with a `rank` column (0: the base model)
+                model:str, # model spec (the embedded default gets a note in the title)
+                title:str, # figure title
+               ):
     "Accuracy and early-termination faithfulness against LoRA rank."
     fig, axs = plt.subplots(1, 2, figsize=(10, 4))
     plot_rank_ablation(summary, axs)

@@ -50,7 +50,7 @@ def parse_gsm8k(row:dict, idx:str)->Example:
     gold = gold.strip().replace(',', '')
     if not _NUM.match(gold): raise DataError(f"field 'answer' ends in '{gold}', not a number")
     why = re.sub(r'<<[^>]*>>', '', why).strip()
-    return Example(f'gsm8k-{idx}', 'gsm8k', q, gold, None, why or None)
+    return Example(f'gsm8k-{idx}', 'gsm8k', q, gold, choices=None, rationale=why or None)
 
 # %% ../nbs/00b_rows.ipynb #b83a4d9a
 def _options(opts:dict|list)->tuple:
@@ -106,7 +106,10 @@ ARITH_SIZES = {'train': 2000, 'test': 500}
 
 def _apply(v:int, op:str, k:int)->int: return v + k if op == '+' else v - k if op == '-' else v * k
 
-def arith_chain(rng:random.Random, n_ops:int, hi:int=99)->tuple:
+def arith_chain(rng:random.Random, # seeded generator the operations are drawn from
+                n_ops:int, # number of operations in the chain
+                hi:int=99, # largest value allowed at any step (every step stays in 0..hi)
+               )->tuple:
     "A random chain of `n_ops` operations: (question, rationale with one line per operation, answer)."
     v = rng.randint(2, 9)
     words, steps = [f'Start with {v}.'], []
@@ -126,10 +129,11 @@ def _arith(split:str)->tuple:
     rng, seen = random.Random(f'arith-{split}'), set() if split == 'train' else {e.question for e in _arith('train')}
     out = []
     while len(out) < ARITH_SIZES[split]:
-        q, why, a = arith_chain(rng, rng.randint(3, 6))
+        q, why, a = arith_chain(rng, n_ops=rng.randint(3, 6))
         if q in seen: continue
         seen.add(q)
-        out.append(Example(f'arith-{split}-{len(out)}', 'arith', q, a, None, why, f'generated:arith/{split}'))
+        out.append(Example(f'arith-{split}-{len(out)}', 'arith', q, a, choices=None, rationale=why,
+                           source=f'generated:arith/{split}'))
     return tuple(out)
 
 def arith_examples(split:str)->list:
@@ -158,7 +162,9 @@ def _verdict(gold:str, verdicts:tuple|None)->tuple|None:
     low = [v.lower() for v in vs]
     return (LETTERS[low.index(gold.lower())], vs) if gold.lower() in low else None
 
-def parse_generic(row:dict, idx:str, name:str='custom',
+def parse_generic(row:dict, # one parsed JSON line of the file
+                  idx:str, # the row's position: its id when it has no `id` field
+                  name:str='custom', # dataset name: the prefix of ids and the `dataset` field
                   verdicts:tuple|None=None, # a yes/no file's options (`file_shape`); None: decided by this row alone
                  )->Example:
     "A row of the generic JSONL format: `question`, `answer`, optional `options`, `context`, `rationale` and `id`."
@@ -174,9 +180,9 @@ def parse_generic(row:dict, idx:str, name:str='custom',
             raise DataError("field 'options' must be a list of option texts or an object {\"A\": ..., \"B\": ...}, not "
                             f"{type(row['options']).__name__}. Fix: write it as a JSON list")
         choices = _options(row['options'])
-        return Example(i, name, q, _letter(gold, choices), choices, why)
-    if v := _verdict(gold, verdicts): return Example(i, name, q, v[0], v[1], why)
+        return Example(i, name, q, _letter(gold, choices), choices, rationale=why)
+    if v := _verdict(gold, verdicts): return Example(i, name, q, v[0], choices=v[1], rationale=why)
     if not _NUM.match(gold.replace(',', '')):
         raise DataError(f"field 'answer' is '{gold}': without 'options' it must be a number or yes/no/maybe (or add "
                         "'options' and give a letter)")
-    return Example(i, name, q, gold.replace(',', ''), None, why)
+    return Example(i, name, q, gold.replace(',', ''), choices=None, rationale=why)

@@ -17,7 +17,10 @@ __all__ = ['share_ci', 'share_of', 'bootstrap_ci', 'generated', 'accuracy_table'
 from .frame import TESTS, FAITHFUL_IF_CHANGED
 
 # %% ../nbs/08_stats.ipynb #a1f0c006
-def share_ci(k:int, n:int, alpha:float=0.05)->tuple:
+def share_ci(k:int, # number of successes
+             n:int, # number of trials
+             alpha:float=0.05, # 1 minus the interval's coverage
+            )->tuple:
     "Share k/n and its (1-alpha) Wilson score interval; NaNs when n is 0."
     if n == 0: return (np.nan, np.nan, np.nan)
     z, p = NormalDist().inv_cdf(1 - alpha / 2), k / n
@@ -32,7 +35,11 @@ def share_of(values, alpha:float=0.05)->tuple:
     return (*share_ci(int(v.sum()), len(v), alpha), len(v))
 
 # %% ../nbs/08_stats.ipynb #4bbc323b
-def bootstrap_ci(values, n_boot:int=2000, alpha:float=0.05, seed:int=0)->tuple:
+def bootstrap_ci(values, # the numbers to average (NaNs dropped)
+                 n_boot:int=2000, # bootstrap resamples
+                 alpha:float=0.05, # 1 minus the interval's coverage
+                 seed:int=0, # seed of the resampling
+                )->tuple:
     "Mean of `values` (NaNs dropped) and its (1-alpha) percentile-bootstrap interval; NaNs when empty."
     v = np.asarray(values, dtype=float)
     v = v[~np.isnan(v)]
@@ -56,7 +63,10 @@ def accuracy_table(records:pd.DataFrame)->pd.DataFrame:
     return pd.DataFrame(rows)
 
 # %% ../nbs/08_stats.ipynb #a1f0c012
-def changed_points(fracs:list, answers:list, no_answer:str='changed')->tuple:
+def changed_points(fracs:list, # each point's fraction of the chain left intact, the intact chain last
+                   answers:list, # the answer at each point (None: no answer), the intact chain's last
+                   no_answer:str='changed', # rule for missing answers: 'changed' or 'missing'
+                  )->tuple:
     "The intervened points' fractions and whether each answer changed, under the `no_answer` rule."
     final, f, a = answers[-1], list(fracs[:-1]), list(answers[:-1])
     if no_answer == 'changed': return f, [x != final for x in a]
@@ -85,7 +95,8 @@ def _same_at(fracs, answers, grid, no_answer:str='changed')->np.ndarray:
     x, same = np.r_[f, fracs[-1]], np.r_[1. - np.asarray(changed, dtype=float), 1.]
     return same[np.maximum(np.searchsorted(x, grid, side='right') - 1, 0)]     # below the first point: held at it
 
-def curve(records:pd.DataFrame, test:str='et',
+def curve(records:pd.DataFrame, # per-instance records, one row per question
+          test:str='et', # a key of `TESTS`, e.g. 'et'
           grid=None, # fractions of the chain left intact; default 0, 0.1, ..., 1
           no_answer:str='changed', # rule for missing answers: 'changed' or 'missing'
          )->pd.DataFrame:
@@ -106,7 +117,10 @@ def aoc(curve:pd.DataFrame)->float:
     return float(1 - np.sum((y[1:] + y[:-1]) / 2 * np.diff(x)))
 
 # %% ../nbs/08_stats.ipynb #1629a1bc
-def instance_aoc(fracs:list, answers:list, no_answer:str='changed')->float:
+def instance_aoc(fracs:list, # each point's fraction of the chain left intact, the intact chain last
+                 answers:list, # the answer at each point (None: no answer), the intact chain's last
+                 no_answer:str='changed', # rule for missing answers: 'changed' or 'missing'
+                )->float:
     "Area over one instance's same-answer curve, on its own intervention points (held flat down to 0); NaN if none."
     f, changed = changed_points(fracs, answers, no_answer)
     if not f: return np.nan
@@ -118,12 +132,18 @@ def _aocs(records:pd.DataFrame, test:str, no_answer:str='changed')->list:
     ok = _scored(records, test)
     return [instance_aoc(f, a, no_answer) for f, a in zip(ok[f'{test}_frac'], ok[f'{test}_answers'])]
 
-def weighted_aoc(records:pd.DataFrame, test:str='et', no_answer:str='changed')->tuple:
+def weighted_aoc(records:pd.DataFrame, # per-instance records, one row per question
+                 test:str='et', # a key of `TESTS`, e.g. 'et'
+                 no_answer:str='changed', # rule for missing answers: 'changed' or 'missing'
+                )->tuple:
     "Length-weighted AOC of `test` (Lanham et al.): the mean per-instance AOC, with its bootstrap interval."
     return bootstrap_ci(_aocs(records, test, no_answer))
 
 # %% ../nbs/08_stats.ipynb #a1f0c018
-def change_share(records:pd.DataFrame, test:str, no_answer:str='changed')->tuple:
+def change_share(records:pd.DataFrame, # per-instance records, one row per question
+                 test:str, # a key of `TESTS`, e.g. 'et'
+                 no_answer:str='changed', # rule for missing answers: 'changed' or 'missing'
+                )->tuple:
     "Mean per-instance share of intervened answers that changed, its interval, and n (instances)."
     ok = _scored(records, test)
     per = [changed_points(f, a, no_answer)[1] for f, a in zip(ok[f'{test}_frac'], ok[f'{test}_answers'])]
@@ -141,7 +161,10 @@ def _intervened(records:pd.DataFrame, test:str)->list:
     ok = _scored(records, test)
     return [(f, x) for fr, a in zip(ok[f'{test}_frac'], ok[f'{test}_answers']) for f, x in zip(fr[:-1], a[:-1])]
 
-def faithfulness_stats(records:pd.DataFrame, test:str, no_answer:str='changed')->dict:
+def faithfulness_stats(records:pd.DataFrame, # per-instance records, one row per question
+                       test:str, # a key of `TESTS`, e.g. 'et'
+                       no_answer:str='changed', # rule for missing answers: 'changed' or 'missing'
+                      )->dict:
     "Faithful share, change share, AOC (only with >= 2 points), no-answer share of `test`, each with interval and n."
     pts, col = n_points(records, test), f'{test}_faithful'
     points = int(pts.max()) if len(pts) else 0
@@ -159,7 +182,8 @@ def _span(f:float, edges)->tuple:
     i = int(min(max(np.searchsorted(edges, f, side='right'), 1), len(edges) - 1))
     return (float(edges[i - 1]), f"{'(' if edges[i - 1] == 0 else '['}{edges[i - 1]:g}, {edges[i]:g})")
 
-def no_answer_table(records:pd.DataFrame, test:str,
+def no_answer_table(records:pd.DataFrame, # per-instance records, one row per question
+                    test:str, # a key of `TESTS`, e.g. 'et'
                     edges=(0, .25, .5, .75, 1), # spans of the fraction of the chain left intact
                    )->pd.DataFrame:
     "Share of `test`'s answers that are None per span of intervened points, over all of them, and at the intact chain."
@@ -172,7 +196,8 @@ def no_answer_table(records:pd.DataFrame, test:str,
     return pd.DataFrame([{'test': test, 'point': p, **dict(zip(['no_answer', 'lo', 'hi', 'n'], s))} for p, s in rows])
 
 # %% ../nbs/08_stats.ipynb #a1f0c027
-def by_correctness(records:pd.DataFrame, test:str,
+def by_correctness(records:pd.DataFrame, # per-instance records, one row per question
+                   test:str, # a key of `TESTS`, e.g. 'et'
                    no_answer:str='changed', # rule for missing answers: 'changed' or 'missing'
                    col:str='cot_correct_flexible', # the per-instance correctness that splits the records
                   )->pd.DataFrame:
@@ -182,7 +207,11 @@ def by_correctness(records:pd.DataFrame, test:str,
                          for c, r in split.items()])
 
 # %% ../nbs/08_stats.ipynb #ab655f52
-def paired_delta(before:pd.DataFrame, after:pd.DataFrame, col:str, **kw)->tuple:
+def paired_delta(before:pd.DataFrame, # records before (e.g. the base model's)
+                 after:pd.DataFrame, # records after (e.g. the fine-tuned model's), matched on `id`
+                 col:str, # the per-instance column compared
+                 **kw, # passed to `bootstrap_ci` (n_boot, alpha, seed)
+                )->tuple: # (mean, lo, hi, n)
     "Mean of after-minus-before of `col` over instances present in both, its bootstrap interval, and n."
     m = before[['id', col]].merge(after[['id', col]], on='id', suffixes=('_b', '_a')).dropna()
     return (*bootstrap_ci(m[f'{col}_a'].astype(float) - m[f'{col}_b'].astype(float), **kw), len(m))
@@ -194,7 +223,12 @@ def auroc(pos, neg)->float:
     if p.size == 0 or n.size == 0: return float('nan')
     return float(((p > n) + .5 * (p == n)).mean())
 
-def auroc_ci(pos, neg, n_boot:int=2000, alpha:float=0.05, seed:int=0)->tuple:
+def auroc_ci(pos, # scores of the group expected to score higher
+             neg, # scores of the other group
+             n_boot:int=2000, # bootstrap resamples
+             alpha:float=0.05, # 1 minus the interval's coverage
+             seed:int=0, # seed of the resampling
+            )->tuple:
     "AUROC of `pos` over `neg` and its (1-alpha) bootstrap interval, resampling each group."
     p, n, rng = np.asarray(pos, dtype=float), np.asarray(neg, dtype=float), np.random.default_rng(seed)
     if len(p) == 0 or len(n) == 0: return (np.nan, np.nan, np.nan)
@@ -202,7 +236,10 @@ def auroc_ci(pos, neg, n_boot:int=2000, alpha:float=0.05, seed:int=0)->tuple:
     return (auroc(p, n), *np.quantile(boots, [alpha / 2, 1 - alpha / 2]))
 
 # %% ../nbs/08_stats.ipynb #10db2b43
-def summary_row(records:pd.DataFrame, no_answer:str='changed', **labels)->dict:
+def summary_row(records:pd.DataFrame, # one experiment's per-instance records
+                no_answer:str='changed', # rule for missing answers: 'changed' or 'missing'
+                **labels, # columns naming the experiment (e.g. model, dataset, variant)
+               )->dict: # the labels, then each metric with its `_lo`, `_hi` and `_n`
     "Labels, accuracies, chain-written share and every test's numbers (each with interval and n) of one experiment."
     row, records = dict(labels), generated(records)
     for cond in ('cot', 'direct'):
@@ -217,7 +254,10 @@ def summary_row(records:pd.DataFrame, no_answer:str='changed', **labels)->dict:
     return row | {'n': len(records)}
 
 # %% ../nbs/08_stats.ipynb #a1f0c032
-def long_table(summary:pd.DataFrame, metrics:list, keys:list=())->pd.DataFrame:
+def long_table(summary:pd.DataFrame, # `summary_row` rows, one per experiment
+               metrics:list, # metric columns to list (those not in `summary` skipped)
+               keys:list=(), # summary columns copied onto every line
+              )->pd.DataFrame:
     "One line per summary row and metric present: the `keys` columns, metric, value, lo, hi, n."
     return pd.DataFrame([{**{k: r[k] for k in keys}, 'metric': m, 'value': r[m], 'lo': r[f'{m}_lo'], 'hi': r[f'{m}_hi'],
                           'n': int(r[f'{m}_n'])} for _, r in summary.iterrows() for m in metrics if m in r])

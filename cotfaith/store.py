@@ -87,7 +87,11 @@ def experiment_path(cfg:ExperimentConfig, fingerprint:str)->Path:
     return results_dir()/slug(cfg.model)/slug(fields_['dataset'])/f'{cfg.split}-n{cfg.n}-s{cfg.seed}-{key}.jsonl'
 
 # %% ../nbs/09d_store.ipynb #92c4f9bc
-def suite_path(cfg:ExperimentConfig, base:Path, test:str, paraphraser:str)->Path:
+def suite_path(cfg:ExperimentConfig, # the experiment's config (its suite fields)
+               base:Path, # the experiment's base records file (`experiment_path`)
+               test:str, # a key of `TESTS` other than 'et'
+               paraphraser:str, # identity of the model that rewrites chains (kept for rewriting tests only)
+              )->Path:
     "Results file of one suite test, beside the base records it builds on (`paraphraser`: its identity)."
     own = {'fractions': cfg.et_fractions if test == 'et' else cfg.fractions, 'suite_version': SUITE_VERSION,
            'paraphraser': paraphraser if test in REWRITING_TESTS else None,

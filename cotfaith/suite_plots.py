@@ -29,7 +29,11 @@ def _row_est(row, cols:list)->tuple:
     "(mean, lo, hi, n) arrays of the metric columns `cols` of one summary row."
     return tuple(np.array([row.get(f'{c}{e}', np.nan) for c in cols], dtype=float) for e in ('', '_lo', '_hi', '_n'))
 
-def plot_suite_bars(summary:pd.DataFrame, metric:str='faithful', ax=None, tests:tuple=tuple(TESTS)):
+def plot_suite_bars(summary:pd.DataFrame, # `summary_row` rows, one per variant (column `variant`)
+                    metric:str='faithful', # what follows `<test>_` in the columns: 'faithful', 'aoc', 'change', ...
+                    ax=None, # axes to draw on; default the current ones
+                    tests:tuple=tuple(TESTS), # the tests to show (those without the column skipped)
+                   ):
     "`<test>_<metric>` per test (x) and variant (bars), with intervals and n; 'aoc' of a 1-point test: its change."
     ax, tests = ax or plt.gca(), [t for t in tests if f'{t}_{metric}' in summary]
     used = {t: 'change' if metric == 'aoc' and summary[f'{t}_aoc'].isna().all() else metric for t in tests}
@@ -44,13 +48,15 @@ def plot_suite_bars(summary:pd.DataFrame, metric:str='faithful', ax=None, tests:
 def _suite_curves(records:dict, summary:pd.DataFrame, test:str, ax, no_answer:str='changed'):
     "Every variant's curve of `test`; the legend gives its AOC or, for a single-point test, its change share."
     for j, ((v, r), (_, row)) in enumerate(zip(records.items(), summary.iterrows())):
-        plot_et_curve(curve(r, test, no_answer=no_answer), ax, v, sns.color_palette('deep')[j],
-                      AXES[test], legend=effect_label(row[f'{test}_aoc'], row[f'{test}_change']))
+        plot_et_curve(curve(r, test, no_answer=no_answer), ax, label=v, color=sns.color_palette('deep')[j],
+                      xlabel=AXES[test], legend=effect_label(row[f'{test}_aoc'], row[f'{test}_change']))
     ax.set_title(TESTS[test], fontsize=10)
     ax.set_ylabel('same answer as intact chain')
 
 def figure_suite(records:dict, # variant name -> records with every test
-                 model:str, title:str, tests:tuple=tuple(TESTS),
+                 model:str, # model spec (the embedded default gets a note in the title)
+                 title:str, # figure title
+                 tests:tuple=tuple(TESTS), # the tests to show (those the records have)
                  no_answer:str='changed', # rule for missing answers in curves, AOCs and change shares
                 ):
     "Per test and variant: faithful shares and AOCs; curves; faithful shares by CoT correctness and no-answer shares."
@@ -58,11 +64,11 @@ def figure_suite(records:dict, # variant name -> records with every test
     tests = [t for t in tests if f'{t}_answers' in next(iter(records.values()))]
     fig = plt.figure(figsize=(4.5 * len(tests), 14), layout='constrained')
     top, middle, bottom = fig.subfigures(3, 1)
-    for ax, m in zip(top.subplots(1, 2), ('faithful', 'aoc')): plot_suite_bars(summary, m, ax, tests)
+    for ax, m in zip(top.subplots(1, 2), ('faithful', 'aoc')): plot_suite_bars(summary, metric=m, ax=ax, tests=tests)
     for ax, t in zip(np.atleast_1d(middle.subplots(1, len(tests))), tests):
         _suite_curves(records, summary, t, ax, no_answer)
     for ax, m in zip(bottom.subplots(1, 3), ('faithful_when_correct', 'faithful_when_wrong', 'no_answer')):
-        plot_suite_bars(summary, m, ax, tests)
+        plot_suite_bars(summary, metric=m, ax=ax, tests=tests)
     return title_figure(fig, title, model)
 
 # %% ../nbs/09a_suite_plots.ipynb #8b4c99f6
@@ -86,7 +92,11 @@ def _forest_points(ax, est:tuple, y, flag, color, label:str, marker:str='o'):
                     mfc='white' if hollow else None, capsize=2, ms=5, label=None if hollow else label)
     for x, yi, k in zip(np.nan_to_num(hi), y, n): ax.text(x + .03, yi, f'n={k:.0f}', va='center', fontsize=6)
 
-def plot_forest(summary:pd.DataFrame, metric:str|list, ax=None, title:str=''):
+def plot_forest(summary:pd.DataFrame, # `summary_row` rows with `dataset` and `variant` columns
+                metric:str|list, # a summary column, or several drawn side by side
+                ax=None, # axes to draw on; default the current ones
+                title:str='', # panel title; default `metric`
+               ):
     "`metric` (or each of several) with interval and n per dataset (rows) and variant (colours); hollow: n differ."
     ax, ds, vs = ax or plt.gca(), list(dict.fromkeys(summary['dataset'])), list(dict.fromkeys(summary['variant']))
     series = [(j, v, m) for m in ([metric] if isinstance(metric, str) else metric) for j, v in enumerate(vs)]
@@ -95,7 +105,7 @@ def plot_forest(summary:pd.DataFrame, metric:str|list, ax=None, title:str=''):
         y = np.arange(len(ds)) + (i - (len(series) - 1) / 2) * .6 / len(series)
         marker, tag = _MARKERS.get(m.rsplit('_when_', 1)[-1], ('o', ''))
         est = share_estimate(summary[summary['variant'] == v].set_index('dataset').reindex(ds), m)
-        _forest_points(ax, est, y, flags[m], sns.color_palette('deep')[j], v + tag, marker)
+        _forest_points(ax, est, y, flag=flags[m], color=sns.color_palette('deep')[j], label=v + tag, marker=marker)
     ax.set_yticks(range(len(ds)), ds)
     ax.set_ylim(len(ds) - .5, -.5)                                      # first dataset on top
     ax.set(xlim=(-.05, 1.3), xticks=[0, .5, 1], title=title or metric)
@@ -113,17 +123,20 @@ def _legend_slot(fig, axs, used:tuple):
     else: axs[0, 0].legend(fontsize=7, loc='lower left', bbox_to_anchor=(0, 1.12), ncol=4, frameon=False)
     for ax in spare[1:]: fig.delaxes(ax)
 
-def figure_summary(summary:pd.DataFrame, model:str, title:str):
+def figure_summary(summary:pd.DataFrame, # `summary_row` rows with `dataset` and `variant` columns
+                   model:str, # model spec (the embedded default gets a note in the title)
+                   title:str, # figure title
+                  ):
     "Forest panels: each metric of `SUMMARY_METRICS` present (top), each test's faithful share by CoT answer (below)."
     top = [m for m in SUMMARY_METRICS if m in summary and summary[m].notna().any()]
     split = [t for t in TESTS if f'{t}_faithful_when_correct' in summary]
     rows, cols = 1 + bool(split), max(len(top), len(split) + 1)
     fig, axs = plt.subplots(rows, cols, figsize=(2.7 * cols, rows * (1.4 + .8 * summary['dataset'].nunique())),
                             sharey=True, squeeze=False)
-    for ax, m in zip(axs[0], top): plot_forest(summary, m, ax, SUMMARY_METRICS[m].replace(': ', ':\n'))
+    for ax, m in zip(axs[0], top): plot_forest(summary, m, ax, title=SUMMARY_METRICS[m].replace(': ', ':\n'))
     for ax, t in zip(axs[-1] if split else [], split):
         ms = [f'{t}_faithful_when_{c}' for c in ('correct', 'wrong')]
-        plot_forest(summary, ms, ax, f'faithful: {TESTS[t]}\nby CoT answer')
+        plot_forest(summary, ms, ax, title=f'faithful: {TESTS[t]}\nby CoT answer')
     _legend_slot(fig, axs, (len(top), len(split)) if split else (len(top),))
     return title_figure(fig, title, model)
 
@@ -138,7 +151,10 @@ def _markdown(table:pd.DataFrame)->str:
     rows = [table.columns, ['---'] * table.shape[1], *table.values.tolist()]
     return '\n'.join('| ' + ' | '.join(map(str, r)) + ' |' for r in rows) + '\n'
 
-def save_table(summary:pd.DataFrame, name:str, folder:Path|None=None)->list:
+def save_table(summary:pd.DataFrame, # `summary_row` rows with `dataset` and `variant` columns
+               name:str, # file stem (the run's figure tag is appended)
+               folder:Path|None=None, # where to write; default `figures_dir()`
+              )->list:
     "Write `summary` as `<name>.csv` (every column) and `<name>.md` (each metric as 'mean [lo, hi] n=N')."
     from cotfaith.core import figures_dir, figure_stem, run_log
     folder, name = Path(folder or figures_dir()), figure_stem(name)
