@@ -66,14 +66,14 @@ def generate(lm:LM|Engine, # a loaded model or any engine (`03a_engine`)
     return [{'text': found[k]['text'], 'n_tokens': found[k]['n_tokens'], 'finish': found[k]['finish'],
              'cached': not found[k].get('fresh', False)} for k in keys]
 
-# %% ../nbs/04_generate.ipynb #4a0e5e7d
+# %% ../nbs/04_generate.ipynb #53b007ef
 def too_long(lm:LM|Engine, prompt:str, extra:int=0)->str|None:
     "Why `prompt` plus `extra` new tokens does not fit `lm`'s context, or None when it fits."
     eng = as_engine(lm)
     ctx, n = eng.context, eng.n_tokens(prompt)
     return f'longer than the context ({n} + {extra} tokens > {ctx})' if ctx and n + extra > ctx else None
 
-# %% ../nbs/04_generate.ipynb #43f1545b
+# %% ../nbs/04_generate.ipynb #e81101ed
 def cached_answers(lm:LM|Engine, # a loaded model or any engine
                    ex:Example, # the question the prompts ask (a number, or forced choice over its options)
                    prompts:list, # rendered prompts, each ending with the answer marker

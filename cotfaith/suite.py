@@ -126,7 +126,7 @@ def _intervened(lm:Engine, ex:Example, cot:str, test:str, ks:list, para:dict, ed
     "(k, chain text) pairs of `test` for an instance, the reference (intact) chain last."
     return [(k, c) for k in ks if (c := _chain(lm, cot, test, k, para, edits)) is not None]
 
-# %% ../nbs/07a_suite.ipynb #34e35aaf
+# %% ../nbs/07a_suite.ipynb #eb1d7f80
 CONTINUING = ('mistake', 'resample')   # tests whose intervened chains the model continues (`continue_tokens` more)
 
 def _skipped(lm:Engine, examples:list, cots:list, tests:tuple, answer_tokens:int, continue_tokens:int)->list:
