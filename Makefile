@@ -2,6 +2,7 @@
 #   make figures   install everything, then regenerate every figure of the embedded-default grid
 #   make test      install everything, then run the notebook tests and pytest (tests marked slow are left out)
 #   make test-slow the tests marked slow: each is slow and what it checks is also checked elsewhere
+#   make serve     serve the embedded model on http://127.0.0.1:8080/v1 (OpenAI protocol; use --model openai:smollm2-135m@that)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -13,7 +14,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export PYTHONUNBUFFERED = 1
 
-.PHONY: install figures test test-slow nbtest pytest sync-check readme
+.PHONY: install figures test test-slow nbtest pytest sync-check readme serve
 
 install: $(VENV)/.installed
 
@@ -50,3 +51,9 @@ sync-check: install
 # README.md is generated from nbs/index.ipynb (nbdev_readme needs quarto, which is not installable here).
 readme: install
 	$(BIN)/python tools/readme.py
+
+# The embedded model behind llama.cpp's OpenAI-compatible server (xllamacpp), one thread: Ctrl-C stops it.
+# Then: cotfaith-run --model openai:smollm2-135m@http://127.0.0.1:8080/v1 ...  (SERVE_ARGS for a .gguf file or more slots)
+SERVE_ARGS ?= --model smollm2-135m --alias smollm2-135m --port 8080 --threads 1
+serve: install
+	$(BIN)/cotfaith-serve $(SERVE_ARGS)

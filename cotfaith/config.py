@@ -25,7 +25,7 @@ def _type_ok(v, default)->bool:
     if isinstance(default, (int, float)) and isinstance(v, bool): return False
     return isinstance(v, (int, float) if isinstance(default, float) else type(default))
 
-AT_LEAST_ONE = ('max_new_tokens', 'answer_tokens', 'batch_size', 'chunk')
+AT_LEAST_ONE = ('max_new_tokens', 'answer_tokens', 'batch_size', 'chunk', 'concurrency')
 SHARES = ('threshold', 'et_fractions', 'fractions', 'mistake_fractions')   # values (or lists of values) in [0, 1]
 
 def _outside_unit(v)->bool:
@@ -48,7 +48,8 @@ def _check_ranges(cfg):
 @dataclass
 class ExperimentConfig:
     "One experiment: a model evaluated on a slice of a dataset."
-    model: str = DEFAULT_MODEL        # short name, local folder or hub id
+    # short name, local folder, hub id, or 'openai:<model>[@<base url>]' (a model behind an OpenAI-compatible server)
+    model: str = DEFAULT_MODEL
     dataset: str = 'gsm8k'            # gsm8k, medqa, medmcqa, cosmosqa, or a generic .jsonl file
     split: str = 'test'               # dataset split
     n: int = 20                       # instances (seeded subsample); 0 for all
@@ -69,6 +70,7 @@ class ExperimentConfig:
     # an intervention with no answer: 'changed' or 'missing' (see `faithfulness.change_score`)
     no_answer: str = 'changed'
     chunk: int = 16                   # instances per incremental write
+    concurrency: int = 4              # requests in flight at once to a server (`openai:` models)
 
     def __post_init__(self):
         for f in fields(self):
@@ -95,7 +97,7 @@ class ExperimentConfig:
 
     def gen_fields(self)->dict:
         "The fields that change the base records (the CoT and the direct answer)."
-        later = ('batch_size', 'chunk', 'threshold', 'no_answer', *SUITE_FIELDS)
+        later = ('batch_size', 'chunk', 'concurrency', 'threshold', 'no_answer', *SUITE_FIELDS)
         return {k: v for k, v in asdict(self).items() if k not in later}
 
 SUITE_FIELDS = ('tests', 'fractions', 'mistake_fractions', 'et_fractions', 'paraphraser')

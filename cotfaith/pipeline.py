@@ -13,7 +13,8 @@ from tqdm import tqdm
 
 from .core import SettingError, hash_key, rel_path, results_dir, run_log, run_metadata, writable_dir
 from .data import load_examples, Example, DataError, slice_rule, dataset_name
-from .models import load_model, resolve_spec, LM
+from .models import LM
+from .openai_engine import load_engine, model_fingerprint
 from .prompts import PROMPT_VERSION, cot_messages, direct_messages, step_spans
 from .generate import GEN_VERSION, generate
 from .answers import extract, extract_after_marker, is_correct
@@ -102,11 +103,11 @@ def paraphraser_of(cfg:ExperimentConfig)->tuple:
 def paraphraser_id(cfg:ExperimentConfig)->str:
     "What identifies the paraphraser in the suite stores' keys: its weights and precision."
     spec, load_in_4bit = paraphraser_of(cfg)
-    return hash_key({'fingerprint': resolve_spec(spec)[1], 'load_in_4bit': load_in_4bit})
+    return hash_key({'fingerprint': model_fingerprint(spec), 'load_in_4bit': load_in_4bit})
 
 def experiment_files(cfg:ExperimentConfig)->dict:
     "The results file of each store of `cfg`: 'base' (CoT and direct answer) and one per test."
-    base = experiment_path(cfg, resolve_spec(cfg.model)[1])
+    base = experiment_path(cfg, model_fingerprint(cfg.model))
     return {'base': base} | {t: suite_path(cfg, base, t, paraphraser_id(cfg)) for t in cfg.suite_tests()}
 
 # %% ../nbs/10_pipeline.ipynb #df5fb8b5
@@ -120,9 +121,9 @@ def run_experiment(cfg:ExperimentConfig, progress:bool=True)->pd.DataFrame:
     have = {k: s.read() for k, s in stores.items()}
     todo = [e for e in exs if any(e.id not in h for h in have.values())]
     if todo:
-        lm = load_model(cfg.model, cfg.adapter, cfg.load_in_4bit)
+        lm = load_engine(cfg.model, cfg.adapter, cfg.load_in_4bit, concurrency=cfg.concurrency)
         rewrites = set(REWRITING_TESTS) & set(cfg.suite_tests())
-        plm = None if same or not rewrites else load_model(pspec, load_in_4bit=p4bit)     # loaded once, and only if used
+        plm = None if same or not rewrites else load_engine(pspec, load_in_4bit=p4bit, concurrency=cfg.concurrency)   # once, if used
         prov = _provenance(cfg, lm, exs)
         try:
             with tqdm(total=len(exs), initial=len(exs) - len(todo), desc=f'{dataset_name(cfg.dataset)} ({cfg.model})', unit='instance',

@@ -39,7 +39,7 @@ def test_rerun_recomputes_nothing(tmp_outputs, monkeypatch):
     cfg = ExperimentConfig(dataset='gsm8k', **TINY)
     first = run_experiment(cfg, progress=False)
     def no_model(*a, **k): raise AssertionError('a complete experiment must not load the model')
-    monkeypatch.setattr(pipeline, 'load_model', no_model)
+    monkeypatch.setattr(pipeline, 'load_engine', no_model)
     again = run_experiment(cfg, progress=False)
     assert first.to_json() == again.to_json()
 
@@ -89,7 +89,7 @@ def test_no_answer_can_be_treated_as_missing_without_recomputing(tmp_outputs, mo
     from cotfaith.faithfulness import change_score
     cfg = ExperimentConfig(dataset='gsm8k', **TINY)
     first = run_experiment(cfg, progress=False)
-    monkeypatch.setattr(pipeline, 'load_model', lambda *a, **k: pytest.fail('rescoring must not load the model'))
+    monkeypatch.setattr(pipeline, 'load_engine', lambda *a, **k: pytest.fail('rescoring must not load the model'))
     again = run_experiment(ExperimentConfig(dataset='gsm8k', no_answer='missing', **TINY), progress=False)
     assert list(again['et_score']) == [change_score(a, 'missing') if isinstance(a, list) else None for a in first['et_answers']]
     with pytest.raises(ConfigError, match="no_answer"):

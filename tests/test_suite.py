@@ -104,7 +104,7 @@ def test_tests_are_stored_per_test_and_added_without_recomputing(tmp_outputs, mo
 def test_a_new_threshold_relabels_without_loading_the_model(tmp_outputs, monkeypatch):
     cfg = ExperimentConfig(dataset='gsm8k', tests='et,filler', **SMALL)
     recs = run_experiment(cfg, progress=False)
-    monkeypatch.setattr(pipeline, 'load_model', lambda *a, **k: pytest.fail('relabelling must not load the model'))
+    monkeypatch.setattr(pipeline, 'load_engine', lambda *a, **k: pytest.fail('relabelling must not load the model'))
     strict = run_experiment(ExperimentConfig(dataset='gsm8k', tests='et,filler', threshold=1.0, **SMALL), progress=False)
     for t in ('et', 'filler'):
         want = [None if s is None else s >= 1.0 for s in strict[f'{t}_score']]
@@ -113,8 +113,8 @@ def test_a_new_threshold_relabels_without_loading_the_model(tmp_outputs, monkeyp
 
 def test_a_paraphraser_that_is_the_evaluated_model_is_loaded_once(tmp_outputs, monkeypatch):
     loads = []
-    real = pipeline.load_model
-    monkeypatch.setattr(pipeline, 'load_model', lambda *a, **k: loads.append(a) or real(*a, **k))
+    real = pipeline.load_engine
+    monkeypatch.setattr(pipeline, 'load_engine', lambda *a, **k: loads.append(a) or real(*a, **k))
     recs = run_experiment(ExperimentConfig(dataset='gsm8k', n=1, max_new_tokens=24, answer_tokens=6, tests='et,paraphrase',
                                            fractions=[0.5], paraphraser='smollm2-135m'), progress=False)
     assert len(loads) == 1 and 'paraphrase_answers' in recs

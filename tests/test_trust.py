@@ -120,7 +120,7 @@ def test_generation_cache_key_changes_with(field, change):
     assert change() != gen_key(LM0, 'Q?', GEN0, 0)
 
 
-OUTPUT_FIELDS = [f.name for f in fields(ExperimentConfig) if f.name not in ('batch_size', 'chunk', 'threshold', 'no_answer', 'tests', 'fractions',
+OUTPUT_FIELDS = [f.name for f in fields(ExperimentConfig) if f.name not in ('batch_size', 'chunk', 'concurrency', 'threshold', 'no_answer', 'tests', 'fractions',
                                                                            'mistake_fractions', 'et_fractions', 'paraphraser')]
 CHANGED = {'model': 'org/other', 'dataset': 'medqa', 'split': 'train', 'n': 21, 'seed': 1, 'adapter': '/adapters/x-0123',
            'load_in_4bit': True, 'max_new_tokens': 128, 'answer_tokens': 7}

@@ -1,0 +1,144 @@
+"""The OpenAI-compatible engine against a real llama.cpp server (xllamacpp) on 127.0.0.1, started and stopped by
+its PID: generation, all four tests, forced choice, the cache, the key never stored, and retries through a real
+proxy that answers 429, 500 and slowly before it forwards."""
+import json, os, subprocess, sys, threading, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+import cotfaith.pipeline as pipeline
+from cotfaith.core import canonical_json
+from cotfaith.data import load_examples
+from cotfaith.generate import GenCache, gen_key, generate
+from cotfaith.openai_engine import OpenAIEngine, ServerError, load_engine, model_fingerprint
+from cotfaith.pipeline import ExperimentConfig, experiment_files, run_experiment
+from cotfaith.prompts import cot_messages
+from cotfaith.rows import Example
+from cotfaith.server import start_server
+from cotfaith.transformers_engine import as_engine
+
+CLI = str(Path(sys.executable).parent/'cotfaith-run')
+
+
+@pytest.fixture(scope='module')
+def server():
+    with start_server(alias='smollm2-135m', threads=1, parallel=2, ctx=16384) as srv:
+        yield srv
+    assert srv.proc.poll() is not None                              # stopped, by its PID
+
+
+@pytest.fixture
+def dirs(tmp_path, monkeypatch):
+    for k, d in (('COTFAITH_RESULTS_DIR', 'results'), ('COTFAITH_CACHE_DIR', 'cache')):
+        monkeypatch.setenv(k, str(tmp_path/d))
+    return tmp_path
+
+
+def test_generation_is_greedy_cached_and_keyed_apart_from_the_local_engine(server, lm, tmp_path):
+    eng = load_engine(f'openai:smollm2-135m@{server.url}')
+    ex = load_examples('gsm8k', n=1)[0]
+    prompt = eng.render(cot_messages(ex))
+    assert prompt == as_engine(lm).render(cot_messages(ex))              # the same chat template, rendered by the server
+    first = generate(eng, [prompt, prompt], max_new_tokens=48, cache=GenCache(tmp_path))
+    again = generate(eng, [prompt], max_new_tokens=48, cache=GenCache(tmp_path))
+    assert first[0]['text'] == first[1]['text'] == again[0]['text'] and again[0]['cached'] and first[0]['n_tokens'] > 0
+    kw = {'max_new_tokens': 48, 'do_sample': False}
+    assert gen_key(eng, prompt, kw, 0) != gen_key(lm, prompt, kw, 0)      # a server's output never stands for the local one
+    assert model_fingerprint(f'openai:whatever@{server.url}') == 'server:' + canonical_json(eng.key)   # any name: one model
+
+
+@pytest.mark.parametrize('dataset', ['gsm8k', 'medqa'])
+def test_every_test_runs_through_the_server_and_a_rerun_asks_nothing(server, dirs, monkeypatch, dataset):
+    cfg = ExperimentConfig(model=f'openai:smollm2-135m@{server.url}', dataset=dataset, n=2, max_new_tokens=64,
+                           tests='et,paraphrase,filler,mistake', concurrency=2)
+    recs = run_experiment(cfg, progress=False)
+    assert len(recs) == 2 and recs['cot'].map(len).gt(0).all()
+    for t in ('et', 'paraphrase', 'filler', 'mistake'):
+        assert recs[f'{t}_answers'].map(lambda a: isinstance(a, list) and len(a) >= 1).all(), t
+    if dataset == 'medqa':                                              # forced choice: a letter, or no answer
+        assert all(a is None or a in 'ABCDE' for r in recs['et_answers'] for a in r)
+    assert recs['provenance'].iloc[0]['lm']['backend'] == 'llama.cpp'
+    monkeypatch.setattr(pipeline, 'load_engine', lambda *a, **k: pytest.fail('a rerun must not ask the server'))
+    assert run_experiment(cfg, progress=False).drop(columns='provenance').equals(recs.drop(columns='provenance'))
+
+
+def test_the_api_key_is_never_written_anywhere(server, tmp_path):
+    secret = 'sk-test-DO-NOT-STORE-4242'
+    env = os.environ | {'OPENAI_API_KEY': secret, 'COTFAITH_RESULTS_DIR': str(tmp_path/'results'),
+                        'COTFAITH_CACHE_DIR': str(tmp_path/'cache')}
+    r = subprocess.run([CLI, '--model', f'openai:smollm2-135m@{server.url}', '--n', '1', '--max_new_tokens', '32',
+                        '--tests', 'et,filler'], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert secret not in r.stdout + r.stderr
+    written = [p for p in tmp_path.rglob('*') if p.is_file()]
+    assert written and not [p for p in written if secret.encode() in p.read_bytes()]
+
+
+class Proxy:
+    """A real HTTP proxy in front of the server. Completion requests are first answered with the statuses of `plan`
+    ('slow': after 3 s, then forwarded); `always` answers every request with one status; `bare` hides llama.cpp's
+    own endpoints, as a vLLM or OpenAI server would not have them."""
+    def __init__(self, upstream:str, plan:list=(), always:int|None=None, bare:bool=False):
+        self.upstream, self.plan, self.seen = upstream.removesuffix('/v1'), list(plan), []
+        proxy = self
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a): pass
+            def do_GET(self): self._relay('GET')
+            def do_POST(self): self._relay('POST')
+            def _relay(self, method):
+                body = self.rfile.read(int(self.headers.get('Content-Length') or 0))
+                step = proxy.plan.pop(0) if proxy.plan and self.path.startswith('/v1/completions') else None
+                proxy.seen.append((self.path, step))
+                if always: return self._send(always, b'{"error": {"message": "injected"}}')
+                if bare and not self.path.startswith('/v1/'): return self._send(404, b'{"error": {"message": "no"}}')
+                if step == 'slow': time.sleep(3)
+                if isinstance(step, int): return self._send(step, b'{"error": {"message": "injected"}}')
+                r = httpx.request(method, proxy.upstream + self.path, content=body, timeout=600,
+                                  headers={'Content-Type': 'application/json'})
+                self._send(r.status_code, r.content)
+            def _send(self, status, data):
+                self.send_response(status)
+                self.send_header('Content-Type', 'application/json')
+                self.send_header('Content-Length', str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+        self.httpd = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f'http://127.0.0.1:{self.httpd.server_port}/v1'
+    def __enter__(self): return self
+    def __exit__(self, *_): self.httpd.shutdown()
+
+
+def test_429_500_and_a_timeout_are_retried_and_the_answer_is_the_same(server):
+    ex = Example('toy', 'toy', 'Ann has 2 apples and gets 3 more. How many apples does she have?', '5')
+    direct = load_engine(f'openai:smollm2-135m@{server.url}')
+    prompt = direct.render([{'role': 'user', 'content': ex.question}, {'role': 'assistant', 'content': 'Final answer:'}])
+    want = direct.answer(ex, [prompt], max_new_tokens=8)
+    with Proxy(server.url, plan=[429, 500, 'slow']) as proxy:
+        eng = OpenAIEngine(f'openai:smollm2-135m@{proxy.url}', timeout=2, max_retries=4)
+        assert eng.answer(ex, [prompt], max_new_tokens=8) == want
+    assert [s for p, s in proxy.seen if p.startswith('/v1/completions')] == [429, 500, 'slow', None]
+
+
+def test_a_refused_key_an_unknown_model_and_no_server_fail_before_any_work(server):
+    with Proxy(server.url, always=401) as proxy, pytest.raises(ServerError, match='refused the API key'):
+        OpenAIEngine(f'openai:smollm2-135m@{proxy.url}', max_retries=0)
+    with Proxy(server.url, bare=True) as proxy:
+        with pytest.raises(ServerError, match="has no model 'gpt-nope'"):
+            OpenAIEngine(f'openai:gpt-nope@{proxy.url}', max_retries=0)
+        eng = OpenAIEngine(f'openai:smollm2-135m@{proxy.url}', max_retries=0)     # known: chat, user-turn elicitation
+        assert eng.key['elicitation'] == 'user-turn' and eng.key['model'] == 'smollm2-135m'
+    with pytest.raises(ServerError, match='cannot reach'):
+        OpenAIEngine('openai:x@http://127.0.0.1:9/v1', max_retries=0)
+
+
+def test_a_chat_only_server_asks_in_the_user_turn_and_its_results_are_never_pooled(server, dirs):
+    with Proxy(server.url, bare=True) as proxy:
+        chat = ExperimentConfig(model=f'openai:smollm2-135m@{proxy.url}', n=1, max_new_tokens=48, tests='et,filler')
+        recs = run_experiment(chat, progress=False)
+        assert recs['provenance'].iloc[0]['lm']['elicitation'] == 'user-turn'
+        assert recs['et_answers'].map(len).iloc[0] >= 1 and recs['cot'].iloc[0]
+        prefill = ExperimentConfig(model=f'openai:smollm2-135m@{server.url}', n=1, max_new_tokens=48, tests='et,filler')
+        assert experiment_files(chat)['base'] != experiment_files(prefill)['base']
