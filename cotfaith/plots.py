@@ -16,28 +16,40 @@ from pathlib import Path
 from .stats import accuracy_table, et_curve, aoc, faithfulness_stats
 
 # %% auto #0
-__all__ = ['PALETTE', 'N_FACTOR', 'FINETUNE_PANELS', 'save_fig', 'n_differs', 'share_estimate', 'ci_bars', 'plot_accuracy',
-           'plot_et_curve', 'effect_label', 'is_embedded', 'title_figure', 'figure_accuracy_et', 'plot_before_after',
-           'plot_transfer', 'plot_rank_ablation', 'figure_finetune', 'figure_transfer', 'figure_rank']
+__all__ = ['PALETTE', 'N_FACTOR', 'FINETUNE_PANELS', 'write_outputs', 'save_fig', 'n_differs', 'share_estimate', 'ci_bars',
+           'plot_accuracy', 'plot_et_curve', 'effect_label', 'is_embedded', 'title_figure', 'figure_accuracy_et',
+           'plot_before_after', 'plot_transfer', 'plot_rank_ablation', 'figure_finetune', 'figure_transfer',
+           'figure_rank']
 
 # %% ../nbs/09_plots.ipynb #e04583bd
 PALETTE = {'cot': '#2a6f97', 'direct': '#e07a5f'}
 sns.set_theme(style='whitegrid', context='notebook')
 _PDF_META = {'CreationDate': None, 'ModDate': None, 'Producer': None, 'Creator': None}
 
+def write_outputs(name:str, # file stem (the run's figure tag is appended)
+                  folder:Path|None, # where to write; None: `figures_dir()`
+                  write, # `write(folder, stem)` writes the files and returns their paths
+                 )->list:
+    "Write a figure's or a table's files into the figures folder, and log them for the batch's manifest."
+    from cotfaith.core import figures_dir, figure_stem, run_log
+    folder, name = Path(folder or figures_dir()), figure_stem(name)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = write(folder, name)
+    run_log(figure=name, files=[p.name for p in paths])
+    return paths
+
+def _fig_files(fig, folder:Path, name:str)->list:
+    paths = [folder/f'{name}.png', folder/f'{name}.pdf']
+    fig.savefig(paths[0], dpi=150, bbox_inches='tight', metadata={'Software': None})
+    fig.savefig(paths[1], bbox_inches='tight', metadata=_PDF_META)
+    return paths
+
 def save_fig(fig, # the matplotlib figure
              name:str, # file stem (the run's figure tag is appended)
              folder:Path|None=None, # where to write; default `figures_dir()`
             )->list:
     "Save `fig` as `<name>.png` and `<name>.pdf` in the figures folder, without timestamps."
-    from cotfaith.core import figures_dir, figure_stem, run_log
-    folder, name = Path(folder or figures_dir()), figure_stem(name)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder/f'{name}.png', folder/f'{name}.pdf']
-    fig.savefig(paths[0], dpi=150, bbox_inches='tight', metadata={'Software': None})
-    fig.savefig(paths[1], bbox_inches='tight', metadata=_PDF_META)
-    run_log(figure=name, files=[p.name for p in paths])        # for the batch's manifest
-    return paths
+    return write_outputs(name, folder, lambda d, stem: _fig_files(fig, d, stem))
 
 # %% ../nbs/09_plots.ipynb #b0a1c002
 N_FACTOR = 2.

@@ -13,7 +13,8 @@ import seaborn as sns
 
 from .frame import TESTS, AXES
 from .stats import curve, summary_row
-from .plots import N_FACTOR, ci_bars, effect_label, n_differs, plot_et_curve, share_estimate, title_figure
+from .plots import (N_FACTOR, ci_bars, effect_label, n_differs, plot_et_curve, share_estimate, title_figure,
+                            write_outputs)
 
 # %% auto #0
 __all__ = ['SUITE_LABELS', 'SUMMARY_METRICS', 'SPLIT_METRICS', 'plot_suite_bars', 'figure_suite', 'plot_forest', 'figure_summary',
@@ -156,9 +157,9 @@ def save_table(summary:pd.DataFrame, # `summary_row` rows with `dataset` and `va
                folder:Path|None=None, # where to write; default `figures_dir()`
               )->list:
     "Write `summary` as `<name>.csv` (every column) and `<name>.md` (each metric as 'mean [lo, hi] n=N')."
-    from cotfaith.core import figures_dir, figure_stem, run_log
-    folder, name = Path(folder or figures_dir()), figure_stem(name)
-    folder.mkdir(parents=True, exist_ok=True)
+    return write_outputs(name, folder, lambda d, stem: _table_files(summary, d, stem))
+
+def _table_files(summary:pd.DataFrame, folder:Path, name:str)->list:
     md = [summary[['dataset', 'variant']].assign(**{lab: [_cell(r, m) for _, r in summary.iterrows()]
                                                     for m, lab in metrics.items() if m in summary})
           for metrics in (SUMMARY_METRICS, SPLIT_METRICS)]
@@ -167,5 +168,4 @@ def save_table(summary:pd.DataFrame, # `summary_row` rows with `dataset` and `va
     paths = [folder/f'{name}.csv', folder/f'{name}.md']
     summary.to_csv(paths[0], index=False, float_format='%.4f')
     paths[1].write_text(text)
-    run_log(figure=name, files=[p.name for p in paths])
     return paths
