@@ -142,3 +142,15 @@ def test_a_chat_only_server_asks_in_the_user_turn_and_its_results_are_never_pool
         assert recs['et_answers'].map(len).iloc[0] >= 1 and recs['cot'].iloc[0]
         prefill = ExperimentConfig(model=f'openai:smollm2-135m@{server.url}', n=1, max_new_tokens=48, tests='et,filler')
         assert experiment_files(chat)['base'] != experiment_files(prefill)['base']
+
+
+def test_the_paper_s_gpt_fine_tuning_data_is_written_in_openai_s_format_and_never_faked(tmp_path):
+    out = tmp_path/'medqa-sft.jsonl'
+    env = {k: v for k, v in os.environ.items() if k != 'OPENAI_API_KEY'}
+    cli = str(Path(sys.executable).parent/'cotfaith-openai-sft')
+    r = subprocess.run([cli, '--dataset', 'medqa', '--n_train', '16', '--out', str(out), '--submit'],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 1 and 'needs OPENAI_API_KEY' in r.stderr and 'Traceback' not in r.stderr
+    rows = [json.loads(l) for l in out.read_text().splitlines()]
+    assert len(rows) == 16 and all(r['messages'][-1]['role'] == 'assistant' for r in rows)
+    assert all(r['messages'][-1]['content'].startswith('Final answer:') for r in rows)   # MedQA: answer-only targets
