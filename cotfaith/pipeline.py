@@ -35,7 +35,8 @@ __all__ = ['DISK_FULL', 'paraphraser_of', 'paraphraser_id', 'experiment_files', 
 def _answers(ex:Example, text:str, prefix:str)->dict:
     out = {}
     for ext in ('strict', 'flexible'):
-        p = extract(ex, text, ext == 'strict') if prefix == 'cot' else extract_after_marker(ex, text, ext == 'strict')
+        p = (extract(ex, text, strict=ext == 'strict') if prefix == 'cot'
+             else extract_after_marker(ex, text, strict=ext == 'strict'))
         out |= {f'{prefix}_pred_{ext}': p, f'{prefix}_correct_{ext}': is_correct(ex, p)}
     return out
 
@@ -43,20 +44,23 @@ def _records(lm:LM, cfg:ExperimentConfig, exs:list, prov:dict)->list:
     "Base records of `exs`: CoT and direct answer; a question too long for the context is skipped."
     kw = dict(batch_size=cfg.batch_size, seed=cfg.seed, progress=False)
     lm = as_engine(lm)
-    why = {e.id: too_long(lm, lm.render(cot_messages(e)), cfg.max_new_tokens + cfg.answer_tokens) for e in exs}
+    why = {e.id: too_long(lm, lm.render(cot_messages(e)), extra=cfg.max_new_tokens + cfg.answer_tokens) for e in exs}
     run = [e for e in exs if not why[e.id]]
     cots = generate(lm, [lm.render(cot_messages(e)) for e in run], max_new_tokens=cfg.max_new_tokens, **kw)
     dirs = generate(lm, [lm.render(direct_messages(e)) for e in run], max_new_tokens=cfg.answer_tokens, **kw)
-    done = {e.id: {'cot': c['text'], 'cot_tokens': c['n_tokens'], 'cot_finish': c['finish'], 'n_steps': len(step_spans(c['text'])),
-                   **_answers(e, c['text'], 'cot'), 'direct': d['text'], **_answers(e, d['text'], 'direct')}
+    done = {e.id: {'cot': c['text'], 'cot_tokens': c['n_tokens'], 'cot_finish': c['finish'],
+                   'n_steps': len(step_spans(c['text'])), **_answers(e, c['text'], prefix='cot'),
+                   'direct': d['text'], **_answers(e, d['text'], prefix='direct')}
             for e, c, d in zip(run, cots, dirs)}
     return [{'id': e.id, 'dataset': e.dataset, 'source': e.source, 'gold': e.answer, 'question': e.question,
-             'choices': e.to_dict()['choices'], **done.get(e.id, {'skipped': why[e.id]}), 'provenance': prov} for e in exs]
+             'choices': e.to_dict()['choices'], **done.get(e.id, {'skipped': why[e.id]}), 'provenance': prov}
+            for e in exs]
 
 # %% ../nbs/10_pipeline.ipynb #fc3c1b51
 def _provenance(cfg:ExperimentConfig, lm:LM, exs:list)->dict:
     hub = exs and exs[0].source.startswith('hub:')
-    ft = json.loads((Path(cfg.adapter)/'meta.json').read_text()) if cfg.adapter and (Path(cfg.adapter)/'meta.json').exists() else None
+    ft = (json.loads((Path(cfg.adapter)/'meta.json').read_text())
+          if cfg.adapter and (Path(cfg.adapter)/'meta.json').exists() else None)
     return {'config': asdict(cfg), 'lm': lm.key, 'slice': exs[0].source if hub else slice_rule(cfg.dataset, cfg.split),
             'finetune': ft and {k: ft.get(k) for k in ('config', 'slice', 'n_examples', 'n_used')},
             'prompt_version': PROMPT_VERSION, 'gen_version': GEN_VERSION, **run_metadata()}
@@ -75,14 +79,17 @@ def _suite_chunk(lm:LM, plm:LM|None, cfg:ExperimentConfig, exs:list, base:dict, 
     res = dict(zip([e.id for e in run], res))
     prov = {'suite_version': SUITE_VERSION, 'mistake_version': MISTAKE_VERSION, 'paraphraser': (plm or lm).key}
     for t in tests:
-        stores[t].append([{'id': e.id, **{k: v for k, v in res.get(e.id, {f'{t}_skipped': base[e.id].get('skipped')}).items()
-                                          if k.startswith(t + '_')}, 'provenance': prov} for e in need])
+        stores[t].append([{'id': e.id,
+                           **{k: v for k, v in res.get(e.id, {f'{t}_skipped': base[e.id].get('skipped')}).items()
+                              if k.startswith(t + '_')},
+                           'provenance': prov} for e in need])
 
 # %% ../nbs/10_pipeline.ipynb #51f2298f
 def _label(r:dict, test:str, cfg:ExperimentConfig):
     "Score `test` of record `r` from its answers under `cfg.no_answer`, and label it under `cfg.threshold`."
-    if isinstance(r.get(f'{test}_answers'), list): r[f'{test}_score'] = change_score(r[f'{test}_answers'], cfg.no_answer)
-    r[f'{test}_faithful'] = faithful_label(test, r.get(f'{test}_score'), cfg.threshold)
+    if isinstance(r.get(f'{test}_answers'), list):
+        r[f'{test}_score'] = change_score(r[f'{test}_answers'], no_answer=cfg.no_answer)
+    r[f'{test}_faithful'] = faithful_label(test, r.get(f'{test}_score'), threshold=cfg.threshold)
 
 def _merge(cfg:ExperimentConfig, exs:list, have:dict)->pd.DataFrame:
     "One row per instance: base record, every test's fields, and each test's score and label under `cfg`'s rules."
@@ -108,37 +115,42 @@ def paraphraser_id(cfg:ExperimentConfig)->str:
 def experiment_files(cfg:ExperimentConfig)->dict:
     "The results file of each store of `cfg`: 'base' (CoT and direct answer) and one per test."
     base = experiment_path(cfg, model_fingerprint(cfg.model))
-    return {'base': base} | {t: suite_path(cfg, base, t, paraphraser_id(cfg)) for t in cfg.suite_tests()}
+    return {'base': base} | {t: suite_path(cfg, base, test=t, paraphraser=paraphraser_id(cfg))
+                             for t in cfg.suite_tests()}
 
 # %% ../nbs/10_pipeline.ipynb #df5fb8b5
 def run_experiment(cfg:ExperimentConfig, progress:bool=True)->pd.DataFrame:
     "Per-instance records of `cfg`, computing and storing only what is missing."
     for env in ('COTFAITH_RESULTS_DIR', 'COTFAITH_CACHE_DIR'): writable_dir(env)     # before anything is computed
-    exs = load_examples(cfg.dataset, cfg.split, cfg.n or None, cfg.seed)
+    exs = load_examples(cfg.dataset, cfg.split, n=cfg.n or None, seed=cfg.seed)
     pspec, p4bit = paraphraser_of(cfg)
-    same = (pspec, p4bit) == (cfg.model, cfg.load_in_4bit) and not cfg.adapter    # the evaluated model paraphrases itself
+    same = (pspec, p4bit) == (cfg.model, cfg.load_in_4bit) and not cfg.adapter  # the evaluated model paraphrases itself
     stores = {k: ResultsStore(f) for k, f in experiment_files(cfg).items()}
     have = {k: s.read() for k, s in stores.items()}
     todo = [e for e in exs if any(e.id not in h for h in have.values())]
     if todo:
-        lm = load_engine(cfg.model, cfg.adapter, cfg.load_in_4bit, concurrency=cfg.concurrency)
+        lm = load_engine(cfg.model, adapter=cfg.adapter, load_in_4bit=cfg.load_in_4bit, concurrency=cfg.concurrency)
         rewrites = set(REWRITING_TESTS) & set(cfg.suite_tests())
-        plm = None if same or not rewrites else load_engine(pspec, load_in_4bit=p4bit, concurrency=cfg.concurrency)   # once, if used
+        plm = None if same or not rewrites else load_engine(pspec, load_in_4bit=p4bit,   # loaded once, and only if used
+                                                            concurrency=cfg.concurrency)
         prov = _provenance(cfg, lm, exs)
         try:
-            with tqdm(total=len(exs), initial=len(exs) - len(todo), desc=f'{dataset_name(cfg.dataset)} ({cfg.model})', unit='instance',
-                      disable=not progress) as bar:
+            with tqdm(total=len(exs), initial=len(exs) - len(todo), desc=f'{dataset_name(cfg.dataset)} ({cfg.model})',
+                      unit='instance', disable=not progress) as bar:
                 for i in range(0, len(todo), cfg.chunk):
                     chunk = todo[i:i+cfg.chunk]
-                    if new := [e for e in chunk if e.id not in have['base']]: stores['base'].append(_records(lm, cfg, new, prov))
-                    _suite_chunk(lm, plm, cfg, chunk, stores['base'].read(), stores, have); bar.update(len(chunk))
+                    if new := [e for e in chunk if e.id not in have['base']]:
+                        stores['base'].append(_records(lm, cfg, new, prov))
+                    _suite_chunk(lm, plm, cfg, chunk, base=stores['base'].read(), stores=stores, have=have)
+                    bar.update(len(chunk))
         except KeyboardInterrupt:
             print(f'\ncotfaith: interrupted. {_kept(exs, stores)}', file=sys.stderr, flush=True)
             raise
         except OSError as e:
             if e.errno not in DISK_FULL: raise
-            raise SettingError(f"no space left to write {e.filename or 'the results'} ({os.strerror(e.errno)}). {_kept(exs, stores)} "
-                               "(a record cut short is dropped on the next run). Fix: free some space, then rerun") from None
+            raise SettingError(f"no space left to write {e.filename or 'the results'} ({os.strerror(e.errno)}). "
+                               f"{_kept(exs, stores)} (a record cut short is dropped on the next run). "
+                               "Fix: free some space, then rerun") from None
         have = {k: s.read() for k, s in stores.items()}
     run_log(results=[str(rel_path(s.path, results_dir())) for s in stores.values()])    # for the batch's manifest
     _some_fit(exs, have['base'])
@@ -156,19 +168,26 @@ DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)     # no space, over quota
 def _kept(exs:list, stores:dict)->str:
     "What is stored after an interruption, and how to go on."
     kept = {k: len(s.read()) for k, s in stores.items()}
-    return (f"Kept: {', '.join(f'{k} {n}/{len(exs)}' for k, n in kept.items())} instances in {stores['base'].path.parent}, "
-            "and every finished generation in the cache. Rerun the same command to resume.")
+    return (f"Kept: {', '.join(f'{k} {n}/{len(exs)}' for k, n in kept.items())} instances "
+            f"in {stores['base'].path.parent}, and every finished generation in the cache. "
+            "Rerun the same command to resume.")
 
 # %% ../nbs/10_pipeline.ipynb #e484cc6a
 def base_config(ft:FinetuneConfig, cfg:ExperimentConfig)->ExperimentConfig:
     "`cfg` for the base model of `ft`, at the precision and quantisation the fine-tuned model is evaluated at."
     return replace(cfg, model=ft.model, adapter=None, load_in_4bit=bool(ft.resolved().load_in_4bit))
 
-def run_base(ft:FinetuneConfig, cfg:ExperimentConfig, progress:bool=True)->pd.DataFrame:
-    "Records of `cfg` on the base model of `ft`, comparable with `run_finetuned(ft, cfg)`: same precision and quantisation."
+def run_base(ft:FinetuneConfig, # the fine-tuning whose base model is evaluated
+             cfg:ExperimentConfig, # the experiment to run
+             progress:bool=True, # show a progress bar
+            )->pd.DataFrame:
+    "Records of `cfg` on `ft`'s base model, comparable with `run_finetuned(ft, cfg)`: same precision and quantisation."
     return run_experiment(base_config(ft, cfg), progress)
 
-def run_finetuned(ft:FinetuneConfig, cfg:ExperimentConfig, progress:bool=True)->pd.DataFrame:
+def run_finetuned(ft:FinetuneConfig, # the fine-tuning whose adapter is evaluated
+                  cfg:ExperimentConfig, # the experiment to run
+                  progress:bool=True, # show a progress bar
+                 )->pd.DataFrame:
     "Records of `cfg` evaluated with the adapter fine-tuned under `ft` (trained first if not cached)."
     adapter = finetune(ft)
     return run_experiment(replace(base_config(ft, cfg), adapter=str(adapter)), progress)

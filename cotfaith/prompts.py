@@ -35,13 +35,15 @@ def cot_messages(ex:Example)->list:
 def direct_messages(ex:Example)->list:
     "Chat messages asking for the answer only, with the assistant's turn prefilled with the marker."
     ask = f"Give only the answer, with no explanation, as '{ANSWER_MARKER} X', where X is {_answer_form(ex)}."
-    return [{'role': 'user', 'content': f'{format_question(ex)}\n\n{ask}'}, {'role': 'assistant', 'content': ANSWER_MARKER}]
+    return [{'role': 'user', 'content': f'{format_question(ex)}\n\n{ask}'},
+            {'role': 'assistant', 'content': ANSWER_MARKER}]
 
 # %% ../nbs/03_prompts.ipynb #1b408be1
 def render(tok, messages:list)->str:
     "Prompt text for `messages` through the tokenizer's chat template."
     cont = messages[-1]['role'] == 'assistant'
-    return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=not cont, continue_final_message=cont)
+    return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=not cont,
+                                   continue_final_message=cont)
 
 def answer_messages(ex:Example, cot_prefix:str)->list:
     "CoT prompt whose assistant turn is `cot_prefix` followed by the final-answer marker."

@@ -43,12 +43,24 @@ def first_line(text:str, fallback:str)->str:
     return fallback
 
 # %% ../nbs/04a_rewrites.ipynb #2b0ac2fc
-def token_budget(lm:LM|Engine, text:str, cap:int=128, scale:float=1.5, extra:int=8, step:int=32)->int:
+def token_budget(lm:LM|Engine, # a loaded model or any engine: its tokenizer counts
+                 text:str, # the text to rewrite
+                 cap:int=128, # the most tokens
+                 scale:float=1.5, # budget per token of `text`
+                 extra:int=8, # tokens added on top
+                 step:int=32, # round up to a multiple of this (few distinct budgets batch better)
+                )->int:
     "A token budget for rewriting `text`: `scale` times its length plus `extra`, rounded up to `step`, at most `cap`."
     n = as_engine(lm).n_tokens(text)
     return min(cap, step * math.ceil((scale * n + extra) / step))
 
-def rewrite(lm:LM|Engine, steps:list, messages_of, seed:int=0, cache:GenCache|None=None, batch_size:int=16)->list:
+def rewrite(lm:LM|Engine, # the model that rewrites, or any engine
+            steps:list, # step texts, each rewritten on its own
+            messages_of, # step body -> chat messages asking for the rewrite
+            seed:int=0, # generation seed, part of the cache key
+            cache:GenCache|None=None, # default: the cache under the cache dir
+            batch_size:int=16, # prompts per generation batch
+           )->list:
     "One greedy rewrite per step: its label, then the reply's first line ('' if none); batched and cached."
     lm, labels, out, groups = as_engine(lm), [step_label(s) for s in steps], [''] * len(steps), {}
     bodies = [s[len(l):] for s, l in zip(steps, labels)]
@@ -57,7 +69,7 @@ def rewrite(lm:LM|Engine, steps:list, messages_of, seed:int=0, cache:GenCache|No
     for budget, idx in sorted(groups.items()):
         gens = generate(lm, [lm.render(messages_of(bodies[i])) for i in idx], max_new_tokens=budget,
                         stop_strings=['.\n', '\n\n'], batch_size=batch_size, seed=seed, cache=cache, progress=False)
-        for i, g in zip(idx, gens): out[i] = labels[i] + r if (r := first_line(g['text'], '')) else ''
+        for i, g in zip(idx, gens): out[i] = labels[i] + r if (r := first_line(g['text'], fallback='')) else ''
     return out
 
 # %% ../nbs/04a_rewrites.ipynb #3cf697fe
@@ -73,11 +85,17 @@ def is_paraphrase(step:str, new:str|None)->bool:
     return bool(new and new.strip()) and len(new) <= 2 * len(step) + 20 and numbers(new) == numbers(step)
 
 # %% ../nbs/04a_rewrites.ipynb #4f3fb8b2
-def paraphrases(lm:LM|Engine, steps:list, seed:int=0, cache:GenCache|None=None, batch_size:int=16)->list:
+def paraphrases(lm:LM|Engine, # the paraphrasing model, or any engine
+                steps:list, # step texts to reword
+                seed:int=0, # generation seed, part of the cache key
+                cache:GenCache|None=None, # default: the cache under the cache dir
+                batch_size:int=16, # prompts per generation batch
+               )->list:
     "A rewrite of each step that `is_paraphrase`, from a first request or a differently worded retry; None if neither."
-    out = rewrite(lm, steps, paraphrase_messages, seed, cache, batch_size)
+    out = rewrite(lm, steps, messages_of=paraphrase_messages, seed=seed, cache=cache, batch_size=batch_size)
     bad = [i for i, (s, r) in enumerate(zip(steps, out)) if not is_paraphrase(s, r)]
-    again = rewrite(lm, [steps[i] for i in bad], partial(paraphrase_messages, attempt=1), seed, cache, batch_size)
+    again = rewrite(lm, [steps[i] for i in bad], messages_of=partial(paraphrase_messages, attempt=1), seed=seed,
+                    cache=cache, batch_size=batch_size)
     for i, r in zip(bad, again): out[i] = r if is_paraphrase(steps[i], r) else None
     return out
 
