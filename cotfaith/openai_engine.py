@@ -107,7 +107,8 @@ def _check(self:OpenAIEngine)->dict:
     where = self.url or "OpenAI's API"
     try: ids = [m.id for m in self.client.models.list()]
     except (AuthenticationError, PermissionDeniedError) as e:
-        raise ServerError(f"{where} refused the API key ({e.status_code}). Fix: set OPENAI_API_KEY to a valid key") from None
+        raise ServerError(f"{where} refused the API key ({e.status_code}). "
+                          "Fix: set OPENAI_API_KEY to a valid key") from None
     except APIConnectionError:
         raise ServerError(f"cannot reach {where}. Fix: start the server (make serve) or check the URL") from None
     props = {}
@@ -175,7 +176,11 @@ def _one(self:OpenAIEngine, prompt:str, req:dict)->dict:
     return {'text': text, 'n_tokens': n, 'finish': 'length' if why == 'length' else 'eos'}
 
 @patch
-def generate(self:OpenAIEngine, prompts:list, gen_kwargs:dict, seed:int)->list:
+def generate(self:OpenAIEngine, prompts:list, # rendered prompts (messages as JSON for the user-turn elicitation)
+             gen_kwargs:dict, # max_new_tokens, do_sample and optional stop_strings
+             seed:int, # sent with every request
+            )->list:
+    "One dict per prompt: `text`, `n_tokens`, `finish`; `concurrency` requests at a time."
     req = _sampling(gen_kwargs, seed)
     with ThreadPoolExecutor(self.concurrency) as pool: return list(pool.map(lambda p: _one(self, p, req), prompts))
 
@@ -184,7 +189,7 @@ def _top(choice)->tuple:
     "(token text -> log-probability of the first generated token, that token) from a completion or chat choice."
     lp = choice.logprobs
     content = getattr(lp, 'content', None) or (lp.model_extra or {}).get('content') if lp is not None else None
-    if content:                                                     # chat format (llama.cpp uses it for completions too)
+    if content:                                     # the chat format (llama.cpp uses it for completions too)
         first = content[0] if isinstance(content[0], dict) else content[0].model_dump()
         return {t['token']: t['logprob'] for t in first['top_logprobs']}, first['token']
     if lp is not None and lp.top_logprobs: return dict(lp.top_logprobs[0]), lp.tokens[0]
@@ -195,8 +200,9 @@ def _letter(self:OpenAIEngine, ex:Example, prompt:str)->str:
     for _ in range(2):
         req = {'max_tokens': 1, 'temperature': 0, 'logprobs': True, 'top_logprobs': self.TOP_K} \
             if self.elicitation == 'user-turn' else {'max_tokens': 1, 'temperature': 0, 'logprobs': self.TOP_K}
-        r = (self.client.chat.completions.create(model=self.name, messages=json.loads(prompt), **req)
-             if self.elicitation == 'user-turn' else self.client.completions.create(model=self.name, prompt=prompt, **req))
+        if self.elicitation == 'user-turn':
+            r = self.client.chat.completions.create(model=self.name, messages=json.loads(prompt), **req)
+        else: r = self.client.completions.create(model=self.name, prompt=prompt, **req)
         _count(self, r.usage)
         top, first = _top(r.choices[0])
         if (L := best_letter(top, len(ex.choices))) is not None: return ' ' + L
@@ -206,9 +212,15 @@ def _letter(self:OpenAIEngine, ex:Example, prompt:str)->str:
 
 # %% ../nbs/03e_openai_engine.ipynb #948ae3b9
 @patch
-def answer(self:OpenAIEngine, ex:Example, prompts:list, max_new_tokens:int, base:str|None=None)->list:
+def answer(self:OpenAIEngine, ex:Example, # the question: forced choice over its options, or a number
+           prompts:list, # rendered prompts, each ending with the answer marker
+           max_new_tokens:int, # budget for a numeric answer
+           base:str|None=None, # unused: the server's prompt cache shares the prefix
+          )->list:
+    "The continuation after the marker for each prompt: ' L' for a letter, the first number's text, or ''."
+    req = {'max_tokens': max_new_tokens, 'temperature': 0, 'stop': ['\n']}
     if ex.is_choice: ask = lambda p: _letter(self, ex, p)
-    else: ask = lambda p: answer_text(_one(self, p, {'max_tokens': max_new_tokens, 'temperature': 0, 'stop': ['\n']})['text'])
+    else: ask = lambda p: answer_text(_one(self, p, req)['text'])
     with ThreadPoolExecutor(self.concurrency) as pool: return list(pool.map(ask, prompts))
 
 @patch

@@ -29,10 +29,12 @@ def serve_parser()->argparse.ArgumentParser:
     "Command-line options of `cotfaith-serve`."
     ap = argparse.ArgumentParser(prog='cotfaith-serve', description='Serve a GGUF model on an OpenAI-compatible API.')
     ap.add_argument('--model', default=DEFAULT_MODEL,
-                    help=f"a .gguf file, '{DEFAULT_MODEL}' (the embedded default) or a fetched model ({', '.join(GGUF_MODELS)})")
+                    help=f"a .gguf file, '{DEFAULT_MODEL}' (the embedded default) or a fetched model "
+                         f"({', '.join(GGUF_MODELS)})")
     ap.add_argument('--host', default='127.0.0.1')
     ap.add_argument('--port', type=int, default=8080, help='0: any free port')
-    ap.add_argument('--threads', type=int, default=1, help='CPU threads of the whole server (never more than free cores)')
+    ap.add_argument('--threads', type=int, default=1,
+                    help='CPU threads of the whole server (never more than free cores)')
     ap.add_argument('--parallel', type=int, default=1, help='slots: requests served at once')
     ap.add_argument('--ctx', type=int, default=8192, help='context in tokens, all slots together')
     ap.add_argument('--alias', default=None, help='the model id the server reports (default: the file path)')

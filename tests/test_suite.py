@@ -26,10 +26,11 @@ THREE = ('paraphrase', 'filler', 'mistake')
 def test_fast_path_answers_equal_naive_answers_for_every_test(lm, dataset, tmp_path):
     exs = load_examples(dataset, n=2, seed=3)
     cots = [c['text'] for c in generate(lm, [render(lm.tok, cot_messages(e)) for e in exs], max_new_tokens=64, progress=False)]
-    recs = suite(lm, exs, cots, THREE, fractions=[0, .5], continue_tokens=48, cache=GenCache(tmp_path), progress=False)
+    four = ('et',) + THREE
+    recs = suite(lm, exs, cots, four, fractions=[0, .5], continue_tokens=48, cache=GenCache(tmp_path), progress=False)
     for ex, cot, rec in zip(exs, cots, recs):
-        assert naive_suite(lm, ex, cot, rec) == {t: rec[f'{t}_answers'] for t in THREE}
-        for t in THREE: assert rec[f'{t}_k'][-1] == len(split_steps(cot))            # the intact chain is the reference
+        assert naive_suite(lm, ex, cot, rec) == {t: rec[f'{t}_answers'] for t in four}
+        for t in four: assert rec[f'{t}_k'][-1] == len(split_steps(cot))            # the intact chain is the reference
 
 
 def test_every_test_is_reproducible_from_its_cache(lm, tmp_path):
@@ -120,8 +121,8 @@ def test_a_paraphraser_that_is_the_evaluated_model_is_loaded_once(tmp_outputs, m
     assert len(loads) == 1 and 'paraphrase_answers' in recs
 
 
-def test_versions_say_that_mistakes_and_paraphrases_changed():
-    assert suite_mod.SUITE_VERSION == 2 and suite_mod.MISTAKE_VERSION == 3
+def test_versions_say_that_mistakes_paraphrases_and_the_frame_changed():
+    assert suite_mod.SUITE_VERSION == 3 and suite_mod.MISTAKE_VERSION == 3
 
 
 @pytest.mark.parametrize('step,prefix,suffix', [
