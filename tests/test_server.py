@@ -154,3 +154,29 @@ def test_the_paper_s_gpt_fine_tuning_data_is_written_in_openai_s_format_and_neve
     rows = [json.loads(l) for l in out.read_text().splitlines()]
     assert len(rows) == 16 and all(r['messages'][-1]['role'] == 'assistant' for r in rows)
     assert all(r['messages'][-1]['content'].startswith('Final answer:') for r in rows)   # MedQA: answer-only targets
+
+
+def _amplified(adapter, dest, factor=40.0):
+    "A copy of a peft adapter whose lora_B is scaled up, so that its effect is large enough to compare."
+    import shutil
+    from safetensors.numpy import load_file, save_file
+    shutil.copytree(adapter, dest)
+    w = load_file(str(dest/'adapter_model.safetensors'))
+    save_file({k: v * factor if '.lora_B.' in k else v for k, v in w.items()}, str(dest/'adapter_model.safetensors'))
+    return dest
+
+
+def test_a_lora_adapter_served_by_llama_cpp_moves_the_answers_as_peft_does(tmp_path):
+    from cotfaith.finetune import FinetuneConfig, finetune
+    from cotfaith.prompts import direct_messages
+    ad = _amplified(finetune(FinetuneConfig(dataset='gsm8k', n_train=8, rank=4, max_length=384, epochs=1,
+                                            load_in_4bit=False)), tmp_path/'amplified')
+    local, served = load_engine('smollm2-135m', adapter=str(ad)), load_engine('llama.cpp:smollm2-135m', adapter=str(ad))
+    base = load_engine('llama.cpp:smollm2-135m')
+    assert served.key['lora'] and 'lora' not in base.key                  # the adapter keys the cache apart
+    exs = load_examples('medqa', n=12, seed=1)
+    ask = lambda eng: [eng.answer(ex, [eng.render(direct_messages(ex))], max_new_tokens=4)[0] for ex in exs]
+    a_local, a_served, a_base = ask(local), ask(served), ask(base)
+    agree = sum(x == y for x, y in zip(a_local, a_served)) / len(exs)
+    moved = sum(x != y for x, y in zip(a_served, a_base))
+    assert agree >= 0.75 and moved >= 1, (a_local, a_served, a_base)
