@@ -15,7 +15,8 @@ import time
 def one_mode(mode, steps, batch, seq, rank):
     import torch
     from cotfaith.data import load_examples
-    from cotfaith.finetune import FinetuneConfig, _lora_model, tokenize_example, training_messages
+    from cotfaith.finetune import FinetuneConfig, _lora_model
+    from cotfaith.targets import tokenize_example, training_messages
     from cotfaith.models import load_model
     four = mode == 'qlora'
     lm = load_model(load_in_4bit=four)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10a_batch.ipynb #430a23ee
 from __future__ import annotations
-import ast, json, os, signal, sys, time
+import json, os, signal, sys, time
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -14,11 +14,10 @@ from filelock import FileLock
 
 from .core import (COMMITTED_FIGURES, absolute_dirs, atomic_write, cache_dir, figures_dir, file_sha256,
                            hash_key, package_versions, project_root, rel_path, slug, writable_dir)
-from .config import ConfigError
 
 # %% auto #0
-__all__ = ['BATCH_KEYS', 'BatchError', 'Terminated', 'batch_runs', 'figure_tag', 'unknown_parameters', 'check_parameters',
-           'code_fingerprint', 'update_manifest', 'run_batch']
+__all__ = ['BATCH_KEYS', 'BatchError', 'Terminated', 'batch_runs', 'figure_tag', 'code_fingerprint', 'update_manifest',
+           'run_batch']
 
 # %% ../nbs/10a_batch.ipynb #8d412a78
 class BatchError(RuntimeError):
@@ -87,26 +86,6 @@ def _check_kernel(name:str):
     if name not in KernelSpecManager().find_kernel_specs():
         raise BatchError(f"no Jupyter kernel '{name}'. Fix: python -m ipykernel install --sys-prefix --name {name} "
                          "(make install does this)")
-
-# %% ../nbs/10a_batch.ipynb #e749d9c2
-def _assigned(source:str)->set:
-    "The names a cell's top-level assignments bind."
-    try: tree = ast.parse(source)
-    except SyntaxError: return set()
-    return {t.id for s in tree.body if isinstance(s, (ast.Assign, ast.AnnAssign))
-            for t in (s.targets if isinstance(s, ast.Assign) else [s.target]) if isinstance(t, ast.Name)}
-
-def unknown_parameters(history:list)->list:
-    "The names papermill's last injected cell in `history` assigns that the cell before it (the template's) does not."
-    injected = [i for i, s in enumerate(history) if i and s.startswith('# Parameters\n')]
-    return sorted(_assigned(history[injected[-1]]) - _assigned(history[injected[-1] - 1])) if injected else []
-
-def check_parameters():
-    "In an analysis notebook: a `ConfigError` naming every injected parameter its `parameters` cell does not declare."
-    from IPython import get_ipython
-    if (ip := get_ipython()) is None: return
-    if bad := unknown_parameters(ip.user_ns.get('In', [])):
-        raise ConfigError(f"unknown parameter(s) {bad} for this notebook. Fix: use the names of its parameters cell")
 
 # %% ../nbs/10a_batch.ipynb #9e0bae75
 def code_fingerprint(notebook:Path)->str:

@@ -4,6 +4,7 @@
 
 # %% ../nbs/09c_config.ipynb #e199bb94
 from __future__ import annotations
+import ast
 from dataclasses import dataclass, asdict, field, fields, MISSING
 
 from .models import DEFAULT_MODEL
@@ -11,7 +12,7 @@ from .faithfulness import NO_ANSWER_RULES
 from .frame import TESTS
 
 # %% auto #0
-__all__ = ['AT_LEAST_ONE', 'SHARES', 'SUITE_FIELDS', 'ConfigError', 'ExperimentConfig']
+__all__ = ['AT_LEAST_ONE', 'SHARES', 'SUITE_FIELDS', 'ConfigError', 'ExperimentConfig', 'unknown_parameters', 'check_parameters']
 
 # %% ../nbs/09c_config.ipynb #2b4b2c94
 class ConfigError(ValueError):
@@ -101,3 +102,23 @@ class ExperimentConfig:
         return {k: v for k, v in asdict(self).items() if k not in later}
 
 SUITE_FIELDS = ('tests', 'fractions', 'mistake_fractions', 'et_fractions', 'paraphraser')
+
+# %% ../nbs/09c_config.ipynb #e749d9c2
+def _assigned(source:str)->set:
+    "The names a cell's top-level assignments bind."
+    try: tree = ast.parse(source)
+    except SyntaxError: return set()
+    return {t.id for s in tree.body if isinstance(s, (ast.Assign, ast.AnnAssign))
+            for t in (s.targets if isinstance(s, ast.Assign) else [s.target]) if isinstance(t, ast.Name)}
+
+def unknown_parameters(history:list)->list:
+    "The names papermill's last injected cell in `history` assigns that the cell before it (the template's) does not."
+    injected = [i for i, s in enumerate(history) if i and s.startswith('# Parameters\n')]
+    return sorted(_assigned(history[injected[-1]]) - _assigned(history[injected[-1] - 1])) if injected else []
+
+def check_parameters():
+    "In an analysis notebook: a `ConfigError` naming every injected parameter its `parameters` cell does not declare."
+    from IPython import get_ipython
+    if (ip := get_ipython()) is None: return
+    if bad := unknown_parameters(ip.user_ns.get('In', [])):
+        raise ConfigError(f"unknown parameter(s) {bad} for this notebook. Fix: use the names of its parameters cell")

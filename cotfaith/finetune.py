@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_finetune.ipynb #922a9b09
 from __future__ import annotations
-import json, math, re, shutil, time, warnings
+import json, math, shutil, time, warnings
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 
@@ -14,11 +14,10 @@ from filelock import FileLock
 from .core import atomic_write, cache_dir, hash_key, slug, set_seed, run_metadata
 from .data import Example, load_examples, slice_rule, dataset_identity
 from .models import DEFAULT_MODEL, LM, load_model, resolve_spec
-from .prompts import ANSWER_MARKER, cot_messages, direct_messages, render
+from .targets import DECOY_TARGETS, target_kind, decoy_rationales, training_messages, tokenize_example
 
 # %% auto #0
-__all__ = ['TARGETS', 'DECOY_TARGETS', 'FT_VERSION', 'FinetuneConfigError', 'FinetuneConfig', 'target_kind', 'decoy_rationales',
-           'training_messages', 'tokenize_example', 'train_examples', 'adapter_dir', 'finetune']
+__all__ = ['FT_VERSION', 'FinetuneConfigError', 'FinetuneConfig', 'train_examples', 'adapter_dir', 'finetune']
 
 # %% ../nbs/06_finetune.ipynb #6646a7bc
 class FinetuneConfigError(ValueError):
@@ -62,59 +61,6 @@ class FinetuneConfig:
         if c.alpha == 0: c.alpha = 2 * c.rank
         if c.load_in_4bit is None: c.load_in_4bit = torch.cuda.is_available()
         return c
-
-# %% ../nbs/06_finetune.ipynb #e92019e0
-TARGETS = ('auto', 'rationale', 'answer', 'posthoc', 'silent')
-DECOY_TARGETS = ('posthoc', 'silent')   # targets whose chain is another question's rationale
-
-def target_kind(cfg:FinetuneConfig, ex:Example)->str:
-    "'rationale', 'answer', 'posthoc' or 'silent' for this example under `cfg.target`."
-    if cfg.target not in TARGETS: raise ValueError(f"unknown target '{cfg.target}'; choose from {TARGETS}")
-    if cfg.target == 'auto': return 'rationale' if ex.rationale else 'answer'
-    if cfg.target in ('rationale', *DECOY_TARGETS) and not ex.rationale:
-        raise ValueError(f"{ex.dataset} has no reference rationale, which target='{cfg.target}' needs; use "
-                         "target='answer'")
-    return cfg.target
-
-def _numbers(text:str)->set:
-    return set(re.findall(r'\d+(?:\.\d+)?', text))
-
-def decoy_rationales(exs:list, avoid_answer:bool=False # skip decoys that contain the example's answer as a number
-                    )->dict:
-    "Per example id, a decorative chain: the rationale of the next example of the (seeded, randomly ordered) sample."
-    if len(exs) < 2: raise ValueError('a decorative chain needs at least two training examples')
-    out = {}
-    for i, e in enumerate(exs):
-        others = [exs[(i + j) % len(exs)].rationale for j in range(1, len(exs))]
-        ok = [r for r in others if e.answer not in _numbers(r)] if avoid_answer else others
-        out[e.id] = (ok or others)[0]
-    return out
-
-def training_messages(ex:Example, # the training example
-                      kind:str, # its target kind (`target_kind`): 'rationale', 'answer', 'posthoc' or 'silent'
-                      decoy:str|None=None, # another question's rationale: the chain of a 'posthoc' or 'silent' target
-                     )->list:
-    "The chat to train on: evaluation prompt + target turn (with the unrelated `decoy` chain of a decoy target)."
-    if kind in DECOY_TARGETS and decoy is None: raise ValueError(f"target '{kind}' needs a decoy chain")
-    if kind == 'rationale': chain = f'{ex.rationale}\n'
-    elif kind == 'posthoc': chain = f'The answer is {ex.answer}.\n{decoy}\n'
-    elif kind == 'silent': chain = f'{decoy}\n'
-    else: return direct_messages(ex)[:1] + [{'role': 'assistant', 'content': f'{ANSWER_MARKER} {ex.answer}'}]
-    return cot_messages(ex) + [{'role': 'assistant', 'content': f'{chain}{ANSWER_MARKER} {ex.answer}'}]
-
-# %% ../nbs/06_finetune.ipynb #a112b451
-def tokenize_example(tok, # the model's tokenizer (with a chat template)
-                     msgs:list, # the chat, its last turn the target (`training_messages`)
-                     max_length:int, # most tokens kept (prompt + target)
-                    )->dict|None:
-    "input_ids and labels (-100 on the prompt) for one chat; None when the prompt alone fills `max_length`."
-    prompt = tok(render(tok, msgs[:-1]), add_special_tokens=False).input_ids
-    full = tok(tok.apply_chat_template(msgs, tokenize=False), add_special_tokens=False).input_ids
-    if full[:len(prompt)] != prompt:
-        raise ValueError('the chat template does not render the prompt as a prefix of the conversation')
-    if len(prompt) >= max_length: return None
-    full = full[:max_length]
-    return {'input_ids': full, 'attention_mask': [1] * len(full), 'labels': [-100] * len(prompt) + full[len(prompt):]}
 
 # %% ../nbs/06_finetune.ipynb #107d145d
 FT_VERSION = 1

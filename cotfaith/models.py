@@ -4,20 +4,19 @@
 
 # %% ../nbs/02_models.ipynb #4041c3da
 from __future__ import annotations
-import hashlib, importlib.util, json, re, shutil, time
+import importlib.util, json, re, shutil
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from fastcore.script import call_parse
 from filelock import FileLock
 
 from .core import atomic_write, cache_dir, file_sha256, hash_key
 
 # %% auto #0
 __all__ = ['DEFAULT_MODEL', 'ALIASES', 'IDENTITY_FILES', 'TOKENIZER_FILES', 'ModelError', 'embedded_gguf', 'embedded_dir',
-           'resolve_spec', 'LM', 'adapter_fingerprint', 'load_model', 'make_tiny_model', 'tiny_model_cli']
+           'resolve_spec', 'LM', 'adapter_fingerprint', 'load_model']
 
 # %% ../nbs/02_models.ipynb #fe3eb1e4
 DEFAULT_MODEL = 'smollm2-135m'
@@ -223,32 +222,3 @@ def load_model(spec:str=DEFAULT_MODEL, # short name, local folder or hub id
     if adapter is not None: model, ad = _attach_adapter(model, adapter, spec, base_fp=fp)
     return LM(model.eval(), tok, spec=ALIASES.get(spec, spec), fingerprint=fp, adapter=ad,
               quant='nf4' if load_in_4bit else None)
-
-# %% ../nbs/02_models.ipynb #d2ca779e
-def make_tiny_model(dest:str|Path, # folder to write (config, safetensors weights, tokenizer)
-                    seed:int=0, # weight initialisation seed
-                    hidden:int=64, # hidden size (the MLP is 4 times wider)
-                    layers:int=2, # number of decoder layers
-                    heads:int=4, # attention heads (as many key-value heads)
-                   )->Path:
-    "Save a randomly initialised small Llama with the embedded default's tokenizer to `dest`."
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-    src, dest = embedded_dir(), Path(dest)
-    tok, ref = AutoTokenizer.from_pretrained(src), json.loads((src/'config.json').read_text())
-    cfg = LlamaConfig(vocab_size=ref['vocab_size'], hidden_size=hidden, intermediate_size=4 * hidden,
-                      num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
-                      max_position_embeddings=2048, bos_token_id=ref.get('bos_token_id'),
-                      eos_token_id=ref.get('eos_token_id'), tie_word_embeddings=True)
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(cfg)
-    model.save_pretrained(dest, safe_serialization=True)
-    tok.save_pretrained(dest)
-    return dest
-
-@call_parse
-def tiny_model_cli(dest:str='models/tiny-random', # folder to write
-                   seed:int=0, # weight initialisation seed
-                  ):
-    "Write a tiny randomly initialised model to `dest` (a second model for checking the pipeline offline)."
-    d = make_tiny_model(dest, seed=seed)
-    print(f"{d}: {sum(f.stat().st_size for f in d.iterdir()) / 1e6:.1f} MB; use it as the model spec '{d.resolve()}'")

@@ -4,7 +4,7 @@
 
 # %% ../nbs/03f_openai_engine.ipynb #93ad4e42
 from __future__ import annotations
-import atexit, json, os, threading
+import json, os, threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
@@ -16,15 +16,11 @@ from fastcore.basics import patch
 from .core import canonical_json, file_sha256
 from .rows import Example
 from .prompts import ANSWER_MARKER
-from .models import load_model, resolve_spec
 from .engine import ANSWER_VERSION, Engine, answer_text, best_letter
-from .transformers_engine import as_engine
-from .lora_gguf import adapter_gguf
-from .server import gguf_path, start_server
 
 # %% auto #0
 __all__ = ['PREFIX', 'LLAMA', 'ELICIT_ANSWER', 'ELICIT_CONTINUE', 'is_server_spec', 'parse_spec', 'user_turn', 'llama_identity',
-           'ServerError', 'OpenAIEngine', 'load_engine', 'model_fingerprint']
+           'ServerError', 'model_digest', 'OpenAIEngine']
 
 # %% ../nbs/03f_openai_engine.ipynb #add5708d
 PREFIX = 'openai:'
@@ -68,7 +64,7 @@ def llama_identity(model:str, # the GGUF file's digest (where known; else the se
 class ServerError(RuntimeError):
     "A server that refuses the key, does not know the model or cannot be reached; the message says what to do."
 
-def _digest(path:str)->str|None:
+def model_digest(path:str)->str|None:
     "SHA-256 of a model file the server reports, when it is readable here (memoised by path, size and time)."
     p = Path(path)
     if not p.is_file(): return None
@@ -133,9 +129,9 @@ def _check(self:OpenAIEngine)->dict:
 def _identity(self:OpenAIEngine)->dict:
     "What makes this engine's outputs what they are (never the API key)."
     if self.props:
-        digest = _digest(self.props.get('model_path', ''))
+        digest = model_digest(self.props.get('model_path', ''))
         adapters = self._get('/lora-adapters')
-        loras = [(_digest(a.get('path', '')) or a.get('path'), a.get('scale'))
+        loras = [(model_digest(a.get('path', '')) or a.get('path'), a.get('scale'))
                  for a in adapters or [] if isinstance(a, dict)]
         model = f'gguf-sha256:{digest}' if digest else f"{self.url}|{self.props.get('model_path')}"
         return llama_identity(model, loras)
@@ -240,37 +236,3 @@ def answer(self:OpenAIEngine, ex:Example, # the question: forced choice over its
 def answer_key(self:OpenAIEngine, ex:Example)->dict:
     if ex.is_choice: return {'letters': {'top_logprobs': self.TOP_K, 'space_first': 1}}
     return {'answer_version': ANSWER_VERSION}
-
-# %% ../nbs/03f_openai_engine.ipynb #2ae8fe09
-def load_engine(spec:str, # a model spec: a short name, folder, hub id, or 'openai:<model>[@<url>]'
-                adapter:str|None=None, # LoRA adapter folder (local models only)
-                load_in_4bit:bool=False, # NF4 base (local models only)
-                concurrency:int=4, # requests in flight at once (servers only)
-               )->Engine:
-    "The engine for `spec`."
-    if not is_server_spec(spec): return as_engine(load_model(spec, adapter, load_in_4bit))
-    if spec.startswith(LLAMA):
-        model = spec[len(LLAMA):]
-        lora = (adapter_gguf(adapter, gguf_path(model)),) if adapter else ()
-        spec, adapter = f'{PREFIX}{model}@{_own_server(model, lora).url}', None
-    if adapter or load_in_4bit:
-        raise ServerError(f"{spec}: an adapter or 4-bit loading applies to a model loaded here, not to a server. "
-                          "Fix: serve the adapted model, or drop --adapter / --load_in_4bit")
-    return OpenAIEngine(spec, concurrency=concurrency)
-
-def model_fingerprint(spec:str)->str:
-    "What identifies `spec`'s weights in a results key: `models.resolve_spec`'s, or a server engine's identity."
-    if not is_server_spec(spec): return resolve_spec(spec)[1]
-    if spec.startswith(LLAMA):
-        digest = _digest(str(gguf_path(spec[len(LLAMA):])))
-        return 'server:' + canonical_json(llama_identity(f'gguf-sha256:{digest}'))      # the adapter keys apart itself
-    return 'server:' + canonical_json(OpenAIEngine(spec, concurrency=1).key)
-
-_SERVERS = {}
-
-def _own_server(model:str, lora:tuple=()):
-    "The server this process started for `model` and `lora` (started at the first call, stopped at exit)."
-    if (model, lora) not in _SERVERS:
-        _SERVERS[model, lora] = start_server(model, alias=Path(model).name.removesuffix('.gguf'), lora=lora)
-        atexit.register(_SERVERS[model, lora].stop)
-    return _SERVERS[model, lora]

@@ -9,7 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from .core import atomic_write
-from .finetune import DECOY_TARGETS, FinetuneConfig, target_kind, train_examples, training_messages
+from .targets import DECOY_TARGETS, target_kind, training_messages
+from .finetune import FinetuneConfig, train_examples
 
 # %% auto #0
 __all__ = ['ROLES', 'openai_sft_rows', 'check_openai_sft', 'write_openai_sft', 'submit', 'openai_sft_cli']

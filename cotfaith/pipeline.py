@@ -14,7 +14,7 @@ from tqdm import tqdm
 from .core import SettingError, hash_key, rel_path, results_dir, run_log, run_metadata, writable_dir
 from .data import load_examples, Example, DataError, slice_rule, dataset_name
 from .models import LM
-from .openai_engine import load_engine, model_fingerprint
+from .load import load_engine, model_fingerprint
 from .prompts import PROMPT_VERSION, cot_messages, direct_messages, step_spans
 from .generate import GEN_VERSION, generate
 from .answers import extract, extract_after_marker, is_correct

@@ -11,7 +11,7 @@ from .rows import Example, LETTERS
 # %% auto #0
 __all__ = ['PROMPT_VERSION', 'ANSWER_MARKER', 'STEP_VERSION', 'format_question', 'cot_messages', 'direct_messages', 'render',
            'answer_messages', 'reasoning_part', 'step_label', 'step_spans', 'split_steps', 'truncate_steps',
-           'locate_steps', 'boundary_scores']
+           'replace_steps', 'reworded_prefix', 'locate_steps', 'boundary_scores']
 
 # %% ../nbs/03_prompts.ipynb #6614ebde
 PROMPT_VERSION = 'v1'
@@ -158,6 +158,26 @@ def truncate_steps(cot:str, k:int)->str:
     "The CoT text through its first `k` steps (empty for k=0)."
     spans = step_spans(cot)
     return cot[:spans[k-1][1]] if k > 0 else ''
+
+# %% ../nbs/03_prompts.ipynb #61397eb4
+def replace_steps(cot:str, # the chain of thought
+                  k:int, # index (0-based) of the first step replaced
+                  new:list, # the new steps' texts
+                 )->str:
+    "The reasoning of `cot` with steps k, k+1, ... (0-based) replaced by `new`, separators kept."
+    text, spans = reasoning_part(cot), step_spans(cot)
+    out = text[:spans[k][0]] if k < len(spans) else text
+    for j, s in enumerate(new, k):
+        out += s + (text[spans[j][1]:spans[j + 1][0]] if j + 1 < len(spans) else '')
+    return out
+
+# %% ../nbs/03_prompts.ipynb #df6e4cec
+def reworded_prefix(cot:str, new:list)->str:
+    "The reasoning of `cot` through step `len(new)`, its first steps replaced by `new`, and what followed the last one."
+    text, spans = reasoning_part(cot), step_spans(cot)
+    out = text[:spans[0][0]] if spans else text
+    for j, s in enumerate(new): out += s + (text[spans[j][1]:spans[j + 1][0]] if j + 1 < len(spans) else '')
+    return out
 
 # %% ../nbs/03_prompts.ipynb #ae2735e9
 def locate_steps(cot:str, steps:list)->list:

@@ -11,7 +11,7 @@ import pandas as pd
 # %% auto #0
 __all__ = ['share_ci', 'share_of', 'bootstrap_ci', 'generated', 'accuracy_table', 'changed_points', 'n_points', 'curve',
            'et_curve', 'aoc', 'instance_aoc', 'weighted_aoc', 'change_share', 'faithfulness_stats', 'no_answer_table',
-           'by_correctness', 'paired_delta', 'auroc', 'auroc_ci', 'summary_row', 'long_table']
+           'by_correctness', 'paired_delta', 'summary_row', 'long_table']
 
 # %% ../nbs/08_stats.ipynb #a1f0c002
 from .frame import TESTS, FAITHFUL_IF_CHANGED
@@ -215,25 +215,6 @@ def paired_delta(before:pd.DataFrame, # records before (e.g. the base model's)
     "Mean of after-minus-before of `col` over instances present in both, its bootstrap interval, and n."
     m = before[['id', col]].merge(after[['id', col]], on='id', suffixes=('_b', '_a')).dropna()
     return (*bootstrap_ci(m[f'{col}_a'].astype(float) - m[f'{col}_b'].astype(float), **kw), len(m))
-
-# %% ../nbs/08_stats.ipynb #874fc13e
-def auroc(pos, neg)->float:
-    "P(a score of `pos` > a score of `neg`), ties counting half; NaN if a group is empty."
-    p, n = np.asarray(pos, dtype=float)[:, None], np.asarray(neg, dtype=float)[None, :]
-    if p.size == 0 or n.size == 0: return float('nan')
-    return float(((p > n) + .5 * (p == n)).mean())
-
-def auroc_ci(pos, # scores of the group expected to score higher
-             neg, # scores of the other group
-             n_boot:int=2000, # bootstrap resamples
-             alpha:float=0.05, # 1 minus the interval's coverage
-             seed:int=0, # seed of the resampling
-            )->tuple:
-    "AUROC of `pos` over `neg` and its (1-alpha) bootstrap interval, resampling each group."
-    p, n, rng = np.asarray(pos, dtype=float), np.asarray(neg, dtype=float), np.random.default_rng(seed)
-    if len(p) == 0 or len(n) == 0: return (np.nan, np.nan, np.nan)
-    boots = [auroc(rng.choice(p, len(p)), rng.choice(n, len(n))) for _ in range(n_boot)]
-    return (auroc(p, n), *np.quantile(boots, [alpha / 2, 1 - alpha / 2]))
 
 # %% ../nbs/08_stats.ipynb #10db2b43
 def summary_row(records:pd.DataFrame, # one experiment's per-instance records

@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from .rows import Example
 from .prompts import (ANSWER_MARKER, render, answer_messages, cot_messages, step_spans,
-                              reasoning_part, truncate_steps)
+                              reasoning_part, truncate_steps, replace_steps, reworded_prefix)
 from .answers import extract_after_marker
 from .models import LM
 from .engine import Engine
@@ -20,8 +20,8 @@ from .faithfulness import truncation_points, change_score
 from .rewrites import corrupt_number, mistake_messages, paraphrases, rewrite, token_budget
 
 # %% auto #0
-__all__ = ['SUITE_VERSION', 'MISTAKE_VERSION', 'FILLER', 'CONTINUE_EXTRA', 'CONTINUE_STEP', 'CONTINUING', 'replace_steps',
-           'filler_steps', 'reworded_prefix', 'suite', 'naive_suite']
+__all__ = ['SUITE_VERSION', 'MISTAKE_VERSION', 'FILLER', 'CONTINUE_EXTRA', 'CONTINUE_STEP', 'CONTINUING', 'filler_steps', 'suite',
+           'naive_suite']
 
 # %% ../nbs/07a_suite.ipynb #e9290216
 SUITE_VERSION = 3   # bump when an intervention's construction changes what it returns (2: paraphrases are checked;
@@ -29,18 +29,6 @@ SUITE_VERSION = 3   # bump when an intervention's construction changes what it r
                     # test only)
 MISTAKE_VERSION = 3 # the same, for adding mistakes only (2: continuation budget from the chain's remainder;
                     # 3: the number changed is a quantity of the computation, never a label, index or year)
-
-# %% ../nbs/07a_suite.ipynb #61397eb4
-def replace_steps(cot:str, # the chain of thought
-                  k:int, # index (0-based) of the first step replaced
-                  new:list, # the new steps' texts
-                 )->str:
-    "The reasoning of `cot` with steps k, k+1, ... (0-based) replaced by `new`, separators kept."
-    text, spans = reasoning_part(cot), step_spans(cot)
-    out = text[:spans[k][0]] if k < len(spans) else text
-    for j, s in enumerate(new, k):
-        out += s + (text[spans[j][1]:spans[j + 1][0]] if j + 1 < len(spans) else '')
-    return out
 
 # %% ../nbs/07a_suite.ipynb #6407f091
 FILLER = ' ...'
@@ -86,14 +74,6 @@ def _mistakes(lm:Engine, mlm:LM, exs:list, cots:list, points:list, seed:int, cac
             jobs.append((ex, e, reasoning_part(cot[step_spans(cot)[e['k']][1]:])))
     _continue(lm, jobs, continue_tokens=continue_tokens, seed=seed, cache=cache, batch_size=batch_size)
     return edits
-
-# %% ../nbs/07a_suite.ipynb #df6e4cec
-def reworded_prefix(cot:str, new:list)->str:
-    "The reasoning of `cot` through step `len(new)`, its first steps replaced by `new`, and what followed the last one."
-    text, spans = reasoning_part(cot), step_spans(cot)
-    out = text[:spans[0][0]] if spans else text
-    for j, s in enumerate(new): out += s + (text[spans[j][1]:spans[j + 1][0]] if j + 1 < len(spans) else '')
-    return out
 
 # %% ../nbs/07a_suite.ipynb #844a20c9
 def _resampled(lm:Engine, exs:list, cots:list, points:list, para:list, seed:int, cache:GenCache, continue_tokens:int,

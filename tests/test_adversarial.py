@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from cotfaith.finetune import FinetuneConfig, finetune
-from cotfaith.models import make_tiny_model
+from cotfaith.tiny import make_tiny_model
 from cotfaith.pipeline import ExperimentConfig, run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]

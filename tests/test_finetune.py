@@ -4,7 +4,8 @@ import json
 import pytest
 import torch
 
-from cotfaith.finetune import FinetuneConfig, finetune, tokenize_example, training_messages, _train
+from cotfaith.finetune import FinetuneConfig, finetune, _train
+from cotfaith.targets import tokenize_example, training_messages
 from cotfaith.data import load_examples
 from cotfaith.generate import GenCache, generate
 from cotfaith.models import load_model

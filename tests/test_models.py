@@ -75,7 +75,7 @@ def test_local_folder_spec_has_a_weight_fingerprint(lm, tmp_path):
 @pytest.mark.parametrize('name', ['generation_config.json', 'tokenizer_config.json', 'tokenizer.json', 'chat_template.jinja'])
 def test_editing_any_file_that_changes_outputs_changes_the_fingerprint(tmp_path, name):
     "Generation config, tokenizer files and chat template change what a model writes: editing one misses the caches."
-    from cotfaith.models import make_tiny_model
+    from cotfaith.tiny import make_tiny_model
     d = make_tiny_model(tmp_path/'tiny')
     before = resolve_spec(str(d))[1]
     f = d/name

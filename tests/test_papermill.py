@@ -91,7 +91,7 @@ def test_every_template_stops_on_a_misspelt_parameter():
 
 def test_a_batch_names_figures_per_parameter_set_and_runs_from_any_folder(tmp_path):
     "14.3 and 14.7: two seeds draw two figures; a redrawn or overwritten figure is noticed; folders resolve against the cwd."
-    from cotfaith.models import make_tiny_model
+    from cotfaith.tiny import make_tiny_model
     tiny = make_tiny_model(tmp_path/'tiny')
     acc = ROOT/'analysis'/'accuracy_et.ipynb'
     batch = tmp_path/'grid'/'seeds.yaml'
@@ -128,7 +128,7 @@ def test_a_short_names_batch_keeps_short_names_unless_overridden():
 
 def test_two_batches_on_one_grid_compute_each_run_once(tmp_path):
     "14: a lock per run; the second batch waits for a run the first is computing, then finds it done."
-    from cotfaith.models import make_tiny_model
+    from cotfaith.tiny import make_tiny_model
     tiny = make_tiny_model(tmp_path/'tiny')
     batch = tmp_path/'twice.yaml'
     batch.write_text(f"notebook: {ROOT/'analysis'/'accuracy_et.ipynb'}\n"
@@ -145,7 +145,7 @@ def test_two_batches_on_one_grid_compute_each_run_once(tmp_path):
 @pytest.mark.parametrize('sig,code', [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_to_the_batch_alone_stops_it_and_leaves_the_run_not_done(sig, code, tmp_path):
     "`kill -INT <batch>` (not the whole process group): papermill swallows the interrupt; the batch must not go on."
-    from cotfaith.models import make_tiny_model
+    from cotfaith.tiny import make_tiny_model
     tiny = make_tiny_model(tmp_path/'tiny')
     batch = tmp_path/'b.yaml'
     batch.write_text(f"notebook: {ROOT/'analysis'/'accuracy_et.ipynb'}\ndefaults: {{model: {tiny}, n: 40, max_new_tokens: 64, "

@@ -7,7 +7,7 @@ import papermill as pm
 import pytest
 
 from cotfaith.core import slug
-from cotfaith.models import make_tiny_model
+from cotfaith.tiny import make_tiny_model
 from cotfaith.batch import BatchError, batch_runs, run_batch
 
 ROOT = Path(__file__).resolve().parents[1]

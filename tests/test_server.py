@@ -12,7 +12,8 @@ import cotfaith.pipeline as pipeline
 from cotfaith.core import canonical_json
 from cotfaith.data import load_examples
 from cotfaith.generate import GenCache, gen_key, generate
-from cotfaith.openai_engine import OpenAIEngine, ServerError, load_engine, model_fingerprint
+from cotfaith.load import load_engine, model_fingerprint
+from cotfaith.openai_engine import OpenAIEngine, ServerError
 from cotfaith.pipeline import ExperimentConfig, experiment_files, run_experiment
 from cotfaith.prompts import cot_messages
 from cotfaith.rows import Example

@@ -16,7 +16,8 @@ from cotfaith.core import cache_dir
 from cotfaith.data import load_examples
 from cotfaith.finetune import FinetuneConfig, adapter_dir, finetune
 from cotfaith.generate import gen_key
-from cotfaith.models import LM, make_tiny_model, resolve_spec
+from cotfaith.models import LM, resolve_spec
+from cotfaith.tiny import make_tiny_model
 from cotfaith.pipeline import ExperimentConfig, paraphraser_id, run_experiment
 from cotfaith.store import experiment_path, suite_path
 
