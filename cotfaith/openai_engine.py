@@ -92,6 +92,7 @@ class OpenAIEngine(Engine):
                                                                   'completion_tokens': 0}, threading.Lock()
         self.props = self._check()
         self.elicitation = 'prefill' if self.props else 'user-turn'
+        if self.props.get('total_slots'): self.concurrency = min(concurrency, self.props['total_slots'])   # no queue
         self.key = self._identity()
 
 # %% ../nbs/03f_openai_engine.ipynb #80b48803

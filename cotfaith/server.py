@@ -4,7 +4,7 @@
 
 # %% ../nbs/03e_server.ipynb #1748bb31
 from __future__ import annotations
-import argparse, os, signal, subprocess, sys
+import argparse, os, signal, subprocess, sys, tempfile, threading
 from pathlib import Path
 
 from .models import DEFAULT_MODEL, ALIASES, embedded_gguf
@@ -41,6 +41,7 @@ def serve_parser()->argparse.ArgumentParser:
     ap.add_argument('--lora', action='append', default=[],
                     help='a GGUF LoRA adapter to apply (03d_lora_gguf); repeatable')
     ap.add_argument('--quiet', action='store_true', help="hide llama.cpp's log")
+    ap.add_argument('--watch-stdin', action='store_true', help='exit when stdin closes (the parent process is gone)')
     return ap
 
 # %% ../nbs/03e_server.ipynb #60674c90
@@ -52,6 +53,7 @@ def _params(a:argparse.Namespace):
     p.hostnames, p.port, p.n_parallel, p.n_ctx = [a.host], a.port, a.parallel, a.ctx
     p.cpuparams.n_threads = p.cpuparams_batch.n_threads = a.threads
     p.n_gpu_layers, p.fit_params, p.endpoint_props = 0, False, True
+    p.n_threads_http = 4 * a.parallel + 4      # idle keep-alive connections hold HTTP threads: keep spares
     if a.alias: p.model_alias = {a.alias}
     if a.lora: p.lora_adapters = [xlc.CommonAdapterLoraInfo(str(Path(f).resolve()), 1.0) for f in a.lora]
     if a.quiet: p.verbosity = 0
@@ -62,6 +64,7 @@ def serve_cli(argv:list|None=None):
     a = serve_parser().parse_args(argv)
     os.environ.setdefault('OMP_NUM_THREADS', str(a.threads))        # before llama.cpp's OpenMP starts
     for s in (signal.SIGTERM, signal.SIGINT): signal.signal(s, lambda *_: os._exit(0))   # no slow teardown
+    if a.watch_stdin: threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
     import xllamacpp as xlc
     server = xlc.Server(_params(a))                                    # returns once the model is loaded and listening
     print(f'READY {server.listening_address}', flush=True)
@@ -69,8 +72,9 @@ def serve_cli(argv:list|None=None):
 
 # %% ../nbs/03e_server.ipynb #b2cd3701
 class Server:
-    "A running server: its OpenAI base `url`, its `pid`, and `stop()`."
-    def __init__(self, proc:subprocess.Popen, url:str): self.proc, self.url, self.pid = proc, url, proc.pid
+    "A running server: its OpenAI base `url`, its `pid`, its llama.cpp `log` file, and `stop()`."
+    def __init__(self, proc:subprocess.Popen, url:str, log:Path):
+        self.proc, self.url, self.pid, self.log = proc, url, proc.pid, log
     def stop(self):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -87,18 +91,23 @@ def start_server(model:str=DEFAULT_MODEL, # a .gguf file, or the embedded defaul
                  lora:tuple=(), # GGUF LoRA adapters to apply, each at scale 1
                  timeout:float=300, # seconds to wait for the model to load
                 )->Server:
-    "Start `cotfaith-serve` as a child process and wait until it listens."
+    "Start `cotfaith-serve` as a child process and wait until it listens; it ends with this process."
     argv = ['--model', str(model), '--port', str(port), '--threads', str(threads), '--parallel', str(parallel),
-            '--ctx', str(ctx)] + (['--alias', alias] if alias else []) + [a for f in lora for a in ('--lora', str(f))]
-    proc = subprocess.Popen([sys.executable, '-c', 'from cotfaith.server import serve_cli; serve_cli()', *argv],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=os.environ | {'OMP_NUM_THREADS': str(threads)})
+            '--ctx', str(ctx), '--watch-stdin'] + (['--alias', alias] if alias else [])
+    argv += [a for f in lora for a in ('--lora', str(f))]
+    # llama.cpp logs every request: to a file, since a pipe nobody reads would fill up and stall the server
+    log = Path(tempfile.mkstemp(prefix='cotfaith-server-', suffix='.log')[1])
+    with open(log, 'w') as err:
+        proc = subprocess.Popen([sys.executable, '-c', 'from cotfaith.server import serve_cli; serve_cli()', *argv],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
+                                env=os.environ | {'OMP_NUM_THREADS': str(threads)})
     line = _ready_line(proc, timeout)
     if not line.startswith('READY '):
         proc.kill()
-        log = proc.stderr.read()[-2000:]
-        raise RuntimeError(f"the llama.cpp server for {model} did not start: {log.strip() or 'no output'}")
-    return Server(proc, line.split()[1] + '/v1')
+        proc.wait()
+        tail = log.read_text(errors='replace')[-2000:].strip()
+        raise RuntimeError(f"the llama.cpp server for {model} did not start: {tail or 'no output'}")
+    return Server(proc, line.split()[1] + '/v1', log)
 
 # %% ../nbs/03e_server.ipynb #c643f3ca
 def _ready_line(proc:subprocess.Popen, timeout:float)->str:

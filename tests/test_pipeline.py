@@ -82,7 +82,7 @@ def test_cli_runs_an_experiment_and_prints_the_summary(tmp_outputs):
                        capture_output=True, text=True, env=dict(os.environ))
     assert r.returncode == 0, r.stderr[-2000:]
     assert 'early termination: AOC' in r.stdout and 'filler substitution: AOC' in r.stdout and 'flexible' in r.stdout
-    assert len(list((tmp_outputs/'results').rglob('*.jsonl'))) == 2                 # base records and the filler test
+    assert len(list((tmp_outputs/'results').rglob('*.jsonl'))) == 3     # base records, early termination, filler
 
 
 def test_no_answer_can_be_treated_as_missing_without_recomputing(tmp_outputs, monkeypatch):

@@ -30,7 +30,8 @@ def test_own_jsonl_dataset_runs_through_a_notebook_with_one_parameter(tmp_output
     data = _write_jsonl(tmp_outputs/'my_task.jsonl', rows)
     _papermill(ACC, tmp_outputs/'out.ipynb', dataset=str(data), n=3, max_new_tokens=24, answer_tokens=6)
     assert sorted(p.name for p in (tmp_outputs/'figures').glob('*.png')) == ['smollm2-135m__my_task__accuracy_et.png']
-    recs = [json.loads(l) for f in (tmp_outputs/'results').rglob('*.jsonl') for l in f.read_text().splitlines()]
+    recs = [json.loads(l) for f in (tmp_outputs/'results').rglob('*.jsonl') if '.' not in f.stem      # the base records
+            for l in f.read_text().splitlines()]
     assert len(recs) == 3 and all(r['dataset'] == 'my_task' and r['id'].startswith('my_task-') for r in recs)
 
 

@@ -181,3 +181,26 @@ def test_a_lora_adapter_served_by_llama_cpp_moves_the_answers_as_peft_does(tmp_p
     agree = sum(x == y for x, y in zip(a_local, a_served)) / len(exs)
     moved = sum(x != y for x, y in zip(a_served, a_base))
     assert agree >= 0.75 and moved >= 1, (a_local, a_served, a_base)
+
+
+def test_hundreds_of_requests_do_not_stall_the_server(server):
+    "llama.cpp logs every request: a server whose log went to a pipe nobody read stalled after about 200 of them."
+    eng = OpenAIEngine(f'openai:smollm2-135m@{server.url}', timeout=60, max_retries=0)
+    ex = Example('toy', 'toy', 'Which is a colour?', 'A', ('red', 'cat', 'sun'))
+    prompt = eng.render([{'role': 'user', 'content': ex.question}, {'role': 'assistant', 'content': 'Final answer:'}])
+    answers = eng.answer(ex, [prompt] * 400, max_new_tokens=1)
+    assert len(answers) == 400 and len(set(answers)) == 1 and server.log.stat().st_size > 64 * 1024
+
+
+def test_a_server_ends_with_the_process_that_started_it(tmp_path):
+    code = ("import os, sys; from cotfaith.server import start_server; s = start_server(); "
+            "print(s.pid, flush=True); os._exit(0)")                     # gone without stopping it
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+    pid = int(r.stdout.split()[-1])
+    def alive():
+        try: return 'State:\tZ' not in Path(f'/proc/{pid}/status').read_text()     # a zombie is gone too
+        except FileNotFoundError: return False
+    for _ in range(100):
+        if not alive(): break
+        time.sleep(0.1)
+    else: pytest.fail(f'the server {pid} outlived the process that started it')
