@@ -299,9 +299,9 @@ def test_ctrl_c_stops_cleanly_and_says_what_was_kept(tmp_path):
     while not list((tmp_path/'cache'/'generations').rglob('*.json')) and p.poll() is None and time.time() < deadline: time.sleep(0.1)
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=120)
-    assert p.returncode == 130, err[-2000:]
-    assert 'cotfaith: interrupted. Kept: base 0/4, et 0/4 instances' in err and 'Rerun the same command to resume' in err
-    assert 'Traceback' not in err
+    assert p.returncode == 130, (p.returncode, err[-2000:])
+    assert 'cotfaith: interrupted. Kept: base 0/4, et 0/4 instances' in err and 'Rerun the same command to resume' in err, err[-2000:]
+    assert 'Traceback' not in err, err[-2000:]
 
 
 @pytest.mark.parametrize('version', ['answer_version', 'letter_version', 'extract_version', 'step_version'])
