@@ -204,3 +204,8 @@ def test_a_server_ends_with_the_process_that_started_it(tmp_path):
         if not alive(): break
         time.sleep(0.1)
     else: pytest.fail(f'the server {pid} outlived the process that started it')
+
+
+def test_requests_to_llama_cpp_are_capped_at_its_slots(server):
+    "More requests in flight than slots would only queue in the server's HTTP threads."
+    assert OpenAIEngine(f'openai:smollm2-135m@{server.url}', concurrency=8).concurrency == 2        # the fixture's 2 slots
