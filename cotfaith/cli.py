@@ -22,6 +22,7 @@ from .finetune import FinetuneConfigError
 from .stats import accuracy_table, summary_row
 from .config import ConfigError, ExperimentConfig
 from .store import ResultsError
+from .usage import ledger_total, usage_path
 from .pipeline import experiment_files, run_experiment
 from .batch import BatchError, Terminated, run_batch
 
@@ -91,12 +92,13 @@ def write_report(cfg:ExperimentConfig, # the experiment's config
                  recs:pd.DataFrame, # its per-instance records (`run_experiment`)
                  files:dict, # store name ('base' or a test) -> its results file (`experiment_files`)
                 )->Path:
-    "Store the accuracy table, each test's summary and every per-instance label the CLI prints, as one JSON file."
+    "Store the accuracy table, each test's summary and per-instance labels and served models' token usage, as JSON."
     tests, row = cfg.suite_tests(), summary_row(recs, cfg.no_answer)
     summary = {t: {k: row[f'{t}_{k}'] for k in ('aoc', 'change', 'faithful', 'n')} for t in tests}
     report = {'config': asdict(cfg), 'records': {k: str(f) for k, f in files.items()},
               'accuracy': json.loads(accuracy_table(recs).to_json(orient='records')),
-              'tests': json.loads(pd.DataFrame(summary).to_json()), 'instances': _instance_labels(recs, tests)}
+              'tests': json.loads(pd.DataFrame(summary).to_json()), 'instances': _instance_labels(recs, tests),
+              'usage': ledger_total(usage_path(files['base']))}
     atomic_write(p := report_path(cfg, files), json.dumps(report, indent=1, ensure_ascii=False) + '\n')
     return p
 

@@ -25,6 +25,7 @@ from .frame import REWRITING_TESTS, faithful_label
 from .suite import SUITE_VERSION, MISTAKE_VERSION, suite
 from .finetune import FinetuneConfig, finetune
 from .config import ExperimentConfig
+from .usage import Ledger, usage_line, usage_path
 from .store import ResultsStore, experiment_path, suite_path
 
 # %% auto #0
@@ -134,6 +135,7 @@ def run_experiment(cfg:ExperimentConfig, progress:bool=True)->pd.DataFrame:
         plm = None if same or not rewrites else load_engine(pspec, load_in_4bit=p4bit,   # loaded once, and only if used
                                                             concurrency=cfg.concurrency)
         prov = _provenance(cfg, lm, exs)
+        ledger = Ledger(usage_path(stores['base'].path), [lm, plm])    # tokens a served model used
         try:
             with tqdm(total=len(exs), initial=len(exs) - len(todo), desc=f'{dataset_name(cfg.dataset)} ({cfg.model})',
                       unit='instance', disable=not progress) as bar:
@@ -143,7 +145,9 @@ def run_experiment(cfg:ExperimentConfig, progress:bool=True)->pd.DataFrame:
                         stores['base'].append(_records(lm, cfg, new, prov))
                     _suite_chunk(lm, plm, cfg, chunk, base=stores['base'].read(), stores=stores, have=have)
                     bar.update(len(chunk))
+                    ledger.book()
         except KeyboardInterrupt:
+            ledger.book()
             print(f'\ncotfaith: interrupted. {_kept(exs, stores)}', file=sys.stderr, flush=True)
             raise
         except OSError as e:
@@ -152,7 +156,10 @@ def run_experiment(cfg:ExperimentConfig, progress:bool=True)->pd.DataFrame:
                                f"{_kept(exs, stores)} (a record cut short is dropped on the next run). "
                                "Fix: free some space, then rerun") from None
         have = {k: s.read() for k, s in stores.items()}
-    run_log(results=[str(rel_path(s.path, results_dir())) for s in stores.values()])    # for the batch's manifest
+        if ledger.run: print(usage_line(ledger), file=sys.stderr, flush=True)
+    paid = [usage_path(stores['base'].path)] if usage_path(stores['base'].path).exists() else []
+    paths = [s.path for s in stores.values()] + paid
+    run_log(results=[str(rel_path(p, results_dir())) for p in paths])                  # for the batch's manifest
     _some_fit(exs, have['base'])
     return _merge(cfg, exs, have)
 
@@ -173,11 +180,12 @@ def _kept(exs:list, stores:dict)->str:
             "Rerun the same command to resume.")
 
 # %% ../nbs/10_pipeline.ipynb #e484cc6a
-def base_config(ft:FinetuneConfig, cfg:ExperimentConfig)->ExperimentConfig:
+def base_config(ft:FinetuneConfig|None, cfg:ExperimentConfig)->ExperimentConfig:
     "`cfg` for the base model of `ft`, at the precision and quantisation the fine-tuned model is evaluated at."
+    if ft is None: return cfg                            # no fine-tuning to compare with: the model as it is
     return replace(cfg, model=ft.model, adapter=None, load_in_4bit=bool(ft.resolved().load_in_4bit))
 
-def run_base(ft:FinetuneConfig, # the fine-tuning whose base model is evaluated
+def run_base(ft:FinetuneConfig|None, # the fine-tuning whose base model is evaluated (None: `cfg`'s model as it is)
              cfg:ExperimentConfig, # the experiment to run
              progress:bool=True, # show a progress bar
             )->pd.DataFrame:

@@ -19,6 +19,7 @@ from cotfaith.prompts import cot_messages
 from cotfaith.rows import Example
 from cotfaith.server import start_server
 from cotfaith.transformers_engine import as_engine
+from cotfaith.usage import ledger_total, usage_path
 
 CLI = str(Path(sys.executable).parent/'cotfaith-run')
 
@@ -51,10 +52,14 @@ def test_generation_is_greedy_cached_and_keyed_apart_from_the_local_engine(serve
 
 
 @pytest.mark.parametrize('dataset', ['gsm8k', 'medqa'])
-def test_every_test_runs_through_the_server_and_a_rerun_asks_nothing(server, dirs, monkeypatch, dataset):
+def test_every_test_runs_through_the_server_and_a_rerun_asks_nothing(server, dirs, monkeypatch, capsys, dataset):
     cfg = ExperimentConfig(model=f'openai:smollm2-135m@{server.url}', dataset=dataset, n=2, max_new_tokens=64,
                            tests='et,paraphrase,filler,mistake', concurrency=2)
     recs = run_experiment(cfg, progress=False)
+    ledger = usage_path(experiment_files(cfg)['base'])
+    spent = ledger_total(ledger)[cfg.model]                             # the tokens the server reported, booked
+    assert spent['requests'] >= 2 * len(recs) and spent['prompt_tokens'] > spent['completion_tokens'] > 0
+    assert f"{cfg.model}: this run {spent['requests']:,} requests, {spent['prompt_tokens']:,} prompt" in capsys.readouterr().err
     assert len(recs) == 2 and recs['cot'].map(len).gt(0).all()
     for t in ('et', 'paraphrase', 'filler', 'mistake'):
         assert recs[f'{t}_answers'].map(lambda a: isinstance(a, list) and len(a) >= 1).all(), t
@@ -63,6 +68,7 @@ def test_every_test_runs_through_the_server_and_a_rerun_asks_nothing(server, dir
     assert recs['provenance'].iloc[0]['lm']['backend'] == 'llama.cpp'
     monkeypatch.setattr(pipeline, 'load_engine', lambda *a, **k: pytest.fail('a rerun must not ask the server'))
     assert run_experiment(cfg, progress=False).drop(columns='provenance').equals(recs.drop(columns='provenance'))
+    assert ledger_total(ledger)[cfg.model] == spent and 'this run' not in capsys.readouterr().err   # nothing asked
 
 
 def test_the_api_key_is_never_written_anywhere(server, tmp_path):
