@@ -14,10 +14,12 @@ from filelock import FileLock
 from .core import atomic_write, cache_dir, hash_key, slug, set_seed, run_metadata
 from .data import Example, load_examples, slice_rule, dataset_identity
 from .models import DEFAULT_MODEL, LM, load_model, resolve_spec
+from .openai_engine import LLAMA
+from .server import gguf_path
 from .targets import DECOY_TARGETS, target_kind, decoy_rationales, training_messages, tokenize_example
 
 # %% auto #0
-__all__ = ['FT_VERSION', 'FinetuneConfigError', 'FinetuneConfig', 'train_examples', 'adapter_dir', 'finetune']
+__all__ = ['FT_VERSION', 'FinetuneConfigError', 'FinetuneConfig', 'train_examples', 'adapter_dir', 'trained_weights', 'finetune']
 
 # %% ../nbs/06_finetune.ipynb #6646a7bc
 class FinetuneConfigError(ValueError):
@@ -59,7 +61,7 @@ class FinetuneConfig:
         "A copy with `auto`/0/None defaults made explicit (what the cache key and the records store)."
         c = FinetuneConfig(**asdict(self))
         if c.alpha == 0: c.alpha = 2 * c.rank
-        if c.load_in_4bit is None: c.load_in_4bit = torch.cuda.is_available()
+        if c.load_in_4bit is None: c.load_in_4bit = torch.cuda.is_available() and not c.model.startswith(LLAMA)
         return c
 
 # %% ../nbs/06_finetune.ipynb #107d145d
@@ -174,12 +176,16 @@ def _check_init(c:FinetuneConfig):
     if r != c.rank: raise ValueError(f'init_adapter {d.name} has rank {r}, the config says {c.rank}. Fix: set rank={r}')
 
 # %% ../nbs/06_finetune.ipynb #607fb55b
+def trained_weights(model:str)->str:
+    "The weights a fine-tune of `model` trains: a `llama.cpp:` model's GGUF file (dequantised), else `model`."
+    return str(gguf_path(model[len(LLAMA):])) if model.startswith(LLAMA) else model
+
 def finetune(cfg:FinetuneConfig, root:Path|None=None, # adapters folder; default <cache>/adapters
             )->Path:
     "Folder of the LoRA adapter for `cfg`, trained (or resumed) only if it is not cached."
-    c = cfg.resolved()
+    c, weights = cfg.resolved(), trained_weights(cfg.model)
     exs = train_examples(c)
-    dest = adapter_dir(c, fingerprint=resolve_spec(c.model)[1], ids=[e.id for e in exs], root=root)
+    dest = adapter_dir(c, fingerprint=resolve_spec(weights)[1], ids=[e.id for e in exs], root=root)
     if (dest/'meta.json').exists(): return dest
     if c.init_adapter: _check_init(c)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -187,7 +193,7 @@ def finetune(cfg:FinetuneConfig, root:Path|None=None, # adapters folder; default
         if (dest/'meta.json').exists(): return dest
         work = dest.with_name(dest.name + '.partial')
         work.mkdir(exist_ok=True)
-        lm, t0 = load_model(c.model, load_in_4bit=c.load_in_4bit), time.time()
+        lm, t0 = load_model(weights, load_in_4bit=c.load_in_4bit), time.time()
         log = _train(lm, c, exs, work)
         for f in (work/'adapter').glob('adapter_*'): shutil.copy2(f, work/f.name)
         atomic_write(work/'train_log.json', json.dumps(log))

@@ -15,8 +15,8 @@ from filelock import FileLock
 from .core import atomic_write, cache_dir, file_sha256, hash_key
 
 # %% auto #0
-__all__ = ['DEFAULT_MODEL', 'ALIASES', 'IDENTITY_FILES', 'TOKENIZER_FILES', 'ModelError', 'embedded_gguf', 'embedded_dir',
-           'resolve_spec', 'LM', 'adapter_fingerprint', 'load_model']
+__all__ = ['DEFAULT_MODEL', 'ALIASES', 'IDENTITY_FILES', 'TOKENIZER_FILES', 'ModelError', 'embedded_gguf', 'gguf_dir',
+           'embedded_dir', 'resolve_spec', 'LM', 'adapter_fingerprint', 'load_model']
 
 # %% ../nbs/02_models.ipynb #fe3eb1e4
 DEFAULT_MODEL = 'smollm2-135m'
@@ -46,14 +46,20 @@ def _convert_gguf(gguf:Path, dest:Path):
     (tmp/'cotfaith.json').write_text(json.dumps({'source': gguf.name, 'sha256': file_sha256(gguf)}))
     tmp.rename(dest)
 
-def embedded_dir()->Path:
-    "Safetensors copy of the embedded default in the cache, converted from the GGUF on first use."
-    dest = cache_dir()/'models'/DEFAULT_MODEL
+def gguf_dir(gguf:Path, # a GGUF file
+             name:str|None=None, # folder name in the cache; default: from the file's digest
+            )->Path:
+    "Safetensors copy of `gguf` (dequantised to fp32) in the cache, converted on first use."
+    dest = cache_dir()/'models'/(name or f'gguf-{_weights_sha256(Path(gguf))[:16]}')
     if (dest/'cotfaith.json').exists(): return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(dest) + '.lock'):
-        if not (dest/'cotfaith.json').exists(): _convert_gguf(embedded_gguf(), dest)
+        if not (dest/'cotfaith.json').exists(): _convert_gguf(Path(gguf), dest)
     return dest
+
+def embedded_dir()->Path:
+    "Safetensors copy of the embedded default in the cache, converted from the GGUF on first use."
+    return gguf_dir(embedded_gguf(), DEFAULT_MODEL)
 
 # %% ../nbs/02_models.ipynb #0d0e525f
 def _weights_sha256(f:Path)->str:
@@ -93,6 +99,9 @@ def resolve_spec(spec:str, revision:str|None=None)->tuple[Path, str]:
         d = embedded_dir()
         return d, 'gguf-sha256:' + json.loads((d/'cotfaith.json').read_text())['sha256']
     p = Path(spec).expanduser()
+    if p.suffix == '.gguf' and p.is_file():                        # dequantised into the cache on first use
+        d = gguf_dir(p)
+        return d, 'gguf-sha256:' + json.loads((d/'cotfaith.json').read_text())['sha256']
     if p.is_dir():
         if not (p/'config.json').exists():
             raise ModelError(f"folder '{spec}' holds no config.json: it is not a transformers model folder. "
@@ -102,7 +111,7 @@ def resolve_spec(spec:str, revision:str|None=None)->tuple[Path, str]:
                              "Fix: save the model's tokenizer into it (tokenizer.save_pretrained(folder))")
         return p.resolve(), 'folder:' + _folder_fingerprint(p)
     if spec.startswith(('.', '/', '~')) or spec.count('/') != 1:
-        raise ModelError(f"model '{spec}' is neither a known short name ({', '.join(ALIASES)}), an existing folder, "
+        raise ModelError(f"model '{spec}' is neither a known short name ({', '.join(ALIASES)}), an existing folder or .gguf file, "
                          "nor a hub id like 'org/name'. Fix: check the path or the name")
     d = _hub_snapshot(spec, revision)
     return d, f'hub:{spec}@{d.name}'

@@ -70,3 +70,17 @@ def test_four_bit_lora_trains_after_an_inference_forward(tmp_path):
     cfg = FinetuneConfig(**{**TINY, 'n_train': 8, 'epochs': 2}, load_in_4bit=True).resolved()
     log = _train(lm4, cfg, load_examples('gsm8k', 'train', n=8), tmp_path/'w')
     assert len(log) == 4 and log[-1]['loss'] != log[0]['loss']
+
+
+def test_a_served_model_is_trained_on_its_gguf_weights_dequantised(tmp_path):
+    "A `llama.cpp:` model is fine-tuned on its GGUF file, dequantised into the cache: the same weights as the default."
+    from cotfaith.finetune import trained_weights
+    from cotfaith.models import embedded_gguf, resolve_spec
+    weights = trained_weights('llama.cpp:smollm2-135m')
+    assert weights == str(embedded_gguf().resolve()) and trained_weights('smollm2-135m') == 'smollm2-135m'
+    folder, fp = resolve_spec(weights)
+    assert fp == resolve_spec('default')[1] and folder.name.startswith('gguf-')     # keyed by the GGUF's digest
+    path = finetune(FinetuneConfig(model='llama.cpp:smollm2-135m', n_train=4, batch_size=4, max_length=256), root=tmp_path)
+    meta = json.loads((path/'meta.json').read_text())
+    assert meta['base_fingerprint'] == fp and meta['config']['load_in_4bit'] is False and (path/'adapter_model.safetensors').exists()
+
