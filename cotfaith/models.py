@@ -16,7 +16,7 @@ from .core import atomic_write, cache_dir, file_sha256, hash_key
 
 # %% auto #0
 __all__ = ['DEFAULT_MODEL', 'ALIASES', 'IDENTITY_FILES', 'TOKENIZER_FILES', 'ModelError', 'embedded_gguf', 'gguf_dir',
-           'embedded_dir', 'resolve_spec', 'LM', 'adapter_fingerprint', 'load_model']
+           'embedded_dir', 'resolve_spec', 'served_tokenizer', 'LM', 'adapter_fingerprint', 'load_model']
 
 # %% ../nbs/02_models.ipynb #fe3eb1e4
 DEFAULT_MODEL = 'smollm2-135m'
@@ -111,10 +111,20 @@ def resolve_spec(spec:str, revision:str|None=None)->tuple[Path, str]:
                              "Fix: save the model's tokenizer into it (tokenizer.save_pretrained(folder))")
         return p.resolve(), 'folder:' + _folder_fingerprint(p)
     if spec.startswith(('.', '/', '~')) or spec.count('/') != 1:
-        raise ModelError(f"model '{spec}' is neither a known short name ({', '.join(ALIASES)}), an existing folder or .gguf file, "
-                         "nor a hub id like 'org/name'. Fix: check the path or the name")
+        raise ModelError(f"model '{spec}' is neither a known short name ({', '.join(ALIASES)}), an existing folder "
+                         "or .gguf file, nor a hub id like 'org/name'. Fix: check the path or the name")
     d = _hub_snapshot(spec, revision)
     return d, f'hub:{spec}@{d.name}'
+
+# %% ../nbs/02_models.ipynb #801bcc76
+def served_tokenizer(names:list)->tuple|None:
+    "(name, tokenizer) of the first of `names` whose tokenizer loads here (a short name, folder or hub id), or None."
+    from transformers import AutoTokenizer
+    for name in dict.fromkeys(n for n in names if n):
+        src = resolve_spec(name)[0] if name in ALIASES or Path(name).expanduser().is_dir() else name
+        try: return name, AutoTokenizer.from_pretrained(src)       # a hub id: its tokenizer files only
+        except (OSError, ValueError, ModelError): continue
+    return None
 
 # %% ../nbs/02_models.ipynb #9623be99
 @dataclass

@@ -4,7 +4,7 @@
 
 # %% ../nbs/03f_openai_engine.ipynb #93ad4e42
 from __future__ import annotations
-import json, os, threading
+import json, os, threading, warnings
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
@@ -13,9 +13,10 @@ from urllib.parse import urlsplit
 import httpx
 from fastcore.basics import patch
 
-from .core import canonical_json, file_sha256
+from .core import canonical_json, file_sha256, hash_key
+from .models import served_tokenizer
 from .rows import Example
-from .prompts import ANSWER_MARKER
+from .prompts import ANSWER_MARKER, render as render_chat
 from .engine import ANSWER_VERSION, Engine, answer_text, best_letter
 
 # %% auto #0
@@ -90,8 +91,12 @@ class OpenAIEngine(Engine):
         self.client = OpenAI(api_key=key, base_url=self.url, max_retries=max_retries, timeout=timeout)
         self.concurrency, self.usage, self._lock = concurrency, {'requests': 0, 'prompt_tokens': 0,
                                                                   'completion_tokens': 0}, threading.Lock()
-        self.props = self._check()
-        self.elicitation = 'prefill' if self.props else 'user-turn'
+        self.props, self.tok = self._check()                # tok: (name, tokenizer) where the template is rendered here
+        self.elicitation = 'prefill' if self.props or self.tok else 'user-turn'
+        if self.url and self.elicitation == 'user-turn':
+            warnings.warn(f"{spec}: no tokenizer named '{self.name}' loads here to render its chat template, so "
+                          "interventions use the user-turn elicitation. Fix: name the model by its hub id or folder")
+        self._raw = {'extra_body': {'add_special_tokens': False}} if self.tok else {}   # the template has them
         if self.props.get('total_slots'): self.concurrency = min(concurrency, self.props['total_slots'])   # no queue
         self.key = self._identity()
 
@@ -108,11 +113,11 @@ def _get(self:OpenAIEngine, path:str):
     except (httpx.HTTPError, ValueError): return None
 
 @patch
-def _check(self:OpenAIEngine)->dict:
-    "llama.cpp's `/props` (empty for a server without them), after checking the key and the model."
+def _check(self:OpenAIEngine)->tuple:
+    "llama.cpp's `/props` (empty for a server without them), and the tokenizer that renders the template here, if any."
     from openai import APIConnectionError, AuthenticationError, PermissionDeniedError
     where = self.url or "OpenAI's API"
-    try: ids = [m.id for m in self.client.models.list()]
+    try: ids = {m.id: m.model_extra or {} for m in self.client.models.list()}
     except (AuthenticationError, PermissionDeniedError) as e:
         raise ServerError(f"{where} refused the API key ({e.status_code}). "
                           "Fix: set OPENAI_API_KEY to a valid key") from None
@@ -123,8 +128,9 @@ def _check(self:OpenAIEngine)->dict:
         props = self._get('/props')
         if not isinstance(props, dict) or 'chat_template' not in props: props = {}
     if not props and self.name not in ids:          # llama.cpp serves one model whatever the name
-        raise ServerError(f"{where} has no model '{self.name}' (404). Fix: pick one of {ids[:10]}")
-    return props
+        raise ServerError(f"{where} has no model '{self.name}' (404). Fix: pick one of {list(ids)[:10]}")
+    m = ids.get(self.name, {})                      # vLLM names a LoRA module's base as its parent
+    return props, served_tokenizer([self.name, m.get('parent'), m.get('root')]) if self.url and not props else None
 
 @patch
 def _identity(self:OpenAIEngine)->dict:
@@ -136,6 +142,8 @@ def _identity(self:OpenAIEngine)->dict:
                  for a in adapters or [] if isinstance(a, dict)]
         model = f'gguf-sha256:{digest}' if digest else f"{self.url}|{self.props.get('model_path')}"
         return llama_identity(model, loras)
+    if self.tok: return {'backend': 'openai', 'url': self.url, 'model': self.name, 'elicitation': 'prefill',
+                         'template': [self.tok[0], hash_key(self.tok[1].chat_template)]}
     return {'backend': 'openai', 'url': self.url, 'model': self.name, 'elicitation': 'user-turn', 'tokens': 'chars/4'}
 
 # %% ../nbs/03f_openai_engine.ipynb #0573a65c
@@ -147,11 +155,13 @@ def _post(self:OpenAIEngine, path:str, body:dict)->dict:
 @patch
 def render(self:OpenAIEngine, messages:list)->str:
     if self.elicitation == 'user-turn': return canonical_json(user_turn(messages))
+    if self.tok: return render_chat(self.tok[1], messages)
     return _post(self, '/apply-template', {'messages': messages})['prompt']
 
 @patch
 def n_tokens(self:OpenAIEngine, text:str)->int:
     if self.elicitation == 'user-turn': return -(-len(text) // 4)
+    if self.tok: return len(self.tok[1](text, add_special_tokens=False)['input_ids'])
     return len(_post(self, '/tokenize', {'content': text, 'add_special': False})['tokens'])
 
 @patch(as_prop=True)
@@ -179,7 +189,7 @@ def _one(self:OpenAIEngine, prompt:str, req:dict)->dict:
         r = self.client.chat.completions.create(model=self.name, messages=json.loads(prompt), **req)
         text, why = r.choices[0].message.content or '', r.choices[0].finish_reason
     else:
-        r = self.client.completions.create(model=self.name, prompt=prompt, **req)
+        r = self.client.completions.create(model=self.name, prompt=prompt, **req, **self._raw)
         text, why = r.choices[0].text, r.choices[0].finish_reason
     _count(self, r.usage)
     n = r.usage.completion_tokens if r.usage else None
@@ -212,7 +222,7 @@ def _letter(self:OpenAIEngine, ex:Example, prompt:str)->str:
             if self.elicitation == 'user-turn' else {'max_tokens': 1, 'temperature': 0, 'logprobs': self.TOP_K}
         if self.elicitation == 'user-turn':
             r = self.client.chat.completions.create(model=self.name, messages=json.loads(prompt), **req)
-        else: r = self.client.completions.create(model=self.name, prompt=prompt, **req)
+        else: r = self.client.completions.create(model=self.name, prompt=prompt, **req, **self._raw)
         _count(self, r.usage)
         top, first = _top(r.choices[0])
         if (L := best_letter(top, len(ex.choices))) is not None: return ' ' + L

@@ -15,7 +15,7 @@ from cotfaith.generate import GenCache, gen_key, generate
 from cotfaith.load import load_engine, model_fingerprint
 from cotfaith.openai_engine import OpenAIEngine, ServerError
 from cotfaith.pipeline import ExperimentConfig, experiment_files, run_experiment
-from cotfaith.prompts import cot_messages
+from cotfaith.prompts import answer_messages, cot_messages, direct_messages
 from cotfaith.rows import Example
 from cotfaith.server import start_server
 from cotfaith.transformers_engine import as_engine
@@ -29,6 +29,13 @@ def server():
     with start_server(alias='smollm2-135m', threads=1, parallel=2, ctx=16384) as srv:
         yield srv
     assert srv.proc.poll() is not None                              # stopped, by its PID
+
+
+@pytest.fixture(scope='module')
+def unnamed():
+    "The embedded model served under a name no tokenizer here answers to: behind a bare proxy, a chat-only server."
+    with start_server(alias='a-model-known-only-to-its-server', threads=1, parallel=1, ctx=4096) as srv:
+        yield srv
 
 
 @pytest.fixture
@@ -129,26 +136,44 @@ def test_429_500_and_a_timeout_are_retried_and_the_answer_is_the_same(server):
     assert [s for p, s in proxy.seen if p.startswith('/v1/completions')] == [429, 500, 'slow', None]
 
 
-def test_a_refused_key_an_unknown_model_and_no_server_fail_before_any_work(server):
+def test_a_refused_key_an_unknown_model_and_no_server_fail_before_any_work(server, unnamed):
     with Proxy(server.url, always=401) as proxy, pytest.raises(ServerError, match='refused the API key'):
         OpenAIEngine(f'openai:smollm2-135m@{proxy.url}', max_retries=0)
-    with Proxy(server.url, bare=True) as proxy:
+    with Proxy(unnamed.url, bare=True) as proxy:
         with pytest.raises(ServerError, match="has no model 'gpt-nope'"):
             OpenAIEngine(f'openai:gpt-nope@{proxy.url}', max_retries=0)
-        eng = OpenAIEngine(f'openai:smollm2-135m@{proxy.url}', max_retries=0)     # known: chat, user-turn elicitation
-        assert eng.key['elicitation'] == 'user-turn' and eng.key['model'] == 'smollm2-135m'
+        eng = OpenAIEngine(f'openai:a-model-known-only-to-its-server@{proxy.url}', max_retries=0)   # chat: user turn
+        assert eng.key['elicitation'] == 'user-turn' and eng.key['model'] == 'a-model-known-only-to-its-server'
     with pytest.raises(ServerError, match='cannot reach'):
         OpenAIEngine('openai:x@http://127.0.0.1:9/v1', max_retries=0)
 
 
-def test_a_chat_only_server_asks_in_the_user_turn_and_its_results_are_never_pooled(server, dirs):
-    with Proxy(server.url, bare=True) as proxy:
-        chat = ExperimentConfig(model=f'openai:smollm2-135m@{proxy.url}', n=1, max_new_tokens=48, tests='et,filler')
+def test_a_chat_only_server_asks_in_the_user_turn_and_its_results_are_never_pooled(unnamed, dirs):
+    name = 'a-model-known-only-to-its-server'
+    with Proxy(unnamed.url, bare=True) as proxy:
+        chat = ExperimentConfig(model=f'openai:{name}@{proxy.url}', n=1, max_new_tokens=48, tests='et,filler')
         recs = run_experiment(chat, progress=False)
         assert recs['provenance'].iloc[0]['lm']['elicitation'] == 'user-turn'
         assert recs['et_answers'].map(len).iloc[0] >= 1 and recs['cot'].iloc[0]
-        prefill = ExperimentConfig(model=f'openai:smollm2-135m@{server.url}', n=1, max_new_tokens=48, tests='et,filler')
+        prefill = ExperimentConfig(model=f'openai:{name}@{unnamed.url}', n=1, max_new_tokens=48, tests='et,filler')
         assert experiment_files(chat)['base'] != experiment_files(prefill)['base']
+
+
+def test_a_server_that_cannot_render_the_template_gets_it_rendered_here(server, dirs):
+    "As on vLLM: no /apply-template nor /tokenize, but the model's tokenizer loads here, so the tests still prefill."
+    with Proxy(server.url, bare=True) as proxy:
+        here = OpenAIEngine(f'openai:smollm2-135m@{proxy.url}')
+        there = OpenAIEngine(f'openai:smollm2-135m@{server.url}')
+        assert here.key['elicitation'] == 'prefill' and here.key['template'][0] == 'smollm2-135m' and here.key != there.key
+        for ex in load_examples('medqa', n=2) + load_examples('gsm8k', n=2):             # what the server is sent
+            for msgs in (cot_messages(ex), direct_messages(ex), answer_messages(ex, 'Step one.\nStep two.')):
+                assert here.render(msgs) == there.render(msgs)
+        assert here.n_tokens('Final answer: 12 ...') == there.n_tokens('Final answer: 12 ...')
+        recs = run_experiment(ExperimentConfig(model=f'openai:smollm2-135m@{proxy.url}', n=2, max_new_tokens=48,
+                                               tests='et,filler', dataset='medqa'), progress=False)
+    assert recs['provenance'].iloc[0]['lm']['elicitation'] == 'prefill'
+    assert all(a is None or a in 'ABCDE' for r in recs['et_answers'] for a in r) and recs['cot'].map(len).gt(0).all()
+    assert {p for p, _ in proxy.seen if not p.startswith('/v1/')} == {'/props'}       # asked, refused, never again
 
 
 def test_the_paper_s_gpt_fine_tuning_data_is_written_in_openai_s_format_and_never_faked(tmp_path):
