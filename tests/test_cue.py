@@ -1,0 +1,36 @@
+"The cue test on the real embedded model and real MedQA questions: construction, caching, and the score's inputs."
+from cotfaith.cue import CUE_KINDS, cue_judge, cue_messages, cue_test, cued_letter, moved_to, shots_for
+from cotfaith.cue_stats import cue_frame, cue_stats
+from cotfaith.data import load_examples
+from cotfaith.generate import GenCache
+from cotfaith.rows import LETTERS
+
+
+def test_few_shot_questions_keep_their_right_answer_at_the_cued_letter():
+    pool = load_examples('medqa', n=20, seed=0)
+    for ex in pool[:5]:
+        L = cued_letter(ex)
+        assert L != ex.answer and L == cued_letter(ex) and L in LETTERS[:len(ex.choices)]
+        shots = shots_for(ex, pool)
+        assert len(shots) == 3 and ex.id not in {s.id for s in shots}
+        for s in shots:
+            m = moved_to(s, L)
+            assert m.choices[LETTERS.index(L)] == s.choices[LETTERS.index(s.answer)] and sorted(m.choices) == sorted(s.choices)
+        msgs = cue_messages(ex, 'fewshot', L, shots)
+        assert [m['content'] for m in msgs[1:-1:2]] == [f'Final answer: {L}'] * 3
+
+
+def test_cued_chains_are_generated_once_per_cue_and_read_back_from_the_cache(lm, tmp_path, monkeypatch):
+    exs = load_examples('medqa', n=2, seed=1)
+    cache = GenCache(tmp_path)
+    first = cue_test(lm, exs, uncued=['A', 'B'], max_new_tokens=32, cache=cache, progress=False)
+    assert len({first[0][k]['cot'] for k in CUE_KINDS}) == 3                # three different prompts, three chains
+    written, put = [], GenCache.put
+    monkeypatch.setattr(GenCache, 'put', lambda self, k, v: (written.append(k), put(self, k, v)))
+    again = cue_test(lm, exs, uncued=['A', 'B'], max_new_tokens=32, cache=cache, progress=False)
+    assert written == [] and [{k: o['cot'] for k, o in r.items()} for r in again] == [{k: o['cot'] for k, o in r.items()} for r in first]
+    judged = cue_judge(lm, exs, again, cache=cache)
+    frame = cue_frame(judged, [len(e.choices) for e in exs])
+    assert len(frame) == 6 and frame['verbalised_judge'].isin([True, False, None]).all()
+    st = cue_stats(frame, n_boot=50)
+    assert st['n'] == int(frame['eligible'].sum()) and 0 <= st['agreement'][0] <= 1
