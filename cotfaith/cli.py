@@ -23,6 +23,7 @@ from .stats import accuracy_table, summary_row
 from .config import ConfigError, ExperimentConfig
 from .store import ResultsError
 from .usage import ledger_total, usage_path
+from .cue_stats import cue_line, cue_stats, records_frame
 from .pipeline import experiment_files, run_experiment
 from .batch import BatchError, Terminated, run_batch
 
@@ -84,8 +85,9 @@ def report_path(cfg:ExperimentConfig, files:dict)->Path:
 
 def _instance_labels(recs:pd.DataFrame, tests:tuple)->list:
     "Per instance: its answers, whether each is correct, and every test's score and faithful label."
-    keep = [c for c in recs if c in ('id', 'gold', 'skipped') or c.startswith(('cot_pred', 'cot_correct', 'direct_pred',
-            'direct_correct')) or c in [f'{t}_{x}' for t in tests for x in ('score', 'faithful')]]
+    labels = [f'{t}_{x}' for t in tests for x in ('score', 'faithful')] + ['cue_faithful']
+    keep = [c for c in recs if c in ('id', 'gold', 'skipped', *labels) or c.startswith(('cot_pred', 'cot_correct',
+            'direct_pred', 'direct_correct'))]
     return json.loads(recs[keep].to_json(orient='records'))
 
 def write_report(cfg:ExperimentConfig, # the experiment's config
@@ -98,7 +100,8 @@ def write_report(cfg:ExperimentConfig, # the experiment's config
     report = {'config': asdict(cfg), 'records': {k: str(f) for k, f in files.items()},
               'accuracy': json.loads(accuracy_table(recs).to_json(orient='records')),
               'tests': json.loads(pd.DataFrame(summary).to_json()), 'instances': _instance_labels(recs, tests),
-              'usage': ledger_total(usage_path(files['base']))}
+              'usage': ledger_total(usage_path(files['base'])),
+              'cue': cue_stats(records_frame(recs)) if cfg.runs_cue() else None}
     atomic_write(p := report_path(cfg, files), json.dumps(report, indent=1, ensure_ascii=False) + '\n')
     return p
 
@@ -113,9 +116,10 @@ def run_cli(argv:list|None=None):
         aoc, change = row[f'{t}_aoc'], row[f'{t}_change']
         effect = f"AOC {aoc:.3f}" if pd.notna(aoc) else f"change share {change:.3f} (1 point)"
         print(f"{TESTS[t]}: {effect}, faithful {row[f'{t}_faithful']:.1%} of {row[f'{t}_n']} scored")
+    if cfg.runs_cue(): print(cue_line(cue_stats(records_frame(recs))))
     report = _or_exit(write_report, cfg, recs, files)
     print('\nStored (one JSON line per instance):')
-    for k, f in files.items(): print(f"  {'base (CoT and direct answer)' if k == 'base' else TESTS[k]}: {f}")
+    for k, f in files.items(): print(f"  {'base (CoT and direct answer)' if k == 'base' else TESTS.get(k, k)}: {f}")
     print(f'  everything printed above, with every per-instance label: {report}')
 
 # %% ../nbs/10b_cli.ipynb #8d6be630

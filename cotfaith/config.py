@@ -89,12 +89,16 @@ class ExperimentConfig:
                               "Fix: pick one of them")
 
     def suite_tests(self)->tuple:
-        "The tests to run, checked against `TESTS`: early termination, always, and the requested others."
+        "The tests to run, checked against `TESTS` and 'cue': early termination, always, and the requested others."
         names = [t.strip() for t in self.tests.split(',') if t.strip()]
-        if bad := [t for t in names if t not in TESTS]:
-            raise ConfigError(f"unknown test(s) {bad} in 'tests'; choose from {list(TESTS)}. Fix: name tests from that "
-                              "list, comma-separated")
+        if bad := [t for t in names if t not in (*TESTS, 'cue')]:
+            raise ConfigError(f"unknown test(s) {bad} in 'tests'; choose from {[*TESTS, 'cue']}. Fix: name tests from "
+                              "that list, comma-separated")
         return tuple(t for t in TESTS if t in names or t == 'et')
+
+    def runs_cue(self)->bool:
+        "Whether the cue test (`07b_cue`) is asked for: it has its own store and summary, beside the other tests."
+        return 'cue' in [t.strip() for t in self.tests.split(',')]
 
     def gen_fields(self)->dict:
         "The fields that change the base records (the CoT and the direct answer)."

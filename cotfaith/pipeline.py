@@ -26,6 +26,7 @@ from .suite import SUITE_VERSION, MISTAKE_VERSION, suite
 from .finetune import FinetuneConfig, finetune
 from .config import ExperimentConfig
 from .usage import Ledger, usage_line, usage_path
+from .cue import CUE_VERSION, cue_judge, cue_label, cue_test
 from .store import ResultsStore, experiment_path, suite_path
 
 # %% auto #0
@@ -85,6 +86,18 @@ def _suite_chunk(lm:LM, plm:LM|None, cfg:ExperimentConfig, exs:list, base:dict, 
                               if k.startswith(t + '_')},
                            'provenance': prov} for e in need])
 
+def _cue_chunk(lm:LM, plm:LM|None, cfg:ExperimentConfig, exs:list, base:dict, stores:dict, have:dict):
+    "The cue test (`07b_cue`) on the multiple-choice questions of `exs` it still misses; `plm` (or `lm`) judges."
+    if not (need := [e for e in exs if e.id not in have['cue']]): return
+    run = [e for e in need if e.is_choice and base[e.id].get('cot') is not None]
+    outs = cue_test(lm, run, [base[e.id]['cot_pred_flexible'] for e in run], pool=load_examples(cfg.dataset, cfg.split),
+                    seed=cfg.seed, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, progress=False)
+    res = dict(zip([e.id for e in run], cue_judge(plm or lm, run, outs, seed=cfg.seed)))
+    prov = {'cue_version': CUE_VERSION, 'judge': (plm or lm).key}
+    why = lambda e: base[e.id].get('skipped') or 'not a multiple-choice question'
+    stores['cue'].append([{'id': e.id, **({'cue_outcomes': res[e.id]} if e.id in res else {'cue_skipped': why(e)}),
+                           'provenance': prov} for e in need])
+
 # %% ../nbs/10_pipeline.ipynb #51f2298f
 def _label(r:dict, test:str, cfg:ExperimentConfig):
     "Score `test` of record `r` from its answers under `cfg.no_answer`, and label it under `cfg.threshold`."
@@ -100,6 +113,9 @@ def _merge(cfg:ExperimentConfig, exs:list, have:dict)->pd.DataFrame:
         for t in cfg.suite_tests():
             r |= {k: v for k, v in have[t][e.id].items() if k not in ('id', 'provenance')}
             _label(r, t, cfg)
+        if 'cue' in have:
+            r |= {k: v for k, v in have['cue'][e.id].items() if k not in ('id', 'provenance')}
+            r['cue_faithful'] = cue_label(r.get('cue_outcomes'))
         rows.append(r)
     return pd.DataFrame(rows)
 
@@ -117,7 +133,7 @@ def experiment_files(cfg:ExperimentConfig)->dict:
     "The results file of each store of `cfg`: 'base' (CoT and direct answer) and one per test."
     base = experiment_path(cfg, model_fingerprint(cfg.model))
     return {'base': base} | {t: suite_path(cfg, base, test=t, paraphraser=paraphraser_id(cfg))
-                             for t in cfg.suite_tests()}
+                             for t in cfg.suite_tests() + (('cue',) if cfg.runs_cue() else ())}
 
 # %% ../nbs/10_pipeline.ipynb #df5fb8b5
 def run_experiment(cfg:ExperimentConfig, progress:bool=True)->pd.DataFrame:
@@ -131,7 +147,7 @@ def run_experiment(cfg:ExperimentConfig, progress:bool=True)->pd.DataFrame:
     todo = [e for e in exs if any(e.id not in h for h in have.values())]
     if todo:
         lm = load_engine(cfg.model, adapter=cfg.adapter, load_in_4bit=cfg.load_in_4bit, concurrency=cfg.concurrency)
-        rewrites = set(REWRITING_TESTS) & set(cfg.suite_tests())
+        rewrites = set(REWRITING_TESTS) & set(cfg.suite_tests()) or cfg.runs_cue()      # or it judges cued chains
         plm = None if same or not rewrites else load_engine(pspec, load_in_4bit=p4bit,   # loaded once, and only if used
                                                             concurrency=cfg.concurrency)
         prov = _provenance(cfg, lm, exs)
@@ -144,6 +160,7 @@ def run_experiment(cfg:ExperimentConfig, progress:bool=True)->pd.DataFrame:
                     if new := [e for e in chunk if e.id not in have['base']]:
                         stores['base'].append(_records(lm, cfg, new, prov))
                     _suite_chunk(lm, plm, cfg, chunk, base=stores['base'].read(), stores=stores, have=have)
+                    if 'cue' in stores: _cue_chunk(lm, plm, cfg, chunk, stores['base'].read(), stores, have)
                     bar.update(len(chunk))
                     ledger.book()
         except KeyboardInterrupt:

@@ -18,6 +18,7 @@ from .answers import EXTRACT_VERSION
 from .engine import ANSWER_VERSION, LETTER_VERSION
 from .frame import REWRITING_TESTS
 from .suite import SUITE_VERSION, MISTAKE_VERSION
+from .cue import CUE_VERSION
 from .config import ExperimentConfig
 
 # %% auto #0
@@ -89,10 +90,13 @@ def experiment_path(cfg:ExperimentConfig, fingerprint:str)->Path:
 # %% ../nbs/09d_store.ipynb #92c4f9bc
 def suite_path(cfg:ExperimentConfig, # the experiment's config (its suite fields)
                base:Path, # the experiment's base records file (`experiment_path`)
-               test:str, # a key of `TESTS` other than 'et'
-               paraphraser:str, # identity of the model that rewrites chains (kept for rewriting tests only)
+               test:str, # a key of `TESTS`, or 'cue'
+               paraphraser:str, # identity of the model that rewrites chains (and judges cued ones)
               )->Path:
     "Results file of one suite test, beside the base records it builds on (`paraphraser`: its identity)."
+    if test == 'cue':                                        # the cues' construction, and the judge of verbalisation
+        own = {'cue_version': CUE_VERSION, 'judge': paraphraser}
+        return base.with_name(f"{base.stem}.cue-{hash_key(own)}.jsonl")
     own = {'fractions': cfg.et_fractions if test == 'et' else cfg.fractions, 'suite_version': SUITE_VERSION,
            'paraphraser': paraphraser if test in REWRITING_TESTS else None,
            'mistake_fractions': cfg.mistake_fractions if test == 'mistake' else None}

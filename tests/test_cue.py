@@ -34,3 +34,25 @@ def test_cued_chains_are_generated_once_per_cue_and_read_back_from_the_cache(lm,
     assert len(frame) == 6 and frame['verbalised_judge'].isin([True, False, None]).all()
     st = cue_stats(frame, n_boot=50)
     assert st['n'] == int(frame['eligible'].sum()) and 0 <= st['agreement'][0] <= 1
+
+
+def test_the_cue_test_runs_in_the_pipeline_with_its_own_store_and_a_rerun_asks_nothing(tmp_outputs, monkeypatch):
+    import cotfaith.pipeline as pipeline
+    import cotfaith.store as store
+    from cotfaith.pipeline import ExperimentConfig, experiment_files, run_experiment
+    cfg = ExperimentConfig(dataset='medqa', n=2, max_new_tokens=48, tests='et,cue')
+    recs = run_experiment(cfg, progress=False)
+    files = experiment_files(cfg)
+    assert set(files) == {'base', 'et', 'cue'} and files['cue'].exists()
+    assert recs['cue_outcomes'].map(lambda o: sorted(o) == sorted(CUE_KINDS)).all()
+    assert recs['cue_faithful'].isin([True, False, None]).all()
+    monkeypatch.setattr(pipeline, 'load_engine', lambda *a, **k: (_ for _ in ()).throw(AssertionError('recomputed')))
+    assert run_experiment(cfg, progress=False)['cue_outcomes'].tolist() == recs['cue_outcomes'].tolist()
+    monkeypatch.setattr(store, 'CUE_VERSION', store.CUE_VERSION + 1)                # a new cue: a new results file
+    assert experiment_files(cfg)['cue'] != files['cue'] and experiment_files(cfg)['et'] == files['et']
+
+
+def test_a_numeric_question_is_stored_as_skipped_by_the_cue_test(tmp_outputs):
+    from cotfaith.pipeline import ExperimentConfig, run_experiment
+    recs = run_experiment(ExperimentConfig(dataset='gsm8k', n=1, max_new_tokens=32, tests='et,cue'), progress=False)
+    assert recs['cue_skipped'].tolist() == ['not a multiple-choice question'] and recs['cue_faithful'].isna().all()
