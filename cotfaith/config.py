@@ -61,7 +61,7 @@ class ExperimentConfig:
     answer_tokens: int = 10           # budget for an answer after 'Final answer:'
     batch_size: int = 8               # generation batch size
     et_fractions: list|None = None    # early termination: None = every step, else fractions of the chain
-    tests: str = 'et,paraphrase,filler,mistake'  # faithfulness tests (comma-separated); early termination always runs
+    tests: str = 'et,paraphrase,filler,mistake'  # faithfulness tests, comma-separated, and 'cue' (et always runs)
     # paraphrase and filler points (fractions kept intact); None = every step
     fractions: list|None = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75])
     # mistake points (each costs a continuation); None = `fractions`
