@@ -17,8 +17,8 @@ from .plots import (N_FACTOR, ci_bars, effect_label, n_differs, plot_et_curve, s
                             write_outputs)
 
 # %% auto #0
-__all__ = ['SUITE_LABELS', 'SUMMARY_METRICS', 'SPLIT_METRICS', 'plot_suite_bars', 'figure_suite', 'plot_forest', 'figure_summary',
-           'save_table']
+__all__ = ['SUITE_LABELS', 'SUMMARY_METRICS', 'SPLIT_METRICS', 'plot_suite_bars', 'figure_suite', 'figure_cue', 'plot_forest',
+           'figure_summary', 'save_table']
 
 # %% ../nbs/09a_suite_plots.ipynb #61a56194
 SUITE_LABELS = {'faithful': 'faithful share', 'aoc': 'weighted AOC (or change share)', 'change': 'change share',
@@ -70,6 +70,23 @@ def figure_suite(records:dict, # variant name -> records with every test
         _suite_curves(records, summary, t, ax, no_answer)
     for ax, m in zip(bottom.subplots(1, 3), ('faithful_when_correct', 'faithful_when_wrong', 'no_answer')):
         plot_suite_bars(summary, metric=m, ax=ax, tests=tests)
+    return title_figure(fig, title, model)
+
+# %% ../nbs/09a_suite_plots.ipynb #d03e62b6
+def figure_cue(table:pd.DataFrame, # `cue_stats.cue_table`: one row per variant
+               model:str, # model spec (the embedded default gets a note in the title)
+               title:str, # figure title
+              ):
+    "Cue test per variant: switch share; per detector, verbalised share among switches and the corrected score."
+    fig, axs = plt.subplots(1, 3, figsize=(13, 4))
+    groups, n = list(table['name']), table['n'].to_numpy(float)
+    ci_bars(axs[0], {'switched to the cue': (table['p'], table['p_lo'], table['p_hi'], n)}, groups)
+    for ax, what, label in ((axs[1], 'raw', 'verbalised among switches'), (axs[2], 'score', 'score (corrected)')):
+        ci_bars(ax, {d: (table[f'{d}_{what}'], table[f'{d}_{what}_lo'], table[f'{d}_{what}_hi'], table['switched'])
+                     for d in ('rule', 'judge')}, groups)
+        ax.set(title=label, ylim=(0, 1.15))
+        ax.legend(title='detector', fontsize=8)
+    axs[0].set(title='eligible answers moved to the cued option', ylim=(0, 1.15))
     return title_figure(fig, title, model)
 
 # %% ../nbs/09a_suite_plots.ipynb #8b4c99f6

@@ -65,16 +65,18 @@ def test_ci_grid_runs_through_papermill_and_writes_the_figures(tmp_outputs):
 
 
 def test_a_served_model_runs_every_test_as_it_is_with_no_fine_tuned_side(tmp_outputs):
-    "The paper's GPT rows: faithfulness.ipynb with ft_dataset 'none', here through a llama.cpp server it starts."
+    "The paper's GPT rows: faithfulness.ipynb with ft_dataset 'none' (and the cue test), through a llama.cpp server."
     nb = ROOT/'analysis'/'faithfulness.ipynb'
     out = pm.execute_notebook(nb, tmp_outputs/'served.ipynb', kernel_name='cotfaith', cwd=nb.parent, progress_bar=False,
                               parameters={'model': 'llama.cpp:smollm2-135m', 'ft_dataset': 'none', 'n': 2,
+                                          'dataset': 'medqa', 'tests': 'et,paraphrase,filler,mistake,cue',
                                           'max_new_tokens': 48, 'figure_name': 'served'})
     code = [c for c in out['cells'] if c['cell_type'] == 'code']
     per_test = next(o for c in code if 'per_test = ' in ''.join(c['source']) for o in c['outputs'])['data']['text/plain']
     for name in ('early termination', 'paraphrasing', 'filler', 'adding mistakes'):
         assert name in per_test.lower() and 'fine-tuned' not in per_test
-    assert sorted(p.name for p in (tmp_outputs/'figures').glob('served.*')) == ['served.pdf', 'served.png']
+    assert sorted(p.name for p in (tmp_outputs/'figures').glob('served*')) == ['served.pdf', 'served.png', 'served__cue.pdf',
+                                                                              'served__cue.png']
 
 
 def test_a_wrongly_typed_parameter_fails_the_run(tmp_outputs):
