@@ -134,9 +134,9 @@ def effect_label(area:float, change:float)->str:
 
 # %% ../nbs/09_plots.ipynb #2671b9b7
 def is_embedded(model:str)->bool:
-    "Whether `model` names the embedded 135M default model."
+    "Whether `model` names the embedded 135M default model, loaded here or served by llama.cpp."
     from cotfaith.models import ALIASES
-    return model in ALIASES
+    return model.removeprefix('llama.cpp:') in ALIASES
 
 def title_figure(fig, # the figure
                  text:str, # its title
