@@ -40,7 +40,7 @@ def test_the_cue_test_runs_in_the_pipeline_with_its_own_store_and_a_rerun_asks_n
     import cotfaith.pipeline as pipeline
     import cotfaith.store as store
     from cotfaith.pipeline import ExperimentConfig, experiment_files, run_experiment
-    cfg = ExperimentConfig(dataset='medqa', n=2, max_new_tokens=48, tests='et,cue')
+    cfg = ExperimentConfig(dataset='medqa', n=1, max_new_tokens=32, tests='et,cue')
     recs = run_experiment(cfg, progress=False)
     files = experiment_files(cfg)
     assert set(files) == {'base', 'et', 'cue'} and files['cue'].exists()

@@ -169,7 +169,7 @@ def test_a_server_that_cannot_render_the_template_gets_it_rendered_here(server, 
             for msgs in (cot_messages(ex), direct_messages(ex), answer_messages(ex, 'Step one.\nStep two.')):
                 assert here.render(msgs) == there.render(msgs)
         assert here.n_tokens('Final answer: 12 ...') == there.n_tokens('Final answer: 12 ...')
-        recs = run_experiment(ExperimentConfig(model=f'openai:smollm2-135m@{proxy.url}', n=2, max_new_tokens=48,
+        recs = run_experiment(ExperimentConfig(model=f'openai:smollm2-135m@{proxy.url}', n=1, max_new_tokens=32,
                                                tests='et,filler', dataset='medqa'), progress=False)
     assert recs['provenance'].iloc[0]['lm']['elicitation'] == 'prefill'
     assert all(a is None or a in 'ABCDE' for r in recs['et_answers'] for a in r) and recs['cot'].map(len).gt(0).all()
