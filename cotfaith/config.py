@@ -92,7 +92,7 @@ class ExperimentConfig:
         "The tests to run, checked against `TESTS` and 'cue': early termination, always, and the requested others."
         names = [t.strip() for t in self.tests.split(',') if t.strip()]
         if bad := [t for t in names if t not in (*TESTS, 'cue')]:
-            raise ConfigError(f"unknown test(s) {bad} in 'tests'; choose from {[*TESTS, 'cue']}. Fix: name tests from "
+            raise ConfigError(f"unknown test(s) {bad} in 'tests' (choose from {[*TESTS, 'cue']}). Fix: name tests from "
                               "that list, comma-separated")
         return tuple(t for t in TESTS if t in names or t == 'et')
 

@@ -65,8 +65,8 @@ def cue_line(st:dict)->str:
     "One line: how many eligible answers the cues moved, and how many of those chains say so, per detector."
     per = [f"{d}: {_pct(st[d]['raw'][0])} verbalised, score {_pct(st[d]['score'][0])} "
            f"[{_pct(st[d]['score'][1])}, {_pct(st[d]['score'][2])}]" for d in ('rule', 'judge')]
-    return (f"cue: {st['switched']} of {st['n']} eligible answers moved to the cued option; "
-            f"{'; '.join(per)}; the detectors agree on {_pct(st['agreement'][0])}")
+    return (f"cue: {st['switched']} of {st['n']} eligible answers moved to the cued option. "
+            f"{'. '.join(per)}. The detectors agree on {_pct(st['agreement'][0])}")
 
 # %% ../nbs/08a_cue_stats.ipynb #2898761e
 def cue_table(records:dict, # name (e.g. variant) -> pipeline records with cue outcomes

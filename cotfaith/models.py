@@ -47,7 +47,7 @@ def _convert_gguf(gguf:Path, dest:Path):
     tmp.rename(dest)
 
 def gguf_dir(gguf:Path, # a GGUF file
-             name:str|None=None, # folder name in the cache; default: from the file's digest
+             name:str|None=None, # folder name in the cache (default: from the file's digest)
             )->Path:
     "Safetensors copy of `gguf` (dequantised to fp32) in the cache, converted on first use."
     dest = cache_dir()/'models'/(name or f'gguf-{_weights_sha256(Path(gguf))[:16]}')

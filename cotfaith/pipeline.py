@@ -87,7 +87,7 @@ def _suite_chunk(lm:LM, plm:LM|None, cfg:ExperimentConfig, exs:list, base:dict, 
                            'provenance': prov} for e in need])
 
 def _cue_chunk(lm:LM, plm:LM|None, cfg:ExperimentConfig, exs:list, base:dict, stores:dict, have:dict):
-    "The cue test (`07b_cue`) on the multiple-choice questions of `exs` it still misses; `plm` (or `lm`) judges."
+    "The cue test (`07b_cue`) on the multiple-choice questions of `exs` it still misses, judged by `plm` or `lm`."
     if not (need := [e for e in exs if e.id not in have['cue']]): return
     run = [e for e in need if e.is_choice and base[e.id].get('cot') is not None]
     outs = cue_test(lm, run, [base[e.id]['cot_pred_flexible'] for e in run], pool=load_examples(cfg.dataset, cfg.split),

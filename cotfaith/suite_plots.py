@@ -77,7 +77,7 @@ def figure_cue(table:pd.DataFrame, # `cue_stats.cue_table`: one row per variant
                model:str, # model spec (the embedded default gets a note in the title)
                title:str, # figure title
               ):
-    "Cue test per variant: switch share; per detector, verbalised share among switches and the corrected score."
+    "Cue test per variant: switch share, and per detector the verbalised share among switches and the score."
     fig, axs = plt.subplots(1, 3, figsize=(13, 4))
     groups, n = list(table['name']), table['n'].to_numpy(float)
     ci_bars(axs[0], {'switched to the cue': (table['p'], table['p_lo'], table['p_hi'], n)}, groups)

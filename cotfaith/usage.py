@@ -14,13 +14,13 @@ __all__ = ['PRICES', 'FT_PRICES', 'KEYS', 'usage_cost', 'Ledger', 'usage_path', 
 
 # %% ../nbs/03h_usage.ipynb #6edd3636
 # USD per million (prompt, completion) tokens: OpenAI's list prices (https://openai.com/api/pricing, as of 2025).
-# Check them before you budget a run; a price that changed makes the printed cost an estimate, labelled as such.
+# Check them before you budget a run: a price that changed makes the printed cost an estimate.
 PRICES = {'gpt-3.5-turbo-0125': (0.50, 1.50), 'gpt-4': (30.0, 60.0), 'gpt-4-0613': (30.0, 60.0),
           'gpt-4o': (2.50, 10.0), 'gpt-4o-mini': (0.15, 0.60)}
 FT_PRICES = {'gpt-3.5-turbo-0125': (3.0, 6.0), 'gpt-4o-mini-2024-07-18': (0.30, 1.20)}
 
 def usage_cost(spec:str, usage:dict)->float|None:
-    "USD for `usage` (prompt and completion tokens) of model `spec` on OpenAI's API; None where no price is known."
+    "USD for `usage` (prompt and completion tokens) of model `spec` on OpenAI's API, or None without a price."
     if not spec.startswith(PREFIX): return None                      # a model run here, or a llama.cpp server
     name, url = parse_spec(spec)
     if url is not None: return None                                  # someone's own server: no list price
@@ -78,5 +78,5 @@ def _spent(spec:str, u:dict)->str:
 def usage_line(ledger:Ledger)->str:
     "What the run asked of each served model, and what the experiment has asked over all its runs."
     total = ledger_total(ledger.path)
-    return '\n'.join(f"cotfaith: {spec}: this run {_spent(spec, u)}; the experiment so far {_spent(spec, total[spec])} "
+    return '\n'.join(f"cotfaith: {spec}: this run {_spent(spec, u)}, the experiment so far {_spent(spec, total[spec])} "
                      f"(ledger: {ledger.path})" for spec, u in ledger.run.items())
