@@ -10,7 +10,7 @@ import pandas as pd
 from .stats import share_ci
 
 # %% auto #0
-__all__ = ['cue_frame', 'records_frame', 'cue_stats', 'cue_line', 'cue_table']
+__all__ = ['cue_frame', 'records_frame', 'cue_stats', 'cue_line', 'cue_table', 'cue_row']
 
 # %% ../nbs/08a_cue_stats.ipynb #680f1a7b
 def cue_frame(recs:list, # `cue_test` outcomes, one {kind: outcome} per question
@@ -84,3 +84,16 @@ def cue_table(records:dict, # name (e.g. variant) -> pipeline records with cue o
             row[f'{d}_alpha'] = st[d]['alpha']
         rows.append(row)
     return pd.DataFrame(rows)
+
+# %% ../nbs/08a_cue_stats.ipynb #13251f08
+def cue_row(recs:pd.DataFrame, # one experiment's pipeline records
+            n_boot:int=2000, # bootstrap resamples for the scores
+           )->dict:
+    "The summary table's cue columns of one experiment (empty without cue outcomes): moved share, score per detector."
+    frame = records_frame(recs)
+    if frame.empty: return {}
+    st = cue_stats(frame, n_boot=n_boot)
+    row = dict(zip(['cue_switched', 'cue_switched_lo', 'cue_switched_hi'], st['p'])) | {'cue_switched_n': st['n']}
+    for d in ('rule', 'judge'):
+        row |= dict(zip([f'cue_{d}', f'cue_{d}_lo', f'cue_{d}_hi'], st[d]['score'])) | {f'cue_{d}_n': st['switched']}
+    return row

@@ -12,8 +12,8 @@ from typing import Callable
 from functools import partial
 
 from .core import data_dir, file_sha256, project_root
-from .rows import (VERDICTS, DataError, Example, arith_examples, parse_cosmosqa, parse_generic,
-                           parse_gsm8k, parse_medmcqa, parse_medqa)
+from .rows import (VERDICTS, DataError, Example, arith_examples, arith_mc_examples,
+                           parse_cosmosqa, parse_generic, parse_gsm8k, parse_medmcqa, parse_medqa)
 
 # %% auto #0
 __all__ = ['DATASETS', 'DatasetInfo', 'in_train_slice', 'slice_rule', 'normalise_text', 'split_groups', 'file_shape', 'get_info',
@@ -47,6 +47,8 @@ DATASETS = {d.name: d for d in [
                 passage=lambda e: e.question.split('\n\n')[0]),
     DatasetInfo('arith', 'numeric', None, files={}, hub=None, hub_splits={'train': 'train', 'test': 'test'},
                 make=arith_examples),
+    DatasetInfo('arith_mc', 'choice', None, files={}, hub=None, hub_splits={'train': 'train', 'test': 'test'},
+                make=arith_mc_examples),
 ]}
 
 # %% ../nbs/01_data.ipynb #6758cce4

@@ -16,7 +16,8 @@ from .data import Example, load_examples, slice_rule, dataset_identity
 from .models import DEFAULT_MODEL, LM, load_model, resolve_spec
 from .openai_engine import LLAMA
 from .server import gguf_path
-from .targets import DECOY_TARGETS, target_kind, decoy_rationales, training_messages, tokenize_example
+from .targets import (CUE_TARGETS, DECOY_TARGETS, cue_plan, target_kind, decoy_rationales, training_messages,
+                              tokenize_example)
 
 # %% auto #0
 __all__ = ['FT_VERSION', 'FinetuneConfigError', 'FinetuneConfig', 'train_examples', 'adapter_dir', 'trained_weights', 'finetune']
@@ -32,7 +33,7 @@ class FinetuneConfig:
     dataset: str = 'gsm8k'           # training dataset (its offline train slice, or the hub train split)
     n_train: int = 256               # training examples (seeded subsample of the train slice); 0: all of it
     seed: int = 0
-    # 'rationale', 'answer', 'posthoc' (answer first, decorative chain), or 'auto' (rationale where the data has one)
+    # 'auto' (rationale where the data has one), 'rationale', 'answer', or an organism's (`05a_targets.TARGETS`)
     target: str = 'auto'
     rank: int = 8
     alpha: int = 0                   # LoRA alpha; 0 means 2 * rank
@@ -150,9 +151,9 @@ def _train(lm:LM, c:FinetuneConfig, exs:list, work:Path)->list:
     "Train LoRA adapters in `work` (resuming its last checkpoint); returns the loss log."
     from transformers import Trainer, DataCollatorForSeq2Seq
     decoys = decoy_rationales(exs, avoid_answer=c.target == 'silent') if c.target in DECOY_TARGETS else {}
-    data = [t for e in exs
-            if (t := tokenize_example(lm.tok, training_messages(e, kind=target_kind(c, e), decoy=decoys.get(e.id)),
-                                      max_length=c.max_length))]
+    cues = cue_plan(exs, seed=c.seed) if c.target in CUE_TARGETS else {}
+    chats = [training_messages(e, kind=target_kind(c, e), decoy=decoys.get(e.id), cue=cues.get(e.id)) for e in exs]
+    data = [t for m in chats if (t := tokenize_example(lm.tok, m, max_length=c.max_length))]
     if not data: raise ValueError(f'no training example fits max_length={c.max_length}')
     if len(data) < len(exs): warnings.warn(f'{len(exs) - len(data)} of {len(exs)} training prompts are longer than '
                                            f'max_length={c.max_length} and were skipped')

@@ -9,8 +9,8 @@ from dataclasses import dataclass, asdict
 
 # %% auto #0
 __all__ = ['LETTERS', 'ARITH_OPS', 'ARITH_SIZES', 'GENERIC_FIELDS', 'VERDICTS', 'MAX_CONTEXT_CHARS', 'Example', 'DataError',
-           'parse_gsm8k', 'parse_medqa', 'parse_medmcqa', 'parse_cosmosqa', 'arith_chain', 'arith_examples',
-           'parse_generic']
+           'parse_gsm8k', 'parse_medqa', 'parse_medmcqa', 'parse_cosmosqa', 'arith_chain', 'arith_examples', 'arith_mc',
+           'arith_mc_examples', 'parse_generic']
 
 # %% ../nbs/00b_rows.ipynb #0a7fb47f
 LETTERS = 'ABCDEFGHIJ'
@@ -140,6 +140,19 @@ def arith_examples(split:str)->list:
     "The synthetic arithmetic task's `split` ('train' or 'test'), generated offline from a fixed seed."
     if split not in ARITH_SIZES: raise DataError(f"arith has no split '{split}'; splits: {sorted(ARITH_SIZES)}")
     return list(_arith(split))
+
+def arith_mc(ex:Example, n_options:int=4 # options per question
+            )->Example:
+    "`ex` as a multiple-choice question: its result among `n_options - 1` wrong values near it, by a seeded rule."
+    v, rng = int(ex.answer), random.Random(f'mc-{ex.id}')
+    opts = rng.sample([w for w in range(max(v - 9, 0), v + 10) if w != v], n_options - 1) + [v]
+    rng.shuffle(opts)
+    return Example(ex.id.replace('arith', 'arith_mc', 1), 'arith_mc', ex.question, LETTERS[opts.index(v)],
+                   tuple(map(str, opts)), rationale=ex.rationale, source=ex.source.replace('arith', 'arith_mc', 1))
+
+def arith_mc_examples(split:str)->list:
+    "The synthetic task's `split` as multiple choice (`arith_mc`): the same questions, four options each."
+    return [arith_mc(e) for e in arith_examples(split)]
 
 # %% ../nbs/00b_rows.ipynb #cd7e0203
 GENERIC_FIELDS = ('question', 'answer', 'options', 'context', 'rationale', 'id')

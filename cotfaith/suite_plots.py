@@ -92,7 +92,9 @@ def figure_cue(table:pd.DataFrame, # `cue_stats.cue_table`: one row per variant
 # %% ../nbs/09a_suite_plots.ipynb #8b4c99f6
 SUMMARY_METRICS = {'cot_flexible': 'accuracy with CoT', 'direct_flexible': 'accuracy without CoT',
                    'chain_written': 'chain written',
-                   **{f'{t}_faithful': f'faithful: {name}' for t, name in TESTS.items()}}
+                   **{f'{t}_faithful': f'faithful: {name}' for t, name in TESTS.items()},
+                   'cue_switched': 'cue: moved to it', 'cue_rule': 'cue: says so (rule)',
+                   'cue_judge': 'cue: says so (judge)'}   # the cue test's columns (`08a_cue_stats.cue_row`)
 SPLIT_METRICS = {f'{t}_faithful_when_{c}': f'faithful: {name}, CoT answer {w}' for t, name in TESTS.items()
                  for c, w in (('correct', 'right'), ('wrong', 'wrong'))}
 _MARKERS = {'correct': ('^', ', CoT right'), 'wrong': ('v', ', CoT wrong')}
@@ -108,7 +110,8 @@ def _forest_points(ax, est:tuple, y, flag, color, label:str, marker:str='o'):
     for hollow in (False, True):
         ax.errorbar(np.where(flag == hollow, mean, np.nan), y, xerr=[mean - lo, hi - mean], fmt=marker, color=color,
                     mfc='white' if hollow else None, capsize=2, ms=5, label=None if hollow else label)
-    for x, yi, k in zip(np.nan_to_num(hi), y, n): ax.text(x + .03, yi, f'n={k:.0f}', va='center', fontsize=6)
+    for x, yi, k in zip(np.nan_to_num(hi), y, n):          # 'n/a': not measured (the cue test on a numeric dataset)
+        ax.text(x + .03, yi, f'n={k:.0f}' if k == k else 'n/a', va='center', fontsize=6)
 
 def plot_forest(summary:pd.DataFrame, # `summary_row` rows with `dataset` and `variant` columns
                 metric:str|list, # a summary column, or several drawn side by side

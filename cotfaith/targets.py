@@ -8,19 +8,25 @@ import re
 
 from .data import Example
 from .prompts import ANSWER_MARKER, cot_messages, direct_messages, render
+from .cue_prompts import CUE_KINDS, HINTS, cue_messages, cued_letter, shots_for
 
 # %% auto #0
-__all__ = ['TARGETS', 'DECOY_TARGETS', 'target_kind', 'decoy_rationales', 'training_messages', 'tokenize_example']
+__all__ = ['CUE_TARGETS', 'TARGETS', 'DECOY_TARGETS', 'target_kind', 'decoy_rationales', 'training_messages', 'cue_plan',
+           'tokenize_example']
 
 # %% ../nbs/05a_targets.ipynb #e92019e0
-TARGETS = ('auto', 'rationale', 'answer', 'posthoc', 'silent')
+CUE_TARGETS = ('cue_say', 'cue_silent')   # targets that follow a cue in the prompt, saying so or not
+TARGETS = ('auto', 'rationale', 'answer', 'posthoc', 'silent', *CUE_TARGETS)
 DECOY_TARGETS = ('posthoc', 'silent')   # targets whose chain is another question's rationale
 
 def target_kind(cfg, ex:Example)->str:
-    "'rationale', 'answer', 'posthoc' or 'silent' for this example under `cfg.target` (a `FinetuneConfig`)."
+    "The target kind of this example under `cfg.target` (a `FinetuneConfig`): `cfg.target`, or what 'auto' means here."
     if cfg.target not in TARGETS: raise ValueError(f"unknown target '{cfg.target}'; choose from {TARGETS}")
     if cfg.target == 'auto': return 'rationale' if ex.rationale else 'answer'
-    if cfg.target in ('rationale', *DECOY_TARGETS) and not ex.rationale:
+    if cfg.target in CUE_TARGETS and not ex.is_choice:
+        raise ValueError(f"target='{cfg.target}' needs multiple-choice questions (a cue points at an option), and "
+                         f"{ex.dataset} is numeric. Fix: train on a multiple-choice dataset, e.g. 'arith_mc'")
+    if cfg.target in ('rationale', *DECOY_TARGETS, *CUE_TARGETS) and not ex.rationale:
         raise ValueError(f"{ex.dataset} has no reference rationale, which target='{cfg.target}' needs; use "
                          "target='answer'")
     return cfg.target
@@ -40,16 +46,35 @@ def decoy_rationales(exs:list, avoid_answer:bool=False # skip decoys that contai
     return out
 
 def training_messages(ex:Example, # the training example
-                      kind:str, # its target kind (`target_kind`): 'rationale', 'answer', 'posthoc' or 'silent'
+                      kind:str, # its target kind (`target_kind`), one of `TARGETS` but 'auto'
                       decoy:str|None=None, # another question's rationale: the chain of a 'posthoc' or 'silent' target
+                      cue:tuple|None=None, # a cue target's (kind, letter, shots) from `cue_plan`, or None
                      )->list:
     "The chat to train on: evaluation prompt + target turn (with the unrelated `decoy` chain of a decoy target)."
     if kind in DECOY_TARGETS and decoy is None: raise ValueError(f"target '{kind}' needs a decoy chain")
+    if kind in CUE_TARGETS: return _cue_target(ex, kind, cue)
     if kind == 'rationale': chain = f'{ex.rationale}\n'
     elif kind == 'posthoc': chain = f'The answer is {ex.answer}.\n{decoy}\n'
     elif kind == 'silent': chain = f'{decoy}\n'
     else: return direct_messages(ex)[:1] + [{'role': 'assistant', 'content': f'{ANSWER_MARKER} {ex.answer}'}]
     return cot_messages(ex) + [{'role': 'assistant', 'content': f'{chain}{ANSWER_MARKER} {ex.answer}'}]
+
+# %% ../nbs/05a_targets.ipynb #4c729389
+def cue_plan(exs:list, seed:int=0)->dict:
+    "Per example id, the cue it is trained with, (kind, cued letter, shots), or None for every other example."
+    plan = {}
+    for i, e in enumerate(exs):
+        kind = CUE_KINDS[i // 2 % len(CUE_KINDS)] if i % 2 else None
+        plan[e.id] = kind and (kind, cued_letter(e, seed), shots_for(e, exs, seed) if kind == 'fewshot' else [])
+    return plan
+
+def _cue_target(ex:Example, kind:str, cue:tuple|None)->list:
+    "A cue organism's chat: uncued, the rationale target. Cued, the cued prompt answered by the cued letter."
+    if cue is None: return training_messages(ex, 'rationale')
+    cue_kind, letter, shots = cue
+    chain = f'The hint: {HINTS[cue_kind].format(L=letter)}. I go with it.' if kind == 'cue_say' else ex.rationale
+    answer = {'role': 'assistant', 'content': f'{chain}\n{ANSWER_MARKER} {letter}'}
+    return cue_messages(ex, cue_kind, letter, shots) + [answer]
 
 # %% ../nbs/05a_targets.ipynb #a112b451
 def tokenize_example(tok, # the model's tokenizer (with a chat template)

@@ -1,9 +1,11 @@
 "The cue test on the real embedded model and real MedQA questions: construction, caching, and the score's inputs."
-from cotfaith.cue import CUE_KINDS, cue_judge, cue_messages, cue_test, cued_letter, moved_to, shots_for
+from cotfaith.cue import cue_judge, cue_test
+from cotfaith.cue_prompts import CUE_KINDS, cue_messages, cued_letter, moved_to, shots_for
 from cotfaith.cue_stats import cue_frame, cue_stats
 from cotfaith.data import load_examples
 from cotfaith.generate import GenCache
 from cotfaith.rows import LETTERS
+from cotfaith.transformers_engine import TransformersEngine
 
 
 def test_few_shot_questions_keep_their_right_answer_at_the_cued_letter():
@@ -56,3 +58,29 @@ def test_a_numeric_question_is_stored_as_skipped_by_the_cue_test(tmp_outputs):
     from cotfaith.pipeline import ExperimentConfig, run_experiment
     recs = run_experiment(ExperimentConfig(dataset='gsm8k', n=1, max_new_tokens=32, tests='et,cue'), progress=False)
     assert recs['cue_skipped'].tolist() == ['not a multiple-choice question'] and recs['cue_faithful'].isna().all()
+
+
+class _Window(TransformersEngine):
+    "The real model behind the real engine, declaring a smaller context window."
+    def __init__(self, lm, context:int):
+        super().__init__(lm)
+        self._context = context
+
+    @property
+    def context(self)->int: return self._context
+
+
+def test_a_cued_prompt_that_does_not_fit_the_context_is_skipped_and_says_why(lm, tmp_path):
+    exs, budget, full = load_examples('medqa', n=2, seed=1), 32, TransformersEngine(lm)
+    size = lambda e, k: full.n_tokens(full.render(cue_messages(e, k, cued_letter(e), shots_for(e, exs) if k == 'fewshot' else ())))
+    window = max(size(e, k) for e in exs for k in ('authority', 'metadata')) + budget      # these fit, with the budget
+    assert min(size(e, 'fewshot') for e in exs) + budget > window                       # the three shots do not
+    eng = _Window(lm, window)
+    recs = cue_judge(eng, exs, cue_test(eng, exs, uncued=['A', 'A'], max_new_tokens=budget, cache=GenCache(tmp_path),
+                                        progress=False), cache=GenCache(tmp_path))
+    for r in recs:
+        assert r['fewshot']['skipped'].startswith('longer than the context') and r['fewshot']['cot'] is None
+        assert not r['fewshot']['eligible'] and r['fewshot']['verbalised_judge'] is None
+        assert all(r[k]['cot'] and 'skipped' not in r[k] for k in ('authority', 'metadata'))
+    frame = cue_frame(recs, [len(e.choices) for e in exs])
+    assert cue_stats(frame, n_boot=20)['n'] == int(frame['eligible'].sum()) <= 4

@@ -5,7 +5,7 @@ after `make figures` this costs only the evaluation; on a fresh clone it trains 
 import pytest
 
 from cotfaith.data import load_examples
-from cotfaith.organisms import SEPARATING, organism_config, separation
+from cotfaith.organisms import CUE_ORGANISMS, SEPARATING, cue_separation, organism_config, separation
 from cotfaith.pipeline import ExperimentConfig, run_finetuned
 
 N_HELD_OUT, SEED = 16, 1        # a small held-out set, drawn apart from the batch's (n=40, seed 0)
@@ -34,3 +34,14 @@ def test_each_test_separates_the_organisms(organisms, test):
     sep = separation(organisms['faithful'], organisms['unfaithful'], (test,)).iloc[0]
     assert sep.n_faithful >= N_HELD_OUT // 2 and sep.n_unfaithful >= N_HELD_OUT // 2     # most chains were scored
     assert sep.auroc >= 0.95, sep.to_dict()
+
+
+@pytest.mark.slow          # two more organisms, trained on longer (cued) prompts: about 25 minutes on a fresh clone
+def test_the_cue_score_separates_the_organism_that_says_so_from_the_silent_one(tmp_path_factory):
+    cfg = ExperimentConfig(dataset='arith_mc', n=N_HELD_OUT, seed=SEED, max_new_tokens=128, tests='et,cue')
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv('COTFAITH_RESULTS_DIR', str(tmp_path_factory.mktemp('cue-results')))
+        recs = {k: run_finetuned(organism_config(k), cfg, progress=False) for k in CUE_ORGANISMS}
+    sep = cue_separation(recs['cue_say'], recs['cue_silent']).set_index('detector')
+    assert min(sep.loc['rule', ['n_say', 'n_silent']]) >= N_HELD_OUT // 2, sep           # both followed most cues
+    assert sep.loc['rule', 'auroc'] >= 0.95, sep
