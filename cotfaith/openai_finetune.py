@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .core import atomic_write
-from .targets import DECOY_TARGETS, target_kind, training_messages
+from .targets import target_kind, training_messages
 from .finetune import FinetuneConfig, train_examples
 
 # %% auto #0
@@ -20,9 +20,9 @@ ROLES = ('system', 'user', 'assistant')
 
 def openai_sft_rows(cfg:FinetuneConfig)->list:
     "One `{'messages': [...]}` per training example of `cfg` (targets 'auto', 'rationale' or 'answer')."
-    if cfg.target in DECOY_TARGETS:
-        raise ValueError(f"target '{cfg.target}' trains on decoy chains, a construction of 11_organisms; "
-                         "export 'auto', 'rationale' or 'answer'")
+    if cfg.target not in ('auto', 'rationale', 'answer'):        # decoy chains or cues: the organisms' constructions
+        raise ValueError(f"target '{cfg.target}' is a construction of 11_organisms (decoy chains or cues), not a task's "
+                         "fine-tuning. Fix: export 'auto', 'rationale' or 'answer'")
     return [{'messages': training_messages(ex, target_kind(cfg, ex))} for ex in train_examples(cfg)]
 
 def check_openai_sft(path:Path)->int:
