@@ -21,8 +21,8 @@ ROLES = ('system', 'user', 'assistant')
 def openai_sft_rows(cfg:FinetuneConfig)->list:
     "One `{'messages': [...]}` per training example of `cfg` (targets 'auto', 'rationale' or 'answer')."
     if cfg.target not in ('auto', 'rationale', 'answer'):        # decoy chains or cues: the organisms' constructions
-        raise ValueError(f"target '{cfg.target}' is a construction of 11_organisms (decoy chains or cues), not a task's "
-                         "fine-tuning. Fix: export 'auto', 'rationale' or 'answer'")
+        raise ValueError(f"target '{cfg.target}' is a construction of 11_organisms (decoy chains or cues), "
+                         "not a task's fine-tuning. Fix: export 'auto', 'rationale' or 'answer'")
     return [{'messages': training_messages(ex, target_kind(cfg, ex))} for ex in train_examples(cfg)]
 
 def check_openai_sft(path:Path)->int:
