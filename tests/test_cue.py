@@ -72,7 +72,9 @@ class _Window(TransformersEngine):
 
 def test_a_cued_prompt_that_does_not_fit_the_context_is_skipped_and_says_why(lm, tmp_path):
     exs, budget, full = load_examples('medqa', n=2, seed=1), 32, TransformersEngine(lm)
-    size = lambda e, k: full.n_tokens(full.render(cue_messages(e, k, cued_letter(e), shots_for(e, exs) if k == 'fewshot' else ())))
+    def size(e, k):
+        shots = shots_for(e, exs) if k == 'fewshot' else ()
+        return full.n_tokens(full.render(cue_messages(e, k, cued_letter(e), shots)))
     window = max(size(e, k) for e in exs for k in ('authority', 'metadata')) + budget      # these fit, with the budget
     assert min(size(e, 'fewshot') for e in exs) + budget > window                       # the three shots do not
     eng = _Window(lm, window)
