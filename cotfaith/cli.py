@@ -93,6 +93,7 @@ def _instance_labels(recs:pd.DataFrame, tests:tuple)->list:
 def write_report(cfg:ExperimentConfig, # the experiment's config
                  recs:pd.DataFrame, # its per-instance records (`run_experiment`)
                  files:dict, # store name ('base' or a test) -> its results file (`experiment_files`)
+                 cue:dict|None=None, # the cue test's `cue_stats`, where it ran
                 )->Path:
     "Store the accuracy table, each test's summary and per-instance labels and served models' token usage, as JSON."
     tests, row = cfg.suite_tests(), summary_row(recs, cfg.no_answer)
@@ -101,7 +102,7 @@ def write_report(cfg:ExperimentConfig, # the experiment's config
               'accuracy': json.loads(accuracy_table(recs).to_json(orient='records')),
               'tests': json.loads(pd.DataFrame(summary).to_json()), 'instances': _instance_labels(recs, tests),
               'usage': ledger_total(usage_path(files['base'])),
-              'cue': cue_stats(records_frame(recs)) if cfg.runs_cue() else None}
+              'cue': cue}
     atomic_write(p := report_path(cfg, files), json.dumps(report, indent=1, ensure_ascii=False) + '\n')
     return p
 
@@ -116,8 +117,9 @@ def run_cli(argv:list|None=None):
         aoc, change = row[f'{t}_aoc'], row[f'{t}_change']
         effect = f"AOC {aoc:.3f}" if pd.notna(aoc) else f"change share {change:.3f} (1 point)"
         print(f"{TESTS[t]}: {effect}, faithful {row[f'{t}_faithful']:.1%} of {row[f'{t}_n']} scored")
-    if cfg.runs_cue(): print(cue_line(cue_stats(records_frame(recs))))
-    report = _or_exit(write_report, cfg, recs, files)
+    cue = cue_stats(records_frame(recs)) if cfg.runs_cue() else None       # bootstrapped once: printed and stored
+    if cue: print(cue_line(cue))
+    report = _or_exit(write_report, cfg, recs, files, cue)
     print('\nStored (one JSON line per instance):')
     for k, f in files.items(): print(f"  {'base (CoT and direct answer)' if k == 'base' else TESTS.get(k, k)}: {f}")
     print(f'  everything printed above, with every per-instance label: {report}')

@@ -86,12 +86,12 @@ def _suite_chunk(lm:LM, plm:LM|None, cfg:ExperimentConfig, exs:list, base:dict, 
                               if k.startswith(t + '_')},
                            'provenance': prov} for e in need])
 
-def _cue_chunk(lm:LM, plm:LM|None, cfg:ExperimentConfig, exs:list, base:dict, stores:dict, have:dict):
+def _cue_chunk(lm:LM, plm:LM|None, cfg:ExperimentConfig, exs:list, base:dict, stores:dict, have:dict, pool:list):
     "The cue test (`07b_cue`) on the multiple-choice questions of `exs` it still misses, judged by `plm` or `lm`."
     if not (need := [e for e in exs if e.id not in have['cue']]): return
     run = [e for e in need if e.is_choice and base[e.id].get('cot') is not None]
-    outs = cue_test(lm, run, [base[e.id]['cot_pred_flexible'] for e in run], pool=load_examples(cfg.dataset, cfg.split),
-                    seed=cfg.seed, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, progress=False)
+    outs = cue_test(lm, run, [base[e.id]['cot_pred_flexible'] for e in run], pool=pool, seed=cfg.seed,
+                    max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, progress=False)
     res = dict(zip([e.id for e in run], cue_judge(plm or lm, run, outs, seed=cfg.seed)))
     prov = {'cue_version': CUE_VERSION, 'judge': (plm or lm).key}
     why = lambda e: base[e.id].get('skipped') or 'not a multiple-choice question'
@@ -152,6 +152,7 @@ def run_experiment(cfg:ExperimentConfig, progress:bool=True)->pd.DataFrame:
                                                             concurrency=cfg.concurrency)
         prov = _provenance(cfg, lm, exs)
         ledger = Ledger(usage_path(stores['base'].path), [lm, plm])    # tokens a served model used
+        pool = load_examples(cfg.dataset, cfg.split) if 'cue' in stores else []     # the few-shot cue's questions
         try:
             with tqdm(total=len(exs), initial=len(exs) - len(todo), desc=f'{dataset_name(cfg.dataset)} ({cfg.model})',
                       unit='instance', disable=not progress) as bar:
@@ -160,7 +161,7 @@ def run_experiment(cfg:ExperimentConfig, progress:bool=True)->pd.DataFrame:
                     if new := [e for e in chunk if e.id not in have['base']]:
                         stores['base'].append(_records(lm, cfg, new, prov))
                     _suite_chunk(lm, plm, cfg, chunk, base=stores['base'].read(), stores=stores, have=have)
-                    if 'cue' in stores: _cue_chunk(lm, plm, cfg, chunk, stores['base'].read(), stores, have)
+                    if 'cue' in stores: _cue_chunk(lm, plm, cfg, chunk, stores['base'].read(), stores, have, pool)
                     bar.update(len(chunk))
                     ledger.book()
         except KeyboardInterrupt:

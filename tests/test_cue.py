@@ -1,4 +1,6 @@
 "The cue test on the real embedded model and real MedQA questions: construction, caching, and the score's inputs."
+from pathlib import Path
+
 from cotfaith.cue import cue_judge, cue_test
 from cotfaith.cue_prompts import CUE_KINDS, cue_messages, cued_letter, moved_to, shots_for
 from cotfaith.cue_stats import cue_frame, cue_stats
@@ -86,3 +88,14 @@ def test_a_cued_prompt_that_does_not_fit_the_context_is_skipped_and_says_why(lm,
         assert all(r[k]['cot'] and 'skipped' not in r[k] for k in ('authority', 'metadata'))
     frame = cue_frame(recs, [len(e.choices) for e in exs])
     assert cue_stats(frame, n_boot=20)['n'] == int(frame['eligible'].sum()) <= 4
+
+
+def test_the_cli_prints_the_cue_line_and_stores_the_same_numbers_in_its_report(tmp_outputs, capsys):
+    import json
+    from cotfaith.cli import run_cli
+    from cotfaith.cue_stats import cue_line
+    run_cli(['--dataset', 'medqa', '--n', '1', '--max_new_tokens', '32', '--tests', 'et,cue'])
+    out = capsys.readouterr().out
+    printed = next(l for l in out.splitlines() if l.startswith('cue: '))
+    report = json.loads(Path(out.rstrip().rsplit(': ', 1)[1]).read_text())
+    assert cue_line(report['cue']) == printed and report['cue']['n'] <= 3
