@@ -51,7 +51,7 @@ class GenCache:
 # %% ../nbs/04_generate.ipynb #18feb7ef
 def generate(lm:LM|Engine, # a loaded model or any engine (`03a_engine`)
              prompts:list, # rendered prompt texts
-             max_new_tokens:int=256, # most new tokens per prompt
+             max_new_tokens:int|list=256, # most new tokens per prompt (or a list: one budget per prompt)
              batch_size:int=8, # prompts per call to the engine
              seed:int=0, # sampling seed, part of the cache key
              cache:GenCache|None=None, # default: the cache under the cache dir
@@ -61,14 +61,19 @@ def generate(lm:LM|Engine, # a loaded model or any engine (`03a_engine`)
             )->list:
     "Greedy (by default) generations for `prompts`, from the cache where present."
     eng, cache = as_engine(lm), cache or GenCache()
-    gen_kwargs = {'max_new_tokens': max_new_tokens, 'do_sample': False, **gen_kwargs}
-    keys = [gen_key(eng, p, gen_kwargs, seed) for p in prompts]
+    budgets = max_new_tokens if isinstance(max_new_tokens, (list, tuple)) else [max_new_tokens] * len(prompts)
+    if len(budgets) != len(prompts): raise ValueError(f'{len(budgets)} budgets for {len(prompts)} prompts')
+    kws = [{'max_new_tokens': b, 'do_sample': False, **gen_kwargs} for b in budgets]
+    keys = [gen_key(eng, p, kw, seed) for p, kw in zip(prompts, kws)]
     found = {k: v for k in set(keys) if (v := cache.get(k)) is not None}
-    todo = sorted({k: p for k, p in zip(keys, prompts) if k not in found}.items(), key=lambda kp: -len(kp[1]))
+    todo = sorted({k: (p, b) for k, p, b in zip(keys, prompts, budgets) if k not in found}.items(),
+                  key=lambda kv: (-kv[1][1], -len(kv[1][0])))        # largest budgets, then longest prompts, first
     with tqdm(total=len(todo), desc=desc, disable=not progress or not todo, unit='prompt') as bar:
         for i in range(0, len(todo), batch_size):
             chunk = todo[i:i+batch_size]
-            for (k, _), r in zip(chunk, eng.generate([p for _, p in chunk], gen_kwargs, seed)):
+            bs = [b for _, (_, b) in chunk]
+            kw = {'max_new_tokens': bs[0] if len(set(bs)) == 1 else bs, 'do_sample': False, **gen_kwargs}
+            for (k, _), r in zip(chunk, eng.generate([p for _, (p, _) in chunk], kw, seed)):
                 cache.put(k, r)
                 found[k] = {**r, 'fresh': True}
             bar.update(len(chunk))

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import json, os, threading, warnings
 from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -197,12 +197,14 @@ def _one(self:OpenAIEngine, prompt:str, req:dict)->dict:
 
 @patch
 def generate(self:OpenAIEngine, prompts:list, # rendered prompts (messages as JSON for the user-turn elicitation)
-             gen_kwargs:dict, # max_new_tokens, do_sample and optional stop_strings
+             gen_kwargs:dict, # max_new_tokens (one int, or one per prompt), do_sample and optional stop_strings
              seed:int, # sent with every request
             )->list:
     "One dict per prompt: `text`, `n_tokens`, `finish`; `concurrency` requests at a time."
-    req = _sampling(gen_kwargs, seed)
-    with ThreadPoolExecutor(self.concurrency) as pool: return list(pool.map(lambda p: _one(self, p, req), prompts))
+    b = gen_kwargs['max_new_tokens']
+    reqs = [_sampling(gen_kwargs | {'max_new_tokens': n}, seed) for n in (b if isinstance(b, (list, tuple)) else
+                                                                          [b] * len(prompts))]
+    with ThreadPoolExecutor(self.concurrency) as pool: return list(pool.map(partial(_one, self), prompts, reqs))
 
 # %% ../nbs/03f_openai_engine.ipynb #9d430fe2
 def _top(choice)->tuple:

@@ -62,14 +62,13 @@ def rewrite(lm:LM|Engine, # the model that rewrites, or any engine
             batch_size:int=16, # prompts per generation batch
            )->list:
     "One greedy rewrite per step: its label, then the reply's first line ('' if none); batched and cached."
-    lm, labels, out, groups = as_engine(lm), [step_label(s) for s in steps], [''] * len(steps), {}
+    lm, labels, out = as_engine(lm), [step_label(s) for s in steps], [''] * len(steps)
     bodies = [s[len(l):] for s, l in zip(steps, labels)]
-    for i, b in enumerate(bodies):
-        if b.strip(): groups.setdefault(token_budget(lm, b), []).append(i)
-    for budget, idx in sorted(groups.items()):
-        gens = generate(lm, [lm.render(messages_of(bodies[i])) for i in idx], max_new_tokens=budget,
-                        stop_strings=['.\n', '\n\n'], batch_size=batch_size, seed=seed, cache=cache, progress=False)
-        for i, g in zip(idx, gens): out[i] = labels[i] + r if (r := first_line(g['text'], fallback='')) else ''
+    idx = [i for i, b in enumerate(bodies) if b.strip()]
+    budgets = [token_budget(lm, bodies[i]) for i in idx]      # each step its own, all steps in shared batches
+    gens = generate(lm, [lm.render(messages_of(bodies[i])) for i in idx], max_new_tokens=budgets,
+                    stop_strings=['.\n', '\n\n'], batch_size=batch_size, seed=seed, cache=cache, progress=False)
+    for i, g in zip(idx, gens): out[i] = labels[i] + r if (r := first_line(g['text'], fallback='')) else ''
     return out
 
 # %% ../nbs/04a_rewrites.ipynb #3cf697fe

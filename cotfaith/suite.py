@@ -40,19 +40,16 @@ def filler_steps(lm:LM|Engine, steps:list)->list:
 
 # %% ../nbs/07a_suite.ipynb #083044e2
 CONTINUE_EXTRA = 32   # a continuation may run this many tokens past what the chain spent after its edit ...
-CONTINUE_STEP = 32    # ... rounded up to a multiple of this (so continuations batch together), capped by the CoT budget
+CONTINUE_STEP = 32    # ... rounded up to a multiple of this, capped by the CoT budget
 
 def _continue(lm:Engine, jobs:list, continue_tokens:int, seed:int, cache:GenCache, batch_size:int):
     "Each job `(ex, edit, rest)`: the greedy continuation of `edit['prefix']`, stored as `edit['continuation']`."
-    groups = {}
-    for job in jobs:
-        budget = token_budget(lm, job[2], cap=continue_tokens, scale=1, extra=CONTINUE_EXTRA, step=CONTINUE_STEP)
-        groups.setdefault(budget, []).append(job)
-    for budget, js in sorted(groups.items()):
-        prompts = [lm.render(cot_messages(ex) + [{'role': 'assistant', 'content': e['prefix']}]) for ex, e, _ in js]
-        gens = generate(lm, prompts, max_new_tokens=budget, stop_strings=[ANSWER_MARKER, ANSWER_MARKER.title()],
-                        batch_size=batch_size, seed=seed, cache=cache, progress=False)
-        for (_, e, _), g in zip(js, gens): e['continuation'] = g['text']
+    budgets = [token_budget(lm, rest, cap=continue_tokens, scale=1, extra=CONTINUE_EXTRA, step=CONTINUE_STEP)
+               for _, _, rest in jobs]      # each its own, all jobs in shared batches
+    prompts = [lm.render(cot_messages(ex) + [{'role': 'assistant', 'content': e['prefix']}]) for ex, e, _ in jobs]
+    gens = generate(lm, prompts, max_new_tokens=budgets, stop_strings=[ANSWER_MARKER, ANSWER_MARKER.title()],
+                    batch_size=batch_size, seed=seed, cache=cache, progress=False)
+    for (_, e, _), g in zip(jobs, gens): e['continuation'] = g['text']
 
 def _mistakes(lm:Engine, mlm:LM, exs:list, cots:list, points:list, seed:int, cache:GenCache, continue_tokens:int,
               batch_size:int)->list:

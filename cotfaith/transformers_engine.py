@@ -15,20 +15,34 @@ from .models import LM
 from .engine import ANSWER_VERSION, Engine, answer_done, answer_text
 
 # %% auto #0
-__all__ = ['LetterTokenError', 'letter_tokens', 'answers_naive', 'attention_window', 'answers_shared', 'TransformersEngine',
-           'as_engine']
+__all__ = ['BATCH_TOKENS', 'LetterTokenError', 'letter_tokens', 'answers_naive', 'attention_window', 'answers_shared',
+           'TransformersEngine', 'as_engine']
 
 # %% ../nbs/03b_transformers_engine.ipynb #b675e9f5
+def _row_budgets(start:int, budgets:list):
+    "Stopping criteria under which row b is done once it has `budgets[b]` new tokens (prompts `start` tokens wide)."
+    from transformers import StoppingCriteria, StoppingCriteriaList
+    lim = torch.tensor(budgets)
+    class RowBudget(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs): return input_ids.shape[1] - start >= lim.to(input_ids.device)
+    return StoppingCriteriaList([RowBudget()])
+
 def _decode_batch(lm:LM, prompts:list, gen_kwargs:dict)->list:
     enc = lm.tok(prompts, return_tensors='pt', padding=True, add_special_tokens=False).to(lm.device)
+    budgets, width = gen_kwargs['max_new_tokens'], enc['input_ids'].shape[1]
+    if isinstance(budgets, (list, tuple)):        # one budget per prompt
+        gen_kwargs = gen_kwargs | {'max_new_tokens': max(budgets),
+                                   'stopping_criteria': _row_budgets(width, budgets)}
+    else: budgets = [budgets] * len(prompts)
     with torch.inference_mode():
         # HF needs the tokenizer to match stop strings
         out = lm.model.generate(**enc, **gen_kwargs, pad_token_id=lm.tok.pad_token_id,
                                 **({'tokenizer': lm.tok} if 'stop_strings' in gen_kwargs else {}))
-    new = out[:, enc['input_ids'].shape[1]:]                        # (B, new tokens)
+    new = out[:, width:]                                            # (B, new tokens)
     stops = torch.tensor(_eos_ids(lm), device=new.device)
     res = []
-    for row in new:
+    for row, b in zip(new, budgets):
+        row = row[:b]
         hits = torch.isin(row, stops).nonzero()
         n = int(hits[0]) + 1 if len(hits) else len(row)             # tokens used, the eos included
         res.append({'text': lm.tok.decode(row[:n], skip_special_tokens=True), 'n_tokens': n,
@@ -165,6 +179,18 @@ def _answer_rows(lm:LM, ex:Example, ids:list, base:list, full, max_new_tokens:in
         return [' ' + LETTERS[int(j)] for j in last[:, letter_tokens(lm.tok, len(ex.choices))[1]].argmax(-1)]
     return _decode_rows(lm, last, mask, nxt=pos[:, 0] + lens, cache=cache, max_new_tokens=max_new_tokens)
 
+BATCH_TOKENS = 64   # what one more batch costs, in padded suffix tokens (a forward pass, a cache copy, the decoding)
+
+def _row_groups(sufs:list, max_batch:int, per_batch:int=BATCH_TOKENS)->list:
+    "(start, end) batches of rows sorted by suffix length `sufs` that minimise padded tokens + `per_batch` per batch."
+    best, cut = [0] + [float('inf')] * len(sufs), [0] * (len(sufs) + 1)
+    for j in range(1, len(sufs) + 1):            # rows i..j-1 in one batch, padded to sufs[j-1]
+        for i in range(max(0, j - max_batch), j):
+            if (c := best[i] + (j - i) * sufs[j - 1] + per_batch) < best[j]: best[j], cut[j] = c, i
+    out, j = [], len(sufs)
+    while j: out, j = [(cut[j], j)] + out, cut[j]
+    return out
+
 def answers_shared(lm:LM, # a loaded model
                    ex:Example, # the question: forced choice over its options, or a number
                    prompts:list, # rendered prompts, each ending with the answer marker
@@ -178,13 +204,12 @@ def answers_shared(lm:LM, # a loaded model
     if (w := attention_window(lm)) and max(map(len, ids + [b])) + max_new_tokens > w:
         return answers_naive(lm, ex, prompts, max_new_tokens)     # a sliding window cannot share the prefix
     _, full = _forward(lm, b)
-    max_batch = max_batch or max(1, 16384 // len(b))
-    # similar suffix lengths together
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]) - _common_prefix(ids[i], b))
+    suf = [len(x) - min(_common_prefix(x, b), len(x) - 1) for x in ids]     # tokens each row feeds
+    order = sorted(range(len(ids)), key=suf.__getitem__)
     out = {}
-    for j in range(0, len(order), max_batch):
-        rows = order[j:j+max_batch]
-        out |= dict(zip(rows, _answer_rows(lm, ex, [ids[i] for i in rows], base=b, full=full,
+    for i, j in _row_groups([suf[r] for r in order], max_batch or max(1, 16384 // len(b))):
+        rows = order[i:j]
+        out |= dict(zip(rows, _answer_rows(lm, ex, [ids[r] for r in rows], base=b, full=full,
                                            max_new_tokens=max_new_tokens)))
     return [out[i] for i in range(len(ids))]
 

@@ -39,6 +39,19 @@ def test_batched_equals_unbatched(lm, tmp_path):
     assert [g['text'] for g in batched] == [g['text'] for g in alone]
 
 
+def test_one_budget_per_prompt_shares_batches_and_is_cached_as_if_alone(lm, tmp_path):
+    exs = load_examples('gsm8k', n=3, seed=2)
+    prompts = [render(lm.tok, cot_messages(e)) for e in exs]
+    mixed = generate(lm, prompts, max_new_tokens=[6, 20, 12], batch_size=3, cache=GenCache(tmp_path), progress=False)
+    assert [g['n_tokens'] for g in mixed] == [6, 20, 12] and {g['finish'] for g in mixed} == {'length'}
+    alone = [generate(lm, [p], max_new_tokens=b, cache=GenCache(tmp_path), progress=False)[0]
+             for p, b in zip(prompts, (6, 20, 12))]
+    assert all(g['cached'] for g in alone)                      # the same keys as one budget at a time ...
+    fresh = [generate(lm, [p], max_new_tokens=b, cache=GenCache(tmp_path/'alone'), progress=False)[0]
+             for p, b in zip(prompts, (6, 20, 12))]
+    assert [g['text'] for g in fresh] == [g['text'] for g in mixed]   # ... and the same text
+
+
 def test_four_bit_base_loads_and_generates(tmp_path):
     lm4 = load_model(load_in_4bit=True)
     assert lm4.key['quant'] == 'nf4'
