@@ -15,8 +15,8 @@ from .models import LM
 from .engine import ANSWER_VERSION, Engine, answer_done, answer_text
 
 # %% auto #0
-__all__ = ['BATCH_TOKENS', 'LetterTokenError', 'letter_tokens', 'answers_naive', 'attention_window', 'answers_shared',
-           'TransformersEngine', 'as_engine']
+__all__ = ['SHARED_MIN', 'BATCH_TOKENS', 'LetterTokenError', 'letter_tokens', 'answers_naive', 'attention_window',
+           'answers_shared', 'TransformersEngine', 'as_engine']
 
 # %% ../nbs/03b_transformers_engine.ipynb #b675e9f5
 def _row_budgets(start:int, budgets:list):
@@ -28,7 +28,8 @@ def _row_budgets(start:int, budgets:list):
     return StoppingCriteriaList([RowBudget()])
 
 def _decode_batch(lm:LM, prompts:list, gen_kwargs:dict)->list:
-    enc = lm.tok(prompts, return_tensors='pt', padding=True, add_special_tokens=False).to(lm.device)
+    enc = _shared_prefix_batch(lm, prompts) or lm.tok(prompts, return_tensors='pt', padding=True,
+                                                       add_special_tokens=False).to(lm.device)
     budgets, width = gen_kwargs['max_new_tokens'], enc['input_ids'].shape[1]
     if isinstance(budgets, (list, tuple)):        # one budget per prompt
         gen_kwargs = gen_kwargs | {'max_new_tokens': max(budgets),
@@ -165,6 +166,24 @@ def attention_window(lm:LM)->int|None:
     c = c.get_text_config() if hasattr(c, 'get_text_config') else c
     w = getattr(c, 'sliding_window', None)
     return w if w and getattr(c, 'use_sliding_window', True) else None
+
+# %% ../nbs/03b_transformers_engine.ipynb #f9bb59b7
+SHARED_MIN = 16   # a batch whose prompts share at least this many leading tokens encodes them once
+
+def _shared_prefix_batch(lm:LM, prompts:list)->dict|None:
+    "`generate` inputs with the prompts' common prefix encoded once (its KV cache), or None (see above)."
+    ids = [lm.tok(p, add_special_tokens=False).input_ids for p in prompts]
+    P = min(min(_common_prefix(ids[0], x) for x in ids), min(map(len, ids)) - 1)   # every row keeps a token
+    if len(ids) < 2 or P < SHARED_MIN or attention_window(lm): return None
+    _, cache = _forward(lm, ids[0][:P])
+    cache.batch_repeat_interleave(len(ids))
+    width = P + max(len(x) - P for x in ids)
+    inp = torch.full((len(ids), width), lm.tok.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for b, x in enumerate(ids):
+        inp[b, :P], inp[b, width - len(x) + P:] = torch.tensor(x[:P]), torch.tensor(x[P:])
+        mask[b, :P] = mask[b, width - len(x) + P:] = 1
+    return {'input_ids': inp.to(lm.device), 'attention_mask': mask.to(lm.device), 'cache': cache}
 
 # %% ../nbs/03b_transformers_engine.ipynb #150a320e
 def _answer_rows(lm:LM, ex:Example, ids:list, base:list, full, max_new_tokens:int)->list:

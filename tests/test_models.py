@@ -12,6 +12,7 @@ from cotfaith.data import load_examples
 from cotfaith.generate import GenCache, generate
 from cotfaith.models import ModelError, embedded_dir, load_model, resolve_spec
 from cotfaith.prompts import cot_messages, direct_messages, render
+from cotfaith.transformers_engine import _shared_prefix_batch
 
 CLI = str(Path(sys.executable).parent/'cotfaith-run')
 
@@ -34,6 +35,7 @@ def test_generates_real_text_and_stops(lm, tmp_path):
 def test_batched_equals_unbatched(lm, tmp_path):
     exs = load_examples('medqa', n=3, seed=1)
     prompts = [render(lm.tok, cot_messages(e)) for e in exs]
+    assert _shared_prefix_batch(lm, prompts) is not None        # the batch encodes its common prefix once ...
     batched = generate(lm, prompts, max_new_tokens=24, batch_size=3, cache=GenCache(tmp_path/'a'))
     alone = [generate(lm, [p], max_new_tokens=24, batch_size=1, cache=GenCache(tmp_path/'b'))[0] for p in prompts]
     assert [g['text'] for g in batched] == [g['text'] for g in alone]
