@@ -9,7 +9,8 @@ points, one mistake point, batches of 8):
      fresh cache), as `pipeline` calls it. Ratio = suite / generation.
 With --scaling N [N ...]: the whole experiment (`run_experiment`: chains, direct answers, every test; fresh cache
 and results folders) at each n, for the growth in n.
-Usage: python bench/suite_buckets.py --dataset gsm8k --n 24 [--scaling 10 20 40] [--out runs/bench.json]
+Usage: python bench/suite_buckets.py --dataset gsm8k --n 24 [--scaling 20 40 80] [--out runs/bench.json]
+(--n 0 --scaling ...: the scaling alone)
 """
 import argparse
 import json
@@ -84,7 +85,7 @@ def scaling_rows(dataset, ns):
 
 def main(dataset, n, scaling, out):
     lm = load_model()
-    res = {'buckets': bucket_rows(lm, dataset, n)}
+    res = {'buckets': bucket_rows(lm, dataset, n) if n else []}      # --n 0: only the scaling
     if scaling: res['scaling'] = scaling_rows(dataset, scaling)
     if out: Path(out).write_text(json.dumps(res, indent=1))
 
