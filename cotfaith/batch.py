@@ -4,7 +4,7 @@
 
 # %% ../nbs/10a_batch.ipynb #430a23ee
 from __future__ import annotations
-import json, os, signal, sys, time
+import json, logging, os, signal, sys, time
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -165,12 +165,19 @@ def _execute(nb:Path, out:Path, params:dict, kernel:str, verbose:bool, env:dict)
     finally:
         for k in env: os.environ.pop(k, None)
 
+def _not_a_dead_kernel(record)->bool:
+    "A logging filter that drops asyncio's report of a task whose kernel died (it died because the batch stopped it)."
+    return not (record.exc_info and type(record.exc_info[1]).__name__ == 'DeadKernelError')
+
 @contextmanager
 def _signals_remembered():
     "SIGINT and SIGTERM inside the block raise as usual and are also remembered: papermill may swallow the interrupt."
     got, old = [], {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     def on(signum, frame):
         got.append(signum)
+        # the kernel is shut down with the run: nbclient's cell task then fails unread, and asyncio would print its
+        # traceback under the one line that says what happened
+        logging.getLogger('asyncio').addFilter(_not_a_dead_kernel)
         raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
     for s in old: signal.signal(s, on)
     try: yield got
