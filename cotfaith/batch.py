@@ -165,7 +165,7 @@ def _execute(nb:Path, out:Path, params:dict, kernel:str, verbose:bool, env:dict)
     finally:
         for k in env: os.environ.pop(k, None)
 
-def _not_a_dead_kernel(record)->bool:
+def _quiet_kernel(record)->bool:
     "A logging filter that drops asyncio's report of a task whose kernel died (it died because the batch stopped it)."
     return not (record.exc_info and type(record.exc_info[1]).__name__ == 'DeadKernelError')
 
@@ -177,7 +177,7 @@ def _signals_remembered():
         got.append(signum)
         # the kernel is shut down with the run: nbclient's cell task then fails unread, and asyncio would print its
         # traceback under the one line that says what happened
-        logging.getLogger('asyncio').addFilter(_not_a_dead_kernel)
+        logging.getLogger('asyncio').addFilter(_quiet_kernel)
         raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
     for s in old: signal.signal(s, on)
     try: yield got
