@@ -16,7 +16,7 @@ from .server import gguf_path, start_server
 from .openai_engine import LLAMA, PREFIX, OpenAIEngine, ServerError, is_server_spec, llama_identity, model_digest
 
 # %% auto #0
-__all__ = ['load_engine', 'model_fingerprint']
+__all__ = ['OWN_THREADS', 'load_engine', 'model_fingerprint']
 
 # %% ../nbs/03g_load.ipynb #a5742c21
 def load_engine(spec:str, # a model spec: a short name, folder, hub id, or 'openai:<model>[@<url>]'
@@ -26,28 +26,32 @@ def load_engine(spec:str, # a model spec: a short name, folder, hub id, or 'open
                )->Engine:
     "The engine for `spec`."
     if not is_server_spec(spec): return as_engine(load_model(spec, adapter, load_in_4bit))
+    threads = None                                  # not known for a server found by its address
     if spec.startswith(LLAMA):
-        model = spec[len(LLAMA):]
+        model, threads = spec[len(LLAMA):], OWN_THREADS
         lora = (adapter_gguf(adapter, gguf_path(model)),) if adapter else ()
         spec, adapter = f'{PREFIX}{model}@{_own_server(model, lora).url}', None
     if adapter or load_in_4bit:
         raise ServerError(f"{spec}: an adapter or 4-bit loading applies to a model loaded here, not to a server. "
                           "Fix: serve the adapted model, or drop --adapter / --load_in_4bit")
-    return OpenAIEngine(spec, concurrency=concurrency)
+    return OpenAIEngine(spec, concurrency=concurrency, threads=threads)
 
 def model_fingerprint(spec:str)->str:
     "What identifies `spec`'s weights in a results key: `models.resolve_spec`'s, or a server engine's identity."
     if not is_server_spec(spec): return resolve_spec(spec)[1]
     if spec.startswith(LLAMA):
         digest = model_digest(str(gguf_path(spec[len(LLAMA):])))
-        return 'server:' + canonical_json(llama_identity(f'gguf-sha256:{digest}'))      # the adapter keys apart itself
+        ident = llama_identity(f'gguf-sha256:{digest}', threads=OWN_THREADS)          # the adapter keys apart itself
+        return 'server:' + canonical_json(ident)
     return 'server:' + canonical_json(OpenAIEngine(spec, concurrency=1).key)
 
+OWN_THREADS = 1     # CPU threads of the servers started for `llama.cpp:` specs (they change the numbers)
 _SERVERS = {}
 
 def _own_server(model:str, lora:tuple=()):
     "The server this process started for `model` and `lora` (started at the first call, stopped at exit)."
     if (model, lora) not in _SERVERS:
-        _SERVERS[model, lora] = start_server(model, alias=Path(model).name.removesuffix('.gguf'), lora=lora)
+        alias = Path(model).name.removesuffix('.gguf')
+        _SERVERS[model, lora] = start_server(model, threads=OWN_THREADS, alias=alias, lora=lora)
         atexit.register(_SERVERS[model, lora].stop)
     return _SERVERS[model, lora]

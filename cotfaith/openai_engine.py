@@ -57,10 +57,13 @@ def user_turn(messages:list)->list:
 # %% ../nbs/03f_openai_engine.ipynb #0a5c7ac4
 def llama_identity(model:str, # the GGUF file's digest (where known; else the server and the path)
                    loras:list=(), # (digest, scale) of each LoRA adapter the server applies
+                   threads:int|None=None, # the server's CPU threads, where known (servers cotfaith starts)
+                   url:str|None=None, # the server's address: it stands for the unknown thread count
                   )->dict:
-    "The identity of a llama.cpp server serving `model`."
+    "The identity of a llama.cpp server serving `model`, asked one request at a time, each from its first token."
     lora = {'lora': [list(a) for a in loras]} if loras else {}
-    return {'backend': 'llama.cpp', 'model': model, 'elicitation': 'prefill'} | lora
+    where = {'threads': threads} if threads else {'url': url}      # the thread count changes the numbers
+    return {'backend': 'llama.cpp', 'model': model, 'elicitation': 'prefill', 'cache_prompt': False} | where | lora
 
 class ServerError(RuntimeError):
     "A server that refuses the key, does not know the model or cannot be reached; the message says what to do."
@@ -83,9 +86,10 @@ class OpenAIEngine(Engine):
                  concurrency:int=4, # requests in flight at once
                  max_retries:int=6, # retries on 429, 5xx and timeouts, with exponential backoff
                  timeout:float=600, # seconds per request
+                 threads:int|None=None, # a llama.cpp server's CPU threads, where known (it does not report them)
                 ):
         from openai import OpenAI
-        self.spec, (self.name, self.url) = spec, parse_spec(spec)
+        self.spec, (self.name, self.url), self.threads = spec, parse_spec(spec), threads
         key = os.environ.get('OPENAI_API_KEY') or (None if self.url is None else 'none')   # a local server takes any
         if key is None: raise ServerError(f"{spec}: OPENAI_API_KEY is not set. Fix: export OPENAI_API_KEY=<your key>")
         self.client = OpenAI(api_key=key, base_url=self.url, max_retries=max_retries, timeout=timeout)
@@ -96,8 +100,9 @@ class OpenAIEngine(Engine):
         if self.url and self.elicitation == 'user-turn':
             warnings.warn(f"{spec}: no tokenizer named '{self.name}' loads here to render its chat template, so "
                           "interventions use the user-turn elicitation. Fix: name the model by its hub id or folder")
-        self._raw = {'extra_body': {'add_special_tokens': False}} if self.tok else {}   # the template has them
-        if self.props.get('total_slots'): self.concurrency = min(concurrency, self.props['total_slots'])   # no queue
+        body = ({'add_special_tokens': False} if self.tok else {}) | ({'cache_prompt': False} if self.props else {})
+        self._raw = {'extra_body': body} if body else {}   # the template has the special tokens, llama.cpp: no reuse
+        if self.props: self.concurrency = 1     # llama.cpp decodes requests in flight as one batch: other numbers
         self.key = self._identity()
 
 # %% ../nbs/03f_openai_engine.ipynb #80b48803
@@ -141,7 +146,7 @@ def _identity(self:OpenAIEngine)->dict:
         loras = [(model_digest(a.get('path', '')) or a.get('path'), a.get('scale'))
                  for a in adapters or [] if isinstance(a, dict)]
         model = f'gguf-sha256:{digest}' if digest else f"{self.url}|{self.props.get('model_path')}"
-        return llama_identity(model, loras)
+        return llama_identity(model, loras, self.threads, self.url)
     if self.tok: return {'backend': 'openai', 'url': self.url, 'model': self.name, 'elicitation': 'prefill',
                          'template': [self.tok[0], hash_key(self.tok[1].chat_template)]}
     return {'backend': 'openai', 'url': self.url, 'model': self.name, 'elicitation': 'user-turn', 'tokens': 'chars/4'}
@@ -237,7 +242,7 @@ def _letter(self:OpenAIEngine, ex:Example, prompt:str)->str:
 def answer(self:OpenAIEngine, ex:Example, # the question: forced choice over its options, or a number
            prompts:list, # rendered prompts, each ending with the answer marker
            max_new_tokens:int, # budget for a numeric answer
-           base:str|None=None, # unused: the server's prompt cache shares the prefix
+           base:str|None=None, # unused: each prompt is sent whole
           )->list:
     "The continuation after the marker for each prompt: ' L' for a letter, the first number's text, or ''."
     req = {'max_tokens': max_new_tokens, 'temperature': 0, 'stop': ['\n']}

@@ -13,7 +13,7 @@ from cotfaith.core import canonical_json
 from cotfaith.data import load_examples
 from cotfaith.generate import GenCache, gen_key, generate
 from cotfaith.load import load_engine, model_fingerprint
-from cotfaith.openai_engine import OpenAIEngine, ServerError
+from cotfaith.openai_engine import OpenAIEngine, ServerError, _top
 from cotfaith.pipeline import ExperimentConfig, experiment_files, run_experiment
 from cotfaith.prompts import answer_messages, cot_messages, direct_messages
 from cotfaith.rows import Example
@@ -237,6 +237,25 @@ def test_a_server_ends_with_the_process_that_started_it(tmp_path):
     else: pytest.fail(f'the server {pid} outlived the process that started it')
 
 
-def test_requests_to_llama_cpp_are_capped_at_its_slots(server):
-    "More requests in flight than slots would only queue in the server's HTTP threads."
-    assert OpenAIEngine(f'openai:smollm2-135m@{server.url}', concurrency=8).concurrency == 2        # the fixture's 2 slots
+def test_requests_to_llama_cpp_go_one_at_a_time(server):
+    "Requests decoded together in the server's slots give other numbers than each alone (03e_server)."
+    assert OpenAIEngine(f'openai:smollm2-135m@{server.url}', concurrency=8).concurrency == 1        # the fixture has 2 slots
+
+
+def test_a_served_answer_does_not_depend_on_what_the_server_computed_before(server):
+    "llama.cpp's reuse of earlier requests' KV cache changes the numbers: every request is computed from scratch."
+    eng = load_engine(f'openai:smollm2-135m@{server.url}')
+    p, q = [eng.render(answer_messages(ex, '')) for ex in load_examples('medqa', n=2)]
+    def top(prompt):
+        r = eng.client.completions.create(model=eng.name, prompt=prompt, max_tokens=1, logprobs=5, temperature=0,
+                                          **eng._raw)           # the request body every call of the engine sends
+        return _top(r.choices[0])[0]                           # token -> log-probability, as forced choice reads it
+    first = top(p)
+    others = [top(q), top(p[:-20])]         # another prompt, and one that shares all but p's last characters
+    assert top(p) == first and top(p) == first and len(others[0]) == 5     # bit for bit, after others and repeated
+
+
+def test_a_server_found_by_its_address_is_keyed_apart_from_the_servers_cotfaith_starts(server):
+    "Its thread count (which changes the numbers) is not visible to a client: its address stands for it."
+    own, found = model_fingerprint('llama.cpp:smollm2-135m'), model_fingerprint(f'openai:smollm2-135m@{server.url}')
+    assert own != found and '"threads":1' in own and server.url in found and '"cache_prompt":false' in own
