@@ -239,7 +239,7 @@ def test_a_server_ends_with_the_process_that_started_it(tmp_path):
 
 def test_requests_to_llama_cpp_go_one_at_a_time(server):
     "Requests decoded together in the server's slots give other numbers than each alone (03e_server)."
-    assert OpenAIEngine(f'openai:smollm2-135m@{server.url}', concurrency=8).concurrency == 1        # the fixture has 2 slots
+    assert OpenAIEngine(f'openai:smollm2-135m@{server.url}', concurrency=8).concurrency == 1    # the fixture has 2 slots
 
 
 def test_a_served_answer_does_not_depend_on_what_the_server_computed_before(server):
