@@ -57,13 +57,14 @@ def user_turn(messages:list)->list:
 # %% ../nbs/03f_openai_engine.ipynb #0a5c7ac4
 def llama_identity(model:str, # the GGUF file's digest (where known; else the server and the path)
                    loras:list=(), # (digest, scale) of each LoRA adapter the server applies
-                   threads:int|None=None, # the server's CPU threads, where known (servers cotfaith starts)
+                   threads:int|None=None, # the server's CPU threads, where known (servers cotfaith starts: n_ubatch 1)
                    url:str|None=None, # the server's address: it stands for the unknown thread count
                   )->dict:
-    "The identity of a llama.cpp server serving `model`, asked one request at a time, each from its first token."
+    "The identity of a llama.cpp server serving `model`, asked one request at a time."
     lora = {'lora': [list(a) for a in loras]} if loras else {}
-    where = {'threads': threads} if threads else {'url': url}      # the thread count changes the numbers
-    return {'backend': 'llama.cpp', 'model': model, 'elicitation': 'prefill', 'cache_prompt': False} | where | lora
+    # the thread count changes the numbers: unknown for a server found by its address, whose requests reuse nothing
+    where = {'threads': threads, 'n_ubatch': 1} if threads else {'url': url, 'cache_prompt': False}
+    return {'backend': 'llama.cpp', 'model': model, 'elicitation': 'prefill'} | where | lora
 
 class ServerError(RuntimeError):
     "A server that refuses the key, does not know the model or cannot be reached; the message says what to do."
@@ -100,8 +101,9 @@ class OpenAIEngine(Engine):
         if self.url and self.elicitation == 'user-turn':
             warnings.warn(f"{spec}: no tokenizer named '{self.name}' loads here to render its chat template, so "
                           "interventions use the user-turn elicitation. Fix: name the model by its hub id or folder")
-        body = ({'add_special_tokens': False} if self.tok else {}) | ({'cache_prompt': False} if self.props else {})
-        self._raw = {'extra_body': body} if body else {}   # the template has the special tokens, llama.cpp: no reuse
+        fresh = self.props and not threads       # a llama.cpp server not started here: each request from its start
+        body = ({'add_special_tokens': False} if self.tok else {}) | ({'cache_prompt': False} if fresh else {})
+        self._raw = {'extra_body': body} if body else {}   # the template already has the special tokens
         if self.props: self.concurrency = 1     # llama.cpp decodes requests in flight as one batch: other numbers
         self.key = self._identity()
 

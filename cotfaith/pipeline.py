@@ -15,6 +15,7 @@ from .core import SettingError, hash_key, rel_path, results_dir, run_log, run_me
 from .data import load_examples, Example, DataError, slice_rule, dataset_name
 from .models import LM
 from .load import load_engine, model_fingerprint
+from .openai_engine import is_server_spec
 from .prompts import PROMPT_VERSION, cot_messages, direct_messages, step_spans
 from .generate import GEN_VERSION, generate
 from .answers import extract, extract_after_marker, is_correct
@@ -201,7 +202,8 @@ def _kept(exs:list, stores:dict)->str:
 def base_config(ft:FinetuneConfig|None, cfg:ExperimentConfig)->ExperimentConfig:
     "`cfg` for the base model of `ft`, at the precision and quantisation the fine-tuned model is evaluated at."
     if ft is None: return cfg                            # no fine-tuning to compare with: the model as it is
-    return replace(cfg, model=ft.model, adapter=None, load_in_4bit=bool(ft.resolved().load_in_4bit))
+    nf4 = bool(ft.resolved().load_in_4bit) and not is_server_spec(ft.model)     # a served base is as it is served
+    return replace(cfg, model=ft.model, adapter=None, load_in_4bit=nf4)
 
 def run_base(ft:FinetuneConfig|None, # the fine-tuning whose base model is evaluated (None: `cfg`'s model as it is)
              cfg:ExperimentConfig, # the experiment to run
@@ -213,7 +215,10 @@ def run_base(ft:FinetuneConfig|None, # the fine-tuning whose base model is evalu
 def run_finetuned(ft:FinetuneConfig, # the fine-tuning whose adapter is evaluated
                   cfg:ExperimentConfig, # the experiment to run
                   progress:bool=True, # show a progress bar
+                  tuned_model:str|None=None, # a fine-tuned model behind a server (a vLLM LoRA module): nothing trained
                  )->pd.DataFrame:
-    "Records of `cfg` evaluated with the adapter fine-tuned under `ft` (trained first if not cached)."
-    adapter = finetune(ft)
-    return run_experiment(replace(base_config(ft, cfg), adapter=str(adapter)), progress)
+    "Records of `cfg` evaluated with the adapter fine-tuned under `ft` (trained first if not cached), or `tuned_model`."
+    base = base_config(ft, cfg)
+    if tuned_model:                         # rewritten by the base, as the base is: both face the same rewrites
+        return run_experiment(replace(base, model=tuned_model, paraphraser=base.paraphraser or base.model), progress)
+    return run_experiment(replace(base, adapter=str(finetune(ft))), progress)

@@ -53,6 +53,7 @@ def _params(a:argparse.Namespace):
     p.hostnames, p.port, p.n_parallel, p.n_ctx = [a.host], a.port, a.parallel, a.ctx
     p.cpuparams.n_threads = p.cpuparams_batch.n_threads = a.threads
     p.n_gpu_layers, p.fit_params, p.endpoint_props = 0, False, True
+    p.n_ubatch = 1          # one token at a time: a reused prefix gives the numbers a fresh prompt gives (03f)
     p.n_threads_http = 4 * a.parallel + 4      # idle keep-alive connections hold HTTP threads: keep spares
     if a.alias: p.model_alias = {a.alias}
     if a.lora: p.lora_adapters = [xlc.CommonAdapterLoraInfo(str(Path(f).resolve()), 1.0) for f in a.lora]

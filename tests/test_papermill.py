@@ -79,6 +79,33 @@ def test_a_served_model_runs_every_test_as_it_is_with_no_fine_tuned_side(tmp_out
                                                                               'served__cue.png']
 
 
+def test_a_fine_tuned_model_behind_a_server_is_compared_as_served_and_nothing_is_trained(tmp_outputs, monkeypatch):
+    "At scale: base and LoRA module served (here two llama.cpp servers), finetune and faithfulness train nothing."
+    from cotfaith.core import slug
+    from cotfaith.finetune import FinetuneConfig, finetune
+    from cotfaith.lora_gguf import adapter_gguf
+    from cotfaith.server import gguf_path, start_server
+    ad = finetune(FinetuneConfig(dataset='gsm8k', n_train=8, rank=4, max_length=384, epochs=1, load_in_4bit=False))
+    lora = adapter_gguf(str(ad), gguf_path('smollm2-135m'))                  # trained and converted before, elsewhere
+    monkeypatch.setenv('COTFAITH_CACHE_DIR', str(tmp_outputs/'cache'))       # the runs' own: to see what they train
+    with start_server(alias='smollm2-135m') as base, start_server(alias='tuned', lora=(lora,)) as tuned:
+        model, tuned_model = f'openai:smollm2-135m@{base.url}', f'openai:tuned@{tuned.url}'
+        common = {'model': model, 'tuned_model': tuned_model, 'ft_dataset': 'gsm8k', 'n': 2, 'max_new_tokens': 32}
+        outs = [pm.execute_notebook(ROOT/'analysis'/f'{name}.ipynb', tmp_outputs/f'{name}.ipynb', cwd=ROOT/'analysis',
+                                    kernel_name='cotfaith', progress_bar=False, parameters=common | extra)
+                for name, extra in (('finetune', {'eval_datasets': ['medqa']}),
+                                    ('faithfulness', {'dataset': 'medqa', 'n': 1, 'tests': 'et,paraphrase'}))]
+    printed = json.dumps(outs[0]['cells'])
+    assert 'nothing is trained here' in printed and not (tmp_outputs/'cache'/'adapters').exists()
+    stem = f'{slug(model)}__vs-{slug(tuned_model)}'
+    faith = f'{slug(model)}__faithfulness-medqa__vs-{slug(tuned_model)}'
+    assert {p.name for p in (tmp_outputs/'figures').glob('*.png')} == {f'{stem}__before_after.png', f'{faith}.png'}
+    served = {p.name: p.read_text() for p in (tmp_outputs/'results'/slug(tuned_model)).rglob('*.jsonl')}
+    records = [t for name, t in served.items() if name.count('.') == 1]      # CoT and direct answers (not a test's)
+    assert len(records) == 2 and all('"lora"' in t for t in records)         # keyed by the served adapter
+    assert any(f'"paraphraser": "{model}"' in t for t in served.values())    # rewritten by the base, as the base is
+
+
 def test_a_wrongly_typed_parameter_fails_the_run(tmp_outputs):
     nb = ROOT/'analysis'/'accuracy_et.ipynb'
     with pytest.raises(pm.PapermillExecutionError, match="parameter 'n' must be int, got 'twenty'"):
