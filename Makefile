@@ -55,7 +55,8 @@ readme: install
 	$(BIN)/python tools/readme.py
 
 # The embedded model behind llama.cpp's OpenAI-compatible server (xllamacpp), one thread: Ctrl-C stops it.
-# Then: cotfaith-run --model openai:smollm2-135m@http://127.0.0.1:8080/v1 ...  (SERVE_ARGS for a .gguf file or more slots)
+# Then: cotfaith-run --model openai:smollm2-135m@http://127.0.0.1:8080/v1 ...  (SERVE_ARGS for a .gguf file, or more
+# threads rather than slots: cotfaith asks a llama.cpp server one request at a time)
 SERVE_ARGS ?= --model smollm2-135m --alias smollm2-135m --port 8080 --threads 1
 serve: install
 	$(BIN)/cotfaith-serve $(SERVE_ARGS)
