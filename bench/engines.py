@@ -20,6 +20,7 @@ from cotfaith.config import ExperimentConfig
 from cotfaith.data import load_examples
 from cotfaith.generate import GenCache, generate
 from cotfaith.load import load_engine
+from cotfaith.pipeline import run_experiment
 from cotfaith.prompts import cot_messages
 
 TESTS = 'et,paraphrase,filler,mistake'
@@ -41,16 +42,11 @@ def row(spec, dataset, n):
                                              batch_size=cfg.batch_size, cache=GenCache(Path(cache)), progress=False))
     with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as results:
         os.environ.update(COTFAITH_CACHE_DIR=cache, COTFAITH_RESULTS_DIR=results)
-        recs, t_whole = timed(lambda: run_whole(cfg))
+        recs, t_whole = timed(lambda: run_experiment(cfg, progress=False))
     tokens = sum(g['n_tokens'] for g in gens)
     return {'model': spec, 'dataset': dataset, 'n': n, 'load_s': t_load, 'gen_s': t_gen, 'cot_tokens': tokens,
             'gen_tokens_per_s': tokens / t_gen, 'whole_s': t_whole, 'whole_over_gen': t_whole / t_gen,
             'cot_accuracy': float(recs['cot_correct_flexible'].mean())}
-
-
-def run_whole(cfg):
-    from cotfaith.pipeline import run_experiment
-    return run_experiment(cfg, progress=False)
 
 
 def main(models, dataset, n, out):

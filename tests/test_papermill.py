@@ -106,6 +106,13 @@ def test_a_fine_tuned_model_behind_a_server_is_compared_as_served_and_nothing_is
     assert any(f'"paraphraser": "{model}"' in t for t in served.values())    # rewritten by the base, as the base is
 
 
+def test_a_tuned_model_with_no_tuned_side_stops_the_run_with_one_clear_line(tmp_outputs):
+    nb = ROOT/'analysis'/'faithfulness.ipynb'
+    with pytest.raises(pm.PapermillExecutionError, match="tuned_model needs a tuned side"):
+        pm.execute_notebook(nb, tmp_outputs/'none.ipynb', kernel_name='cotfaith', cwd=nb.parent, progress_bar=False,
+                            parameters={'ft_dataset': 'none', 'tuned_model': 'openai:tuned@http://127.0.0.1:9/v1'})
+
+
 def test_a_wrongly_typed_parameter_fails_the_run(tmp_outputs):
     nb = ROOT/'analysis'/'accuracy_et.ipynb'
     with pytest.raises(pm.PapermillExecutionError, match="parameter 'n' must be int, got 'twenty'"):

@@ -107,6 +107,14 @@ def test_the_base_side_of_a_comparison_takes_the_tuned_models_precision(load_in_
     assert (base.model, base.adapter, base.load_in_4bit) == (ft.model, None, load_in_4bit)
 
 
+
+def test_a_served_base_is_never_asked_for_in_4_bit():
+    "QLoRA's NF4 base applies to a model loaded here: a served base (a vLLM model under its LoRA modules) is as served."
+    from cotfaith.finetune import FinetuneConfig
+    from cotfaith.pipeline import base_config
+    ft = FinetuneConfig(model='openai:meta-llama/Meta-Llama-3-8B-Instruct@http://127.0.0.1:8000/v1', load_in_4bit=True)
+    assert base_config(ft, ExperimentConfig()).load_in_4bit is False
+
 def test_base_and_tuned_are_paraphrased_by_the_same_model(tmp_outputs):
     "Both sides of a comparison are paraphrased by the base model (without adapter), not each by itself."
     from cotfaith.finetune import FinetuneConfig
