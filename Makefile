@@ -29,7 +29,7 @@ $(VENV)/.installed: setup.py settings.ini
 	touch $@
 
 figures: install
-	$(BIN)/cotfaith-batch --batch params/default.yaml
+	$(BIN)/cotfaith-batch --batch params/default.yaml --jobs 2
 
 test: install nbtest pytest
 

@@ -4,13 +4,13 @@
 
 # %% ../nbs/10a_batch.ipynb #430a23ee
 from __future__ import annotations
-import json, logging, os, signal, sys, time
+import json, logging, os, signal, subprocess, sys, time
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
 import yaml
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from .core import (COMMITTED_FIGURES, absolute_dirs, atomic_write, cache_dir, figures_dir, file_sha256,
                            hash_key, package_versions, project_root, rel_path, slug, writable_dir)
@@ -154,16 +154,24 @@ def _kernel_manager(log:Path)->type:
             with open(log, 'ab') as f: return await super().start_kernel(stdout=f, stderr=f, **kw)
     return LoggedKernelManager
 
+@contextmanager
+def _env(env:dict):
+    "`env` set in `os.environ` inside the block, and what was there before restored after."
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try: yield
+    finally:
+        for k, v in old.items():
+            if v is None: os.environ.pop(k, None)
+            else: os.environ[k] = v
+
 def _execute(nb:Path, out:Path, params:dict, kernel:str, verbose:bool, env:dict):
     "Run one notebook through papermill with `env` set for its kernel (and unset afterwards)."
     import papermill as pm
-    os.environ.update(env)
-    try:
+    with _env(env):
         pm.execute_notebook(nb, out, parameters=params, kernel_name=kernel, cwd=nb.parent, progress_bar=False,
                             stdout_file=sys.stdout if verbose else None, stderr_file=sys.stderr if verbose else None,
                             kernel_manager_class=_kernel_manager(out.with_suffix('.kernel.log')))
-    finally:
-        for k in env: os.environ.pop(k, None)
 
 def _quiet_kernel(record)->bool:
     "A logging filter that drops asyncio's report of a task whose kernel died (it died because the batch stopped it)."
@@ -200,51 +208,102 @@ def _run_one(nb:Path, params:dict, name:str, out:Path, tag:str, kernel:str, verb
     return {'parameters': params, 'code': code, 'figures': figs, 'results': results,
             'seconds': round(time.time() - t0, 1)}
 
+def _free(lock:FileLock)->bool:
+    "Take `lock` if no other process holds it; False (not waiting) if one does."
+    try: lock.acquire(timeout=0)
+    except Timeout: return False
+    return True
+
+def _helpers(jobs:int, batch_file:Path, out_dir:Path, kernel:str, overrides:dict)->list:
+    "`jobs - 1` more batch processes on the same file: each takes the runs no other batch has taken."
+    args = json.dumps({'batch_file': str(batch_file), 'out_dir': str(out_dir), 'kernel': kernel} | overrides)
+    code = 'import sys; from cotfaith.batch import _helper; _helper(sys.argv[1])'
+    return [subprocess.Popen([sys.executable, '-c', code, args]) for _ in range(jobs - 1)]
+
+def _helper(args:str):
+    "A helper batch: a run it could not do is left to the first process (which tries it again and reports it)."
+    try: run_batch(**json.loads(args))
+    except BatchError: sys.exit(1)
+    except KeyboardInterrupt as e: sys.exit(143 if isinstance(e, Terminated) else 130)
+
+def _stop(helpers:list):
+    "Stop the helper batches still running (each says what it kept) and wait for them."
+    for p in helpers:
+        if p.poll() is None: p.send_signal(signal.SIGTERM)
+    for p in helpers: p.wait()
+
 def run_batch(batch_file:Path, # the batch YAML file: notebook, defaults and runs
               out_dir:Path|None=None, # folder for the executed notebooks; default `<root>/runs`
               kernel:str='cotfaith', # Jupyter kernel the notebooks run in
-              verbose:bool=False, # stream the notebooks' output
+              verbose:bool=False, # stream the notebooks' output (ignored when `jobs` > 1)
               force:bool=False, # rerun runs that are already done
+              jobs:int=1, # runs at a time, each in a process of its own with cores / jobs threads
               **overrides, # values for every run (e.g. model, n); those that are None ignored
              )->list: # the executed notebooks of the runs done, skipped ones included
     "Execute the runs of a batch file that are not done yet through papermill; returns the executed notebooks' paths."
+    if not isinstance(jobs, int) or jobs < 1: raise BatchError(f"jobs is {jobs!r}. Fix: 1 or more runs at a time")
     batch_file = Path(batch_file).resolve()
     runs, root = batch_runs(batch_file, **overrides), project_root(batch_file.parent)      # every run checked first
     _check_kernel(kernel)
     out_dir, done, failed, drawn = Path(out_dir or root/'runs').resolve(), [], [], {}
     committed = not os.environ.get('COTFAITH_FIGURES_DIR') and figure_tag(batch_file, params={}, **overrides) == ''
-    with absolute_dirs(root):                        # the kernels (cwd analysis/) read the folders this process does
+    outs = [out_dir/nb.stem/f'{name}.ipynb' for nb, _, name in runs]
+    if force and jobs > 1:
+        for out in outs: _done_file(out).unlink(missing_ok=True)
+    threads = {} if jobs == 1 or 'OMP_NUM_THREADS' in os.environ else {
+        'OMP_NUM_THREADS': str(max(1, (os.cpu_count() or 1)//jobs))}
+
+    def step(i, nb, params, name, out):
+        "Skip run `i` if done, else run it and record it."
+        if (force and jobs == 1) or not _is_done(out, params, code_fingerprint(nb)):
+            return execute(i, nb, params, name, out)
+        _claimed(drawn, json.loads(_done_file(out).read_text())['figures'], name)
+        print(f'[{i}/{len(runs)}] {nb.name} {name}: done, skipped', flush=True)
+        done.append(out)
+
+    def execute(i, nb, params, name, out):
+        print(f'[{i}/{len(runs)}] {nb.name} {params}', flush=True)
+        with _signals_remembered() as got:
+            tag = figure_tag(batch_file, params, **overrides)
+            try: rec = _run_one(nb, params, name, out, tag, kernel, verbose and jobs == 1)
+            except KeyboardInterrupt as e: got.append(e)
+        if got:                                            # not recorded as done, whatever papermill returned
+            kept = sum(_done_file(o).exists() for o in outs)
+            print(f'\ncotfaith: interrupted during {nb.name} {name}; {kept} of {len(runs)} runs are done and recorded. '
+                  'Rerun the same command to resume.', file=sys.stderr, flush=True)
+            term = any(isinstance(g, Terminated) or g == signal.SIGTERM for g in got)
+            raise Terminated() if term else KeyboardInterrupt()
+        if isinstance(rec, dict) and (clash := _claimed(drawn, rec['figures'], name)):
+            rec = (f"{nb.name} {name} drew {clash}, which another run of this batch drew too. Fix: give "
+                   "the runs distinct figure_name parameters, or remove short_names from the batch file")
+        if isinstance(rec, str):
+            print(f'cotfaith: error: {rec}', flush=True)
+            return failed.append(out)
+        update_manifest(nb, params, figures=rec['figures'], results=rec['results'])
+        atomic_write(_done_file(out), json.dumps(rec, indent=1))
+        print(f"  -> {rel_path(out, root)} in {rec['seconds']:.0f} s", flush=True)
+        done.append(out)
+
+    with absolute_dirs(root), _env(threads):         # the kernels (cwd analysis/) read the folders this process does
         if committed:                                # a committed grid, run as committed
             os.environ['COTFAITH_FIGURES_DIR'] = str(root/COMMITTED_FIGURES)
         writable_dir('COTFAITH_FIGURES_DIR')
-        for i, (nb, params, name) in enumerate(runs, 1):
-            out = out_dir/nb.stem/f'{name}.ipynb'
-            with FileLock(str(cache_dir()/'locks'/f'run-{hash_key(str(out))}.lock')):   # one batch per run at a time
-                if not force and _is_done(out, params, code_fingerprint(nb)):
-                    _claimed(drawn, json.loads(_done_file(out).read_text())['figures'], name)
-                    print(f'[{i}/{len(runs)}] {nb.name} {name}: done, skipped', flush=True)
-                    done.append(out)
+        locks = [FileLock(str(cache_dir()/'locks'/f'run-{hash_key(str(o))}.lock')) for o in outs]   # one batch per run
+        helpers, later = _helpers(jobs, batch_file, out_dir, kernel, overrides), []
+        try:
+            for i, ((nb, params, name), out, lock) in enumerate(zip(runs, outs, locks), 1):
+                if not _free(lock):                  # another batch is running it: back to it when the rest is done
+                    print(f'[{i}/{len(runs)}] {nb.name} {name}: running in another batch, back to it later', flush=True)
+                    later.append(i)
                     continue
-                print(f'[{i}/{len(runs)}] {nb.name} {params}', flush=True)
-                with _signals_remembered() as got:
-                    tag = figure_tag(batch_file, params, **overrides)
-                    try: rec = _run_one(nb, params, name, out, tag, kernel, verbose)
-                    except KeyboardInterrupt as e: got.append(e)
-                if got:                                            # not recorded as done, whatever papermill returned
-                    print(f'\ncotfaith: interrupted during {nb.name} {name}; {len(done)} of {len(runs)} runs are '
-                          'done and recorded. Rerun the same command to resume.', file=sys.stderr, flush=True)
-                    term = any(isinstance(g, Terminated) or g == signal.SIGTERM for g in got)
-                    raise Terminated() if term else KeyboardInterrupt()
-                if isinstance(rec, dict) and (clash := _claimed(drawn, rec['figures'], name)):
-                    rec = (f"{nb.name} {name} drew {clash}, which another run of this batch drew too. Fix: give "
-                           "the runs distinct figure_name parameters, or remove short_names from the batch file")
-                if isinstance(rec, str):
-                    print(f'cotfaith: error: {rec}', flush=True)
-                    failed.append(out)
-                    continue
-                update_manifest(nb, params, figures=rec['figures'], results=rec['results'])
-                atomic_write(_done_file(out), json.dumps(rec, indent=1))
-                print(f"  -> {rel_path(out, root)} in {rec['seconds']:.0f} s", flush=True)
-                done.append(out)
+                try: step(i, nb, params, name, out)
+                finally: lock.release()
+            for i in later:
+                with locks[i-1]: step(i, *runs[i-1], outs[i-1])
+        except BaseException:
+            _stop(helpers)
+            raise
+        for p in helpers: p.wait()                   # each is at most skipping the runs this one did
     if failed: raise BatchError(f"{len(failed)} of {len(runs)} runs failed: {', '.join(str(f) for f in failed)}")
     return done
+

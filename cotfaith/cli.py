@@ -130,8 +130,10 @@ def batch_cli(batch:str='params/default.yaml', # batch file: notebook, defaults 
               model:str=None, # run every entry with this model instead
               n:int=None, # run every entry with this many instances instead
               force:bool=False, # rerun runs that are already done
+              jobs:int=1, # runs at a time, each in a process of its own with cores / jobs threads
              ):
     "Run a papermill batch (e.g. regenerate every figure of the embedded-default grid), skipping runs already done."
     t0 = time.time()
-    outs = _or_exit(run_batch, Path(batch), verbose=True, force=force, model=model, n=n)
+    outs = _or_exit(run_batch, Path(batch), verbose=True, force=force, jobs=jobs, model=model, n=n)
     print(f'{len(outs)} notebooks in {time.time() - t0:.0f} s')
+

@@ -5,10 +5,12 @@
 # %% ../nbs/10_pipeline.ipynb #f4119223
 from __future__ import annotations
 import errno, json, os, sys
+from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import pandas as pd
+from filelock import FileLock, Timeout
 from tqdm import tqdm
 
 from .core import SettingError, hash_key, rel_path, results_dir, run_log, run_metadata, writable_dir
@@ -137,50 +139,66 @@ def experiment_files(cfg:ExperimentConfig)->dict:
                              for t in cfg.suite_tests() + (('cue',) if cfg.runs_cue() else ())}
 
 # %% ../nbs/10_pipeline.ipynb #df5fb8b5
+@contextmanager
+def _alone(path:Path):
+    "Held while an experiment is computed: a second process asking for it waits, then reads what the first stored."
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path) + '.run.lock')
+    try: lock.acquire(timeout=0)
+    except Timeout:
+        print(f'cotfaith: another process is computing {path.name}; waiting for it', file=sys.stderr, flush=True)
+        lock.acquire()
+    try: yield
+    finally: lock.release()
+
+def _compute(cfg:ExperimentConfig, exs:list, stores:dict, progress:bool):
+    "Compute and store, chunk by chunk, the records of `exs` the stores lack; the model is loaded only if one is."
+    have = {k: s.read() for k, s in stores.items()}
+    if not (todo := [e for e in exs if any(e.id not in h for h in have.values())]): return
+    pspec, p4bit = paraphraser_of(cfg)
+    same = (pspec, p4bit) == (cfg.model, cfg.load_in_4bit) and not cfg.adapter  # the evaluated model paraphrases itself
+    lm = load_engine(cfg.model, adapter=cfg.adapter, load_in_4bit=cfg.load_in_4bit, concurrency=cfg.concurrency)
+    rewrites = set(REWRITING_TESTS) & set(cfg.suite_tests()) or cfg.runs_cue()      # or it judges cued chains
+    plm = None if same or not rewrites else load_engine(pspec, load_in_4bit=p4bit,   # loaded once, and only if used
+                                                        concurrency=cfg.concurrency)
+    prov = _provenance(cfg, lm, exs)
+    ledger = Ledger(usage_path(stores['base'].path), [lm, plm])    # tokens a served model used
+    pool = load_examples(cfg.dataset, cfg.split) if 'cue' in stores else []     # the few-shot cue's questions
+    try:
+        with tqdm(total=len(exs), initial=len(exs) - len(todo), desc=f'{dataset_name(cfg.dataset)} ({cfg.model})',
+                  unit='instance', disable=not progress) as bar:
+            for i in range(0, len(todo), cfg.chunk):
+                chunk = todo[i:i+cfg.chunk]
+                if new := [e for e in chunk if e.id not in have['base']]:
+                    stores['base'].append(_records(lm, cfg, new, prov))
+                _suite_chunk(lm, plm, cfg, chunk, base=stores['base'].read(), stores=stores, have=have)
+                if 'cue' in stores: _cue_chunk(lm, plm, cfg, chunk, stores['base'].read(), stores, have, pool)
+                bar.update(len(chunk))
+                ledger.book()
+    except KeyboardInterrupt:
+        ledger.book()
+        print(f'\ncotfaith: interrupted. {_kept(exs, stores)}', file=sys.stderr, flush=True)
+        raise
+    except OSError as e:
+        if e.errno not in DISK_FULL: raise
+        raise SettingError(f"no space left to write {e.filename or 'the results'} ({os.strerror(e.errno)}). "
+                           f"{_kept(exs, stores)} (a record cut short is dropped on the next run). "
+                           "Fix: free some space, then rerun") from None
+    if ledger.run: print(usage_line(ledger), file=sys.stderr, flush=True)
+
 def run_experiment(cfg:ExperimentConfig, progress:bool=True)->pd.DataFrame:
     "Per-instance records of `cfg`, computing and storing only what is missing."
     for env in ('COTFAITH_RESULTS_DIR', 'COTFAITH_CACHE_DIR'): writable_dir(env)     # before anything is computed
     exs = load_examples(cfg.dataset, cfg.split, n=cfg.n or None, seed=cfg.seed)
-    pspec, p4bit = paraphraser_of(cfg)
-    same = (pspec, p4bit) == (cfg.model, cfg.load_in_4bit) and not cfg.adapter  # the evaluated model paraphrases itself
     stores = {k: ResultsStore(f) for k, f in experiment_files(cfg).items()}
+    with _alone(stores['base'].path): _compute(cfg, exs, stores, progress)     # one process at a time computes it
     have = {k: s.read() for k, s in stores.items()}
-    todo = [e for e in exs if any(e.id not in h for h in have.values())]
-    if todo:
-        lm = load_engine(cfg.model, adapter=cfg.adapter, load_in_4bit=cfg.load_in_4bit, concurrency=cfg.concurrency)
-        rewrites = set(REWRITING_TESTS) & set(cfg.suite_tests()) or cfg.runs_cue()      # or it judges cued chains
-        plm = None if same or not rewrites else load_engine(pspec, load_in_4bit=p4bit,   # loaded once, and only if used
-                                                            concurrency=cfg.concurrency)
-        prov = _provenance(cfg, lm, exs)
-        ledger = Ledger(usage_path(stores['base'].path), [lm, plm])    # tokens a served model used
-        pool = load_examples(cfg.dataset, cfg.split) if 'cue' in stores else []     # the few-shot cue's questions
-        try:
-            with tqdm(total=len(exs), initial=len(exs) - len(todo), desc=f'{dataset_name(cfg.dataset)} ({cfg.model})',
-                      unit='instance', disable=not progress) as bar:
-                for i in range(0, len(todo), cfg.chunk):
-                    chunk = todo[i:i+cfg.chunk]
-                    if new := [e for e in chunk if e.id not in have['base']]:
-                        stores['base'].append(_records(lm, cfg, new, prov))
-                    _suite_chunk(lm, plm, cfg, chunk, base=stores['base'].read(), stores=stores, have=have)
-                    if 'cue' in stores: _cue_chunk(lm, plm, cfg, chunk, stores['base'].read(), stores, have, pool)
-                    bar.update(len(chunk))
-                    ledger.book()
-        except KeyboardInterrupt:
-            ledger.book()
-            print(f'\ncotfaith: interrupted. {_kept(exs, stores)}', file=sys.stderr, flush=True)
-            raise
-        except OSError as e:
-            if e.errno not in DISK_FULL: raise
-            raise SettingError(f"no space left to write {e.filename or 'the results'} ({os.strerror(e.errno)}). "
-                               f"{_kept(exs, stores)} (a record cut short is dropped on the next run). "
-                               "Fix: free some space, then rerun") from None
-        have = {k: s.read() for k, s in stores.items()}
-        if ledger.run: print(usage_line(ledger), file=sys.stderr, flush=True)
     paid = [usage_path(stores['base'].path)] if usage_path(stores['base'].path).exists() else []
     paths = [s.path for s in stores.values()] + paid
     run_log(results=[str(rel_path(p, results_dir())) for p in paths])                  # for the batch's manifest
     _some_fit(exs, have['base'])
     return _merge(cfg, exs, have)
+
 
 # %% ../nbs/10_pipeline.ipynb #d3389ba7
 def _some_fit(exs:list, base:dict):

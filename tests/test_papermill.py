@@ -244,3 +244,23 @@ def test_only_a_committed_grid_draws_into_the_committed_figures_folder(tmp_path,
     (proj/'grid.yaml').write_text('short_names: true\nnotebook: t.ipynb\nruns:\n  - {x: 4}\n')
     run_batch(proj/'grid.yaml')
     assert (proj/'figures'/'dot_4.png').exists() and 'dot_4' in json.loads((proj/'figures'/'manifest.json').read_text())
+
+
+def test_two_jobs_run_two_notebooks_at_once_and_each_once(tmp_path):
+    "`--jobs 2`: a second batch process takes the runs the first has not; both run at the same time, each run once."
+    from cotfaith.tiny import make_tiny_model
+    tiny = make_tiny_model(tmp_path/'tiny')
+    batch = tmp_path/'two.yaml'
+    batch.write_text(f"notebook: {ROOT/'analysis'/'accuracy_et.ipynb'}\n"
+                     f"defaults: {{model: {tiny}, n: 2, max_new_tokens: 8, answer_tokens: 4}}\nruns:\n  - {{seed: 0}}\n  - {{seed: 1}}\n")
+    env = {k: v for k, v in os.environ.items() if k != 'OMP_NUM_THREADS'} | {
+        'COTFAITH_RESULTS_DIR': str(tmp_path/'res'), 'COTFAITH_FIGURES_DIR': str(tmp_path/'figs'),
+        'COTFAITH_CACHE_DIR': str(tmp_path/'cache')}
+    r = subprocess.run([str(Path(sys.executable).parent/'cotfaith-batch'), '--batch', str(batch), '--jobs', '2'],
+                       env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert r.stdout.count('  -> ') == 2 and r.stdout.count('done, skipped') == 2, r.stdout   # each, the other's run
+    nbs = sorted((tmp_path/'runs'/'accuracy_et').glob('*.ipynb'))
+    times = [json.loads(p.read_text())['metadata']['papermill'] for p in nbs]
+    assert len(nbs) == 2 and max(t['start_time'] for t in times) < min(t['end_time'] for t in times)   # at once
+    assert len(json.loads((tmp_path/'figs'/'manifest.json').read_text())) == 2

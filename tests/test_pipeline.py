@@ -158,3 +158,22 @@ def test_the_cli_reports_an_out_of_range_value_in_one_line(tmp_outputs):
     assert r.returncode == 1 and 'Traceback' not in r.stderr
     assert r.stderr.strip().splitlines() == ["cotfaith: error: parameter 'n' must be at least 0 (0 means all), got -3. Fix: pass n >= 0"]
     assert not (tmp_outputs/'results').exists()
+
+
+def test_two_processes_asking_for_one_experiment_compute_it_once(tmp_outputs):
+    "Two runs of a batch at once (`--jobs 2`) that need the same records: one computes them, the other waits and reads."
+    from cotfaith.core import cache_dir
+    cache = tmp_outputs/'cache'                                  # no generation cached yet, the converted model shared
+    cache.mkdir()
+    (models := cache_dir().resolve()/'models').mkdir(parents=True, exist_ok=True)
+    (cache/'models').symlink_to(models)
+    env = dict(os.environ) | {'COTFAITH_CACHE_DIR': str(cache)}
+    args = [CLI, '--dataset', 'gsm8k', '--n', '4', '--max_new_tokens', '40', '--tests', 'et,filler']
+    ps = [subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in ps]
+    assert [p.returncode for p in ps] == [0, 0], [e[-2000:] for _, e in outs]
+    waited = [e for _, e in outs if 'another process is computing' in e]
+    assert len(waited) == 1 and 'instance' not in waited[0].split('waiting for it')[1]      # no progress bar: nothing computed
+    assert outs[0][0] == outs[1][0]                                                        # the same summary, read once stored
+    base = [f for f in (tmp_outputs/'results').rglob('*.jsonl') if f.name.count('.') == 1]
+    assert len(base) == 1 and len(base[0].read_text().splitlines()) == 4
