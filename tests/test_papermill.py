@@ -69,7 +69,7 @@ def test_a_served_model_runs_every_test_as_it_is_with_no_fine_tuned_side(tmp_out
     nb = ROOT/'analysis'/'faithfulness.ipynb'
     out = pm.execute_notebook(nb, tmp_outputs/'served.ipynb', kernel_name='cotfaith', cwd=nb.parent, progress_bar=False,
                               parameters={'model': 'llama.cpp:smollm2-135m', 'ft_dataset': 'none', 'n': 2,
-                                          'dataset': 'medqa', 'tests': 'et,paraphrase,filler,mistake,cue',
+                                          'dataset': 'medmcqa', 'tests': 'et,paraphrase,filler,mistake,cue',
                                           'max_new_tokens': 48, 'figure_name': 'served'})
     code = [c for c in out['cells'] if c['cell_type'] == 'code']
     per_test = next(o for c in code if 'per_test = ' in ''.join(c['source']) for o in c['outputs'])['data']['text/plain']
@@ -91,15 +91,21 @@ def test_a_fine_tuned_model_behind_a_server_is_compared_as_served_and_nothing_is
     with start_server(alias='smollm2-135m') as base, start_server(alias='tuned', lora=(lora,)) as tuned:
         model, tuned_model = f'openai:smollm2-135m@{base.url}', f'openai:tuned@{tuned.url}'
         common = {'model': model, 'tuned_model': tuned_model, 'ft_dataset': 'gsm8k', 'n': 2, 'max_new_tokens': 32}
+        at_scale = {'model': model, 'n': 2, 'max_new_tokens': 32}                # the grid's other two: one served each
         outs = [pm.execute_notebook(ROOT/'analysis'/f'{name}.ipynb', tmp_outputs/f'{name}.ipynb', cwd=ROOT/'analysis',
-                                    kernel_name='cotfaith', progress_bar=False, parameters=common | extra)
-                for name, extra in (('finetune', {'eval_datasets': ['medqa']}),
-                                    ('faithfulness', {'dataset': 'medqa', 'n': 1, 'tests': 'et,paraphrase'}))]
+                                    kernel_name='cotfaith', progress_bar=False, parameters=params)
+                for name, params in (('finetune', common | {'eval_datasets': ['medmcqa']}),    # short questions
+                                     ('faithfulness', common | {'dataset': 'medmcqa', 'n': 1, 'tests': 'et,paraphrase'}),
+                                     ('transfer', at_scale | {'datasets': ['medmcqa'], 'tuned_models': {'medmcqa': tuned_model}}),
+                                     ('rank_ablation', at_scale | {'dataset': 'medmcqa', 'ranks': [4], 'tuned_models': {4: tuned_model}}))]
     printed = json.dumps(outs[0]['cells'])
     assert 'nothing is trained here' in printed and not (tmp_outputs/'cache'/'adapters').exists()
     stem = f'{slug(model)}__vs-{slug(tuned_model)}'
-    faith = f'{slug(model)}__faithfulness-medqa__vs-{slug(tuned_model)}'
-    assert {p.name for p in (tmp_outputs/'figures').glob('*.png')} == {f'{stem}__before_after.png', f'{faith}.png'}
+    faith = f'{slug(model)}__faithfulness-medmcqa__vs-{slug(tuned_model)}'
+    drawn = {p.name for p in (tmp_outputs/'figures').glob('*.png')}
+    assert {f'{stem}__before_after.png', f'{faith}.png'} < drawn and len(drawn) == 4
+    assert {n.split('-vs-served-')[0] for n in drawn if '-vs-served-' in n} == {f'{slug(model)}__transfer-r8',
+                                                                              f'{slug(model)}__rank-ablation-medmcqa'}
     served = {p.name: p.read_text() for p in (tmp_outputs/'results'/slug(tuned_model)).rglob('*.jsonl')}
     records = [t for name, t in served.items() if name.count('.') == 1]      # CoT and direct answers (not a test's)
     assert len(records) == 2 and all('"lora"' in t for t in records)         # keyed by the served adapter

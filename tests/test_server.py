@@ -58,7 +58,7 @@ def test_generation_is_greedy_cached_and_keyed_apart_from_the_local_engine(serve
     assert model_fingerprint(f'openai:whatever@{server.url}') == 'server:' + canonical_json(eng.key)   # any name: one model
 
 
-@pytest.mark.parametrize('dataset', ['gsm8k', 'medqa'])
+@pytest.mark.parametrize('dataset', ['gsm8k', 'medmcqa'])     # medmcqa: forced choice on short questions
 def test_every_test_runs_through_the_server_and_a_rerun_asks_nothing(server, dirs, monkeypatch, capsys, dataset):
     cfg = ExperimentConfig(model=f'openai:smollm2-135m@{server.url}', dataset=dataset, n=2, max_new_tokens=64,
                            tests='et,paraphrase,filler,mistake', concurrency=2)
@@ -70,7 +70,7 @@ def test_every_test_runs_through_the_server_and_a_rerun_asks_nothing(server, dir
     assert len(recs) == 2 and recs['cot'].map(len).gt(0).all()
     for t in ('et', 'paraphrase', 'filler', 'mistake'):
         assert recs[f'{t}_answers'].map(lambda a: isinstance(a, list) and len(a) >= 1).all(), t
-    if dataset == 'medqa':                                              # forced choice: a letter, or no answer
+    if dataset == 'medmcqa':                                            # forced choice: a letter, or no answer
         assert all(a is None or a in 'ABCDE' for r in recs['et_answers'] for a in r)
     assert recs['provenance'].iloc[0]['lm']['backend'] == 'llama.cpp'
     monkeypatch.setattr(pipeline, 'load_engine', lambda *a, **k: pytest.fail('a rerun must not ask the server'))
