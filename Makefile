@@ -29,12 +29,12 @@ $(VENV)/.installed: setup.py settings.ini
 	touch $@
 
 figures: install
-	$(BIN)/cotfaith-batch --batch params/default.yaml --jobs 2
+	$(BIN)/cotfaith-batch --batch params/default.yaml
 
 test: install nbtest pytest
 
 nbtest: install
-	$(BIN)/nbdev_test --n_workers 2
+	$(BIN)/nbdev_test --n_workers 2 --timing
 
 # Two workers, one file each at a time (module fixtures are built once), one torch thread each: on 2 cores this is
 # about twice as fast as one process with two threads, and every test still runs in a process of its own kind.

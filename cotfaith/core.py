@@ -156,9 +156,9 @@ def git_state(root:Path|None=None)->dict:
             'dirty': bool(git('status', '--porcelain', '--untracked-files=no').stdout.strip())}
 
 def run_metadata()->dict:
-    "Provenance of this run: versions, Python, platform, git state."
-    return {'packages': package_versions(), 'python': platform.python_version(),
-            'platform': platform.platform(), 'git': git_state()}
+    "Provenance of this run: versions, Python, platform, torch's CPU threads (training's numbers depend on them), git."
+    return {'packages': package_versions(), 'python': platform.python_version(), 'platform': platform.platform(),
+            'torch_threads': torch.get_num_threads(), 'git': git_state()}
 
 # %% ../nbs/00_core.ipynb #ffdabeec
 def run_log(**entry):
