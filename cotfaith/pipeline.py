@@ -13,7 +13,7 @@ import pandas as pd
 from filelock import FileLock, Timeout
 from tqdm import tqdm
 
-from .core import SettingError, hash_key, rel_path, results_dir, run_log, run_metadata, writable_dir
+from .core import SettingError, cache_dir, hash_key, rel_path, results_dir, run_log, run_metadata, writable_dir
 from .data import load_examples, Example, DataError, slice_rule, dataset_name
 from .models import LM
 from .load import load_engine, model_fingerprint
@@ -142,8 +142,8 @@ def experiment_files(cfg:ExperimentConfig)->dict:
 @contextmanager
 def _alone(path:Path):
     "Held while an experiment is computed: a second process asking for it waits, then reads what the first stored."
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(path) + '.run.lock')
+    (locks := cache_dir()/'locks').mkdir(parents=True, exist_ok=True)    # not beside the records: none made there yet
+    lock = FileLock(str(locks/f'experiment-{hash_key(str(path.resolve()))}.lock'))
     try: lock.acquire(timeout=0)
     except Timeout:
         print(f'cotfaith: another process is computing {path.name}; waiting for it', file=sys.stderr, flush=True)

@@ -1,7 +1,7 @@
 """Model organisms (nbs/11_organisms): the faithfulness tests tell a faithful and an unfaithful organism apart.
 
 Both organisms are trained for real on the embedded default with the batch's config (cached in .cache/adapters, so
-after `make figures` this costs only the evaluation; on a fresh clone it trains both, about 5 minutes each)."""
+after `make figures` this costs only the evaluation; on a fresh clone it trains both). Run with `make test-slow`."""
 import pytest
 
 from cotfaith.data import load_examples
@@ -9,6 +9,11 @@ from cotfaith.organisms import CUE_ORGANISMS, SEPARATING, cue_separation, organi
 from cotfaith.pipeline import ExperimentConfig, run_finetuned
 
 N_HELD_OUT, SEED = 16, 1        # a small held-out set, drawn apart from the batch's (n=40, seed 0)
+
+# slow: on a fresh clone the fixture trains both organisms on one core, 36 minutes measured (2026-11-30), the longest
+# path of `make test` and past CI's 45 minutes with it. It validates the method rather than a code path (training,
+# run_finetuned and the separation are tested elsewhere), and `make figures` draws the same check on n = 40 questions.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope='module')
@@ -36,7 +41,7 @@ def test_each_test_separates_the_organisms(organisms, test):
     assert sep.auroc >= 0.95, sep.to_dict()
 
 
-@pytest.mark.slow          # two more organisms, trained on longer (cued) prompts: about 25 minutes on a fresh clone
+# two more organisms, trained on longer (cued) prompts: about 25 minutes on a fresh clone
 def test_the_cue_score_separates_the_organism_that_says_so_from_the_silent_one(tmp_path_factory):
     cfg = ExperimentConfig(dataset='arith_mc', n=N_HELD_OUT, seed=SEED, max_new_tokens=128, tests='et,cue')
     with pytest.MonkeyPatch.context() as mp:
