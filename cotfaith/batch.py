@@ -209,7 +209,7 @@ def _run_one(nb:Path, params:dict, name:str, out:Path, tag:str, kernel:str, verb
             'seconds': round(time.time() - t0, 1)}
 
 def _free(lock:FileLock)->bool:
-    "Take `lock` if no other process holds it; False (not waiting) if one does."
+    "Take `lock` if no other process holds it, else return False at once (without waiting)."
     try: lock.acquire(timeout=0)
     except Timeout: return False
     return True
@@ -217,7 +217,7 @@ def _free(lock:FileLock)->bool:
 def _helpers(jobs:int, batch_file:Path, out_dir:Path, kernel:str, overrides:dict)->list:
     "`jobs - 1` more batch processes on the same file: each takes the runs no other batch has taken."
     args = json.dumps({'batch_file': str(batch_file), 'out_dir': str(out_dir), 'kernel': kernel} | overrides)
-    code = 'import sys; from cotfaith.batch import _helper; _helper(sys.argv[1])'
+    code = 'import sys\nfrom cotfaith.batch import _helper\n_helper(sys.argv[1])'
     return [subprocess.Popen([sys.executable, '-c', code, args]) for _ in range(jobs - 1)]
 
 def _helper(args:str):
@@ -269,7 +269,7 @@ def run_batch(batch_file:Path, # the batch YAML file: notebook, defaults and run
             except KeyboardInterrupt as e: got.append(e)
         if got:                                            # not recorded as done, whatever papermill returned
             kept = sum(_done_file(o).exists() for o in outs)
-            print(f'\ncotfaith: interrupted during {nb.name} {name}; {kept} of {len(runs)} runs are done and recorded. '
+            print(f'\ncotfaith: interrupted during {nb.name} {name}, with {kept} of {len(runs)} runs done and recorded. '
                   'Rerun the same command to resume.', file=sys.stderr, flush=True)
             term = any(isinstance(g, Terminated) or g == signal.SIGTERM for g in got)
             raise Terminated() if term else KeyboardInterrupt()

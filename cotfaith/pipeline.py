@@ -146,13 +146,13 @@ def _alone(path:Path):
     lock = FileLock(str(locks/f'experiment-{hash_key(str(path.resolve()))}.lock'))
     try: lock.acquire(timeout=0)
     except Timeout:
-        print(f'cotfaith: another process is computing {path.name}; waiting for it', file=sys.stderr, flush=True)
+        print(f'cotfaith: another process is computing {path.name}, waiting for it', file=sys.stderr, flush=True)
         lock.acquire()
     try: yield
     finally: lock.release()
 
 def _compute(cfg:ExperimentConfig, exs:list, stores:dict, progress:bool):
-    "Compute and store, chunk by chunk, the records of `exs` the stores lack; the model is loaded only if one is."
+    "Compute and store, chunk by chunk, the records of `exs` the stores lack (the model is loaded only if one is)."
     have = {k: s.read() for k, s in stores.items()}
     if not (todo := [e for e in exs if any(e.id not in h for h in have.values())]): return
     pspec, p4bit = paraphraser_of(cfg)

@@ -181,15 +181,21 @@ def test_a_short_names_batch_keeps_short_names_unless_overridden():
     assert smoke.startswith('p-') and smoke != figure_tag(grid, params | {'n': 3}, n=3)
 
 
-def test_two_batches_on_one_grid_compute_each_run_once(tmp_path):
-    "14: a lock per run; the second batch waits for a run the first is computing, then finds it done."
+def _tiny_batch(tmp_path, defaults):
+    "A batch of two accuracy_et runs (seeds 0 and 1) on a tiny random model, and the env that keeps its files in tmp_path."
     from cotfaith.tiny import make_tiny_model
     tiny = make_tiny_model(tmp_path/'tiny')
-    batch = tmp_path/'twice.yaml'
-    batch.write_text(f"notebook: {ROOT/'analysis'/'accuracy_et.ipynb'}\n"
-                     f"defaults: {{model: {tiny}, n: 1, max_new_tokens: 8, answer_tokens: 4}}\nruns:\n  - {{seed: 0}}\n  - {{seed: 1}}\n")
+    batch = tmp_path/'b.yaml'
+    batch.write_text(f"notebook: {ROOT/'analysis'/'accuracy_et.ipynb'}\ndefaults: {{model: {tiny}, {defaults}}}\n"
+                     "runs:\n  - {seed: 0}\n  - {seed: 1}\n")
     env = os.environ | {'COTFAITH_RESULTS_DIR': str(tmp_path/'res'), 'COTFAITH_FIGURES_DIR': str(tmp_path/'figs'),
                         'COTFAITH_CACHE_DIR': str(tmp_path/'cache')}
+    return batch, env
+
+
+def test_two_batches_on_one_grid_compute_each_run_once(tmp_path):
+    "14: a lock per run; the second batch waits for a run the first is computing, then finds it done."
+    batch, env = _tiny_batch(tmp_path, 'n: 1, max_new_tokens: 8, answer_tokens: 4')
     cli = [str(Path(sys.executable).parent/'cotfaith-batch'), '--batch', str(batch)]
     ps = [subprocess.Popen(cli, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=900)[0] for p in ps]
@@ -200,13 +206,7 @@ def test_two_batches_on_one_grid_compute_each_run_once(tmp_path):
 @pytest.mark.parametrize('sig,code', [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_to_the_batch_alone_stops_it_and_leaves_the_run_not_done(sig, code, tmp_path):
     "`kill -INT <batch>` (not the whole process group): papermill swallows the interrupt; the batch must not go on."
-    from cotfaith.tiny import make_tiny_model
-    tiny = make_tiny_model(tmp_path/'tiny')
-    batch = tmp_path/'b.yaml'
-    batch.write_text(f"notebook: {ROOT/'analysis'/'accuracy_et.ipynb'}\ndefaults: {{model: {tiny}, n: 40, max_new_tokens: 64, "
-                     "answer_tokens: 4, batch_size: 1}\nruns:\n  - {seed: 0}\n  - {seed: 1}\n")
-    env = os.environ | {'COTFAITH_RESULTS_DIR': str(tmp_path/'res'), 'COTFAITH_FIGURES_DIR': str(tmp_path/'figs'),
-                        'COTFAITH_CACHE_DIR': str(tmp_path/'cache')}
+    batch, env = _tiny_batch(tmp_path, 'n: 40, max_new_tokens: 64, answer_tokens: 4, batch_size: 1')
     p = subprocess.Popen([str(Path(sys.executable).parent/'cotfaith-batch'), '--batch', str(batch)], env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
@@ -254,14 +254,8 @@ def test_only_a_committed_grid_draws_into_the_committed_figures_folder(tmp_path,
 
 def test_two_jobs_run_two_notebooks_at_once_and_each_once(tmp_path):
     "`--jobs 2`: a second batch process takes the runs the first has not; both run at the same time, each run once."
-    from cotfaith.tiny import make_tiny_model
-    tiny = make_tiny_model(tmp_path/'tiny')
-    batch = tmp_path/'two.yaml'
-    batch.write_text(f"notebook: {ROOT/'analysis'/'accuracy_et.ipynb'}\n"
-                     f"defaults: {{model: {tiny}, n: 2, max_new_tokens: 8, answer_tokens: 4}}\nruns:\n  - {{seed: 0}}\n  - {{seed: 1}}\n")
-    env = {k: v for k, v in os.environ.items() if k != 'OMP_NUM_THREADS'} | {
-        'COTFAITH_RESULTS_DIR': str(tmp_path/'res'), 'COTFAITH_FIGURES_DIR': str(tmp_path/'figs'),
-        'COTFAITH_CACHE_DIR': str(tmp_path/'cache')}
+    batch, env = _tiny_batch(tmp_path, 'n: 2, max_new_tokens: 8, answer_tokens: 4')
+    env.pop('OMP_NUM_THREADS', None)                                       # the batch sets it for its kernels
     r = subprocess.run([str(Path(sys.executable).parent/'cotfaith-batch'), '--batch', str(batch), '--jobs', '2'],
                        env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
@@ -270,3 +264,10 @@ def test_two_jobs_run_two_notebooks_at_once_and_each_once(tmp_path):
     times = [json.loads(p.read_text())['metadata']['papermill'] for p in nbs]
     assert len(nbs) == 2 and max(t['start_time'] for t in times) < min(t['end_time'] for t in times)   # at once
     assert len(json.loads((tmp_path/'figs'/'manifest.json').read_text())) == 2
+
+
+def test_jobs_below_one_is_refused_before_anything_runs(tmp_path):
+    from cotfaith.batch import BatchError
+    with pytest.raises(BatchError, match=r"jobs is 0\. Fix: 1 or more"):
+        run_batch(ROOT/'params'/'ci.yaml', out_dir=tmp_path/'runs', jobs=0)
+    assert not (tmp_path/'runs').exists()
