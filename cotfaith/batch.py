@@ -269,8 +269,8 @@ def run_batch(batch_file:Path, # the batch YAML file: notebook, defaults and run
             except KeyboardInterrupt as e: got.append(e)
         if got:                                            # not recorded as done, whatever papermill returned
             kept = sum(_done_file(o).exists() for o in outs)
-            print(f'\ncotfaith: interrupted during {nb.name} {name}, with {kept} of {len(runs)} runs done and recorded. '
-                  'Rerun the same command to resume.', file=sys.stderr, flush=True)
+            print(f'\ncotfaith: interrupted during {nb.name} {name}, with {kept} of {len(runs)} runs done and '
+                  'recorded. Rerun the same command to resume.', file=sys.stderr, flush=True)
             term = any(isinstance(g, Terminated) or g == signal.SIGTERM for g in got)
             raise Terminated() if term else KeyboardInterrupt()
         if isinstance(rec, dict) and (clash := _claimed(drawn, rec['figures'], name)):
