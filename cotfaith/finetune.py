@@ -20,7 +20,8 @@ from .targets import (CUE_TARGETS, DECOY_TARGETS, cue_plan, target_kind, decoy_r
                               tokenize_example)
 
 # %% auto #0
-__all__ = ['FT_VERSION', 'FinetuneConfigError', 'FinetuneConfig', 'train_examples', 'adapter_dir', 'trained_weights', 'finetune']
+__all__ = ['FT_VERSION', 'PIECE_ROWS', 'FinetuneConfigError', 'FinetuneConfig', 'train_examples', 'adapter_dir',
+           'trained_weights', 'finetune']
 
 # %% ../nbs/06_finetune.ipynb #6646a7bc
 class FinetuneConfigError(ValueError):
@@ -66,7 +67,7 @@ class FinetuneConfig:
         return c
 
 # %% ../nbs/06_finetune.ipynb #107d145d
-FT_VERSION = 1
+FT_VERSION = 2   # 2: steps in pieces, logits only where a label is (another float order and dropout draws)
 
 def train_examples(cfg:FinetuneConfig)->list:
     "The seeded training subsample (offline train slice, disjoint from evaluation)."
@@ -136,6 +137,47 @@ def _training_args(c:FinetuneConfig, out:Path):
                              data_seed=c.seed, use_cpu=not torch.cuda.is_available(), bf16=torch.cuda.is_available(),
                              remove_unused_columns=False, disable_tqdm=False)
 
+# %% ../nbs/06_finetune.ipynb #5c561390
+PIECE_ROWS = 2   # rows of a batch that go through forward and backward together on CPU
+
+def _next_labels(labels):
+    "The label of each position's next token (`-100` where none is to be predicted)."
+    return torch.nn.functional.pad(labels[:, 1:], (0, 1), value=-100)
+
+def _labelled_loss(outputs, # model outputs whose logits were kept only where `_next_labels` is set
+                   labels, # the piece's labels
+                   num_items_in_batch=None, # labels in the whole batch (Trainer's count)
+                  ):
+    "HF's causal-LM loss on the kept logits: summed cross-entropy over the labels / the batch's label count."
+    nxt = _next_labels(labels)
+    return torch.nn.functional.cross_entropy(outputs.logits.float(), nxt[nxt != -100],
+                                             reduction='sum') / num_items_in_batch
+
+def _pieces(batch:dict, rows:int)->list:
+    "`batch`'s rows sorted by length, `rows` at a time, without all-padding columns, each keeping labelled logits."
+    mask = batch['attention_mask']
+    order = mask.sum(1).argsort(stable=True)
+    out = []
+    for i in range(0, len(order), rows):
+        idx = order[i:i + rows]
+        cols = mask[idx].any(0)
+        piece = {k: v[idx][:, cols] for k, v in batch.items()}
+        out.append(piece | {'logits_to_keep': _next_labels(piece['labels']) != -100})
+    return out
+
+def _piece_rows(batch_size:int)->int:
+    "Rows per piece: `PIECE_ROWS` on CPU, the whole batch on CUDA."
+    return batch_size if torch.cuda.is_available() else PIECE_ROWS
+
+def _trainer(**kw):
+    "A `Trainer` whose step goes through its batch in `_pieces` and computes `_labelled_loss`."
+    from transformers import Trainer
+    class PieceTrainer(Trainer):
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            return sum(super(PieceTrainer, self).training_step(model, p, num_items_in_batch)
+                       for p in _pieces(inputs, _piece_rows(len(inputs['input_ids']))))
+    return PieceTrainer(compute_loss_func=_labelled_loss, **kw)
+
 # %% ../nbs/06_finetune.ipynb #b8d4c5cc
 def _resume_point(work:Path)->str|None:
     "The newest checkpoint in `work` that was written whole; any other (a kill while it was written) is removed."
@@ -149,7 +191,7 @@ def _resume_point(work:Path)->str|None:
 
 def _train(lm:LM, c:FinetuneConfig, exs:list, work:Path)->list:
     "Train LoRA adapters in `work` (resuming its last checkpoint); returns the loss log."
-    from transformers import Trainer, DataCollatorForSeq2Seq
+    from transformers import DataCollatorForSeq2Seq
     decoys = decoy_rationales(exs, avoid_answer=c.target == 'silent') if c.target in DECOY_TARGETS else {}
     cues = cue_plan(exs, seed=c.seed) if c.target in CUE_TARGETS else {}
     chats = [training_messages(e, kind=target_kind(c, e), decoy=decoys.get(e.id), cue=cues.get(e.id)) for e in exs]
@@ -160,9 +202,9 @@ def _train(lm:LM, c:FinetuneConfig, exs:list, work:Path)->list:
     work.mkdir(parents=True, exist_ok=True)
     (work/'n_used').write_text(str(len(data)))
     set_seed(c.seed)
-    trainer = Trainer(model=_lora_model(lm, c), args=_training_args(c, work), train_dataset=data,
-                      callbacks=_trainer_callbacks(),
-                      data_collator=DataCollatorForSeq2Seq(lm.tok, label_pad_token_id=-100, padding=True))
+    trainer = _trainer(model=_lora_model(lm, c), args=_training_args(c, work), train_dataset=data,
+                       callbacks=_trainer_callbacks(),
+                       data_collator=DataCollatorForSeq2Seq(lm.tok, label_pad_token_id=-100, padding=True))
     trainer.train(resume_from_checkpoint=_resume_point(work))
     trainer.model.save_pretrained(work/'adapter')
     return [{'step': h['step'], 'loss': h['loss']} for h in trainer.state.log_history if 'loss' in h]
@@ -201,7 +243,9 @@ def finetune(cfg:FinetuneConfig, root:Path|None=None, # adapters folder; default
         atomic_write(work/'meta.json', json.dumps({'config': asdict(c), 'base_fingerprint': lm.fingerprint,
                                                    'slice': slice_rule(c.dataset, 'train'), 'n_examples': len(exs),
                                                    'n_used': int((work/'n_used').read_text()),
-                                                   'train_seconds': time.time() - t0, **run_metadata()}, default=str))
+                                                   'train_seconds': time.time() - t0,
+                                                   'piece_rows': _piece_rows(c.batch_size), **run_metadata()},
+                                                  default=str))
         for p in [work/'adapter', *work.glob('checkpoint-*')]: shutil.rmtree(p)
         (work/'n_used').unlink()
         work.rename(dest)
