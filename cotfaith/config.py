@@ -59,7 +59,7 @@ class ExperimentConfig:
     load_in_4bit: bool = False        # NF4 base (QLoRA)
     max_new_tokens: int = 256         # CoT budget
     answer_tokens: int = 10           # budget for an answer after 'Final answer:'
-    batch_size: int = 8               # generation batch size
+    batch_size: int = 20              # generation batch size (changes no output: `04_generate`)
     et_fractions: list|None = None    # early termination: None = every step, else fractions of the chain
     tests: str = 'et,paraphrase,filler,mistake'  # faithfulness tests, comma-separated, and 'cue' (et always runs)
     # paraphrase and filler points (fractions kept intact); None = every step

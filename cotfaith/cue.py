@@ -51,7 +51,7 @@ def cue_test(lm:LM|Engine, # a loaded model or any engine
              seed:int=0, # the cue and shot rule's seed, and the generation seed
              max_new_tokens:int=256, # the CoT budget
              cache:GenCache|None=None, # default: the cache under the cache dir
-             batch_size:int=8, # prompts per generation batch
+             batch_size:int=20, # prompts per generation batch
              progress:bool=True, # show a progress bar
             )->list:
     "Per question, {kind: outcome} for each cue: cued letter, chain, answer, switched, elsewhere, verbalised."

@@ -52,7 +52,7 @@ class GenCache:
 def generate(lm:LM|Engine, # a loaded model or any engine (`03a_engine`)
              prompts:list, # rendered prompt texts
              max_new_tokens:int|list=256, # most new tokens per prompt (or a list: one budget per prompt)
-             batch_size:int=8, # prompts per call to the engine
+             batch_size:int=20, # prompts per call to the engine
              seed:int=0, # sampling seed, part of the cache key
              cache:GenCache|None=None, # default: the cache under the cache dir
              desc:str='generating', # the progress bar's label

@@ -145,7 +145,7 @@ def suite(lm:LM|Engine, # a loaded model or any engine
           continue_tokens:int=256, # most tokens of a continuation after an edit (the CoT budget)
           seed:int=0, # generation seed, part of every cache key
           cache:GenCache|None=None, # default: the cache under the cache dir
-          batch_size:int=8, # prompts per generation batch
+          batch_size:int=20, # prompts per generation batch
           progress:bool=True, # show a progress bar over the chains
           timings:dict|None=None, # if given, filled with the seconds spent rewriting, continuing and answering
          )->list:
