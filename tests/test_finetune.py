@@ -85,6 +85,17 @@ def test_a_served_model_is_trained_on_its_gguf_weights_dequantised(tmp_path):
     assert meta['base_fingerprint'] == fp and meta['config']['load_in_4bit'] is False and (path/'adapter_model.safetensors').exists()
 
 
+def test_an_adapter_trained_by_an_earlier_trainer_version_is_not_reused(tmp_path, monkeypatch):
+    "FT_VERSION is in the adapter's key: adapters trained before steps went in pieces (version 1) are trained again."
+    import cotfaith.finetune as ft
+    from cotfaith.finetune import adapter_dir, train_examples
+    from cotfaith.models import resolve_spec
+    cfg = FinetuneConfig(**TINY)
+    fp, ids = resolve_spec('default')[1], [e.id for e in train_examples(cfg)]
+    now = adapter_dir(cfg, fp, ids, tmp_path)
+    monkeypatch.setattr(ft, 'FT_VERSION', 1)
+    assert adapter_dir(cfg, fp, ids, tmp_path) != now
+
 
 def test_a_step_in_pieces_gives_the_whole_batchs_loss_and_gradient(tmp_path):
     "The trainer's step (rows in pieces of two, logits only where a label is) = HF's loss on the padded batch."
