@@ -9,7 +9,7 @@ import time
 
 def main(which: str, reps: int = 2):
     from transformers import DataCollatorForSeq2Seq
-    from cotfaith.finetune import FinetuneConfig, _labelled_loss, _lora_model, _pieces, train_examples
+    from cotfaith.finetune import FinetuneConfig, _kept_loss, _lora_model, _pieces, train_examples
     from cotfaith.models import load_model
     from cotfaith.organisms import organism_config
     from cotfaith.targets import target_kind, tokenize_example, training_messages
@@ -24,7 +24,7 @@ def main(which: str, reps: int = 2):
     def plain(): net(**batch).loss.backward()
 
     def kept(pieces):
-        for p in pieces: _labelled_loss(net(**{k: v for k, v in p.items() if k != 'labels'}), p['labels'], n).backward()
+        for p in pieces: _kept_loss(net(**{k: v for k, v in p.items() if k != 'labels'}), p['labels'], n).backward()
 
     ways = {'HF loss, whole padded batch': plain, 'logits where a label is': lambda: kept(_pieces(batch, len(rows))),
             'and pieces of two rows': lambda: kept(_pieces(batch, 2))}

@@ -140,16 +140,16 @@ def _training_args(c:FinetuneConfig, out:Path):
 # %% ../nbs/06_finetune.ipynb #5c561390
 PIECE_ROWS = 2   # rows of a batch that go through forward and backward together on CPU
 
-def _next_labels(labels):
+def _shifted(labels):
     "The label of each position's next token (`-100` where none is to be predicted)."
     return torch.nn.functional.pad(labels[:, 1:], (0, 1), value=-100)
 
-def _labelled_loss(outputs, # model outputs whose logits were kept only where `_next_labels` is set
-                   labels, # the piece's labels
-                   num_items_in_batch=None, # labels in the whole batch (Trainer's count)
-                  ):
+def _kept_loss(outputs, # model outputs whose logits were kept only where `_shifted` is set
+               labels, # the piece's labels
+               num_items_in_batch=None, # labels in the whole batch (Trainer's count)
+              ):
     "HF's causal-LM loss on the kept logits: summed cross-entropy over the labels / the batch's label count."
-    nxt = _next_labels(labels)
+    nxt = _shifted(labels)
     return torch.nn.functional.cross_entropy(outputs.logits.float(), nxt[nxt != -100],
                                              reduction='sum') / num_items_in_batch
 
@@ -162,21 +162,21 @@ def _pieces(batch:dict, rows:int)->list:
         idx = order[i:i + rows]
         cols = mask[idx].any(0)
         piece = {k: v[idx][:, cols] for k, v in batch.items()}
-        out.append(piece | {'logits_to_keep': _next_labels(piece['labels']) != -100})
+        out.append(piece | {'logits_to_keep': _shifted(piece['labels']) != -100})
     return out
 
-def _piece_rows(batch_size:int)->int:
+def _per_piece(batch_size:int)->int:
     "Rows per piece: `PIECE_ROWS` on CPU, the whole batch on CUDA."
     return batch_size if torch.cuda.is_available() else PIECE_ROWS
 
 def _trainer(**kw):
-    "A `Trainer` whose step goes through its batch in `_pieces` and computes `_labelled_loss`."
+    "A `Trainer` whose step goes through its batch in `_pieces` and computes `_kept_loss`."
     from transformers import Trainer
     class PieceTrainer(Trainer):
         def training_step(self, model, inputs, num_items_in_batch=None):
             return sum(super(PieceTrainer, self).training_step(model, p, num_items_in_batch)
-                       for p in _pieces(inputs, _piece_rows(len(inputs['input_ids']))))
-    return PieceTrainer(compute_loss_func=_labelled_loss, **kw)
+                       for p in _pieces(inputs, _per_piece(len(inputs['input_ids']))))
+    return PieceTrainer(compute_loss_func=_kept_loss, **kw)
 
 # %% ../nbs/06_finetune.ipynb #b8d4c5cc
 def _resume_point(work:Path)->str|None:
@@ -244,7 +244,7 @@ def finetune(cfg:FinetuneConfig, root:Path|None=None, # adapters folder; default
                                                    'slice': slice_rule(c.dataset, 'train'), 'n_examples': len(exs),
                                                    'n_used': int((work/'n_used').read_text()),
                                                    'train_seconds': time.time() - t0,
-                                                   'piece_rows': _piece_rows(c.batch_size), **run_metadata()},
+                                                   'piece_rows': _per_piece(c.batch_size), **run_metadata()},
                                                   default=str))
         for p in [work/'adapter', *work.glob('checkpoint-*')]: shutil.rmtree(p)
         (work/'n_used').unlink()

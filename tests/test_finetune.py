@@ -109,7 +109,8 @@ def test_a_step_in_pieces_gives_the_whole_batchs_loss_and_gradient(tmp_path):
     rows = [tokenize_example(lm.tok, training_messages(e, 'answer'), 512)
             for e in load_examples('medqa', 'train', n=5, seed=3)]
     batch = DataCollatorForSeq2Seq(lm.tok, label_pad_token_id=-100, padding=True)(rows)
-    assert len(_pieces(batch, 2)) == 3 and sum(p['input_ids'].numel() for p in _pieces(batch, 2)) < batch['input_ids'].numel()
+    pieces = _pieces(batch, 2)
+    assert len(pieces) == 3 and sum(p['input_ids'].numel() for p in pieces) < batch['input_ids'].numel()
     n = (batch['labels'][:, 1:] != -100).sum()
     trainer = _trainer(model=net, args=_training_args(c, tmp_path), train_dataset=rows)
     ours = trainer.training_step(net, dict(batch), n)
