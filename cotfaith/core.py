@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #7c98f303
 from __future__ import annotations
-import hashlib, json, os, platform, random, re, subprocess, sys, tempfile
+import hashlib, json, os, platform, random, re, subprocess, sys, tempfile, warnings
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -12,10 +12,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+# tqdm.auto (imported by transformers) in a kernel without ipywidgets warns and falls back to the text bars we use
+warnings.filterwarnings('ignore', message='IProgress not found')
+
 # %% auto #0
 __all__ = ['DIRS', 'COMMITTED_FIGURES', 'PACKAGES', 'project_root', 'data_dir', 'cache_dir', 'results_dir', 'figures_dir',
-           'SettingError', 'writable_dir', 'absolute_dirs', 'canonical_json', 'hash_key', 'file_sha256', 'slug',
-           'rel_path', 'atomic_write', 'set_seed', 'package_versions', 'git_state', 'run_metadata', 'run_log',
+           'records_dir', 'SettingError', 'writable_dir', 'absolute_dirs', 'canonical_json', 'hash_key', 'file_sha256',
+           'slug', 'rel_path', 'atomic_write', 'set_seed', 'package_versions', 'git_state', 'run_metadata', 'run_log',
            'figure_stem']
 
 # %% ../nbs/00_core.ipynb #9f7dac76
@@ -26,8 +29,9 @@ def project_root(start:Path|None=None # where to start looking (default: the wor
     return next((p for p in [start, *start.parents] if (p/'settings.ini').exists()), start)
 
 # %% ../nbs/00_core.ipynb #7bf42927
+# each folder setting and its default, relative to the project root
 DIRS = {'COTFAITH_DATA_DIR': 'data', 'COTFAITH_CACHE_DIR': '.cache', 'COTFAITH_RESULTS_DIR': 'results',
-        'COTFAITH_FIGURES_DIR': 'runs/figures'}   # each folder setting and its default, relative to the project root
+        'COTFAITH_FIGURES_DIR': 'runs/figures', 'COTFAITH_RECORDS_DIR': 'records'}
 COMMITTED_FIGURES = 'figures'   # the committed figures: drawn there only by a committed grid (`batch.run_batch`)
 
 def _setting(env:str, root:Path|None=None)->Path:
@@ -49,6 +53,10 @@ def results_dir()->Path:
 def figures_dir()->Path:
     "Folder the analysis notebooks save figures into (`COTFAITH_FIGURES_DIR`)."
     return _setting('COTFAITH_FIGURES_DIR')
+
+def records_dir()->Path:
+    "Folder of the committed records, read beneath the results and the cache (`COTFAITH_RECORDS_DIR`, `00c_records`)."
+    return _setting('COTFAITH_RECORDS_DIR')
 
 # %% ../nbs/00_core.ipynb #c7c52263
 class SettingError(ValueError):
@@ -110,14 +118,14 @@ def _umask()->int:
     os.umask(old)
     return old
 
-def atomic_write(path:Path, text:str)->Path:
-    "Write `text` to `path` atomically (temporary file + rename)."
+def atomic_write(path:Path, text:str|bytes)->Path:
+    "Write `text` (or bytes) to `path` atomically (temporary file + rename)."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     try:
         os.chmod(tmp, 0o666 & ~_umask())                      # as open() would: mkstemp makes it private (0600)
-        with os.fdopen(fd, 'w', encoding='utf-8') as f:
+        with (os.fdopen(fd, 'wb') if isinstance(text, bytes) else os.fdopen(fd, 'w', encoding='utf-8')) as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())

@@ -13,15 +13,17 @@ from filelock import FileLock
 
 from .core import atomic_write, cache_dir, hash_key, slug, set_seed, run_metadata
 from .data import Example, load_examples, slice_rule, dataset_identity
-from .models import DEFAULT_MODEL, LM, load_model, resolve_spec
+from .models import ALIASES, DEFAULT_MODEL, LM, load_model, resolve_spec
 from .openai_engine import LLAMA
-from .server import gguf_path
+from .gguf import GGUF_MODELS
+from .server import gguf_digest, gguf_path
+from .records import committed_adapter, forbid, write_receipt
 from .targets import (CUE_TARGETS, DECOY_TARGETS, cue_plan, target_kind, decoy_rationales, training_messages,
                               tokenize_example)
 
 # %% auto #0
 __all__ = ['FT_VERSION', 'PIECE_ROWS', 'FinetuneConfigError', 'FinetuneConfig', 'train_examples', 'adapter_dir',
-           'trained_weights', 'finetune']
+           'trained_weights', 'base_fingerprint', 'finetune']
 
 # %% ../nbs/06_finetune.ipynb #6646a7bc
 class FinetuneConfigError(ValueError):
@@ -223,14 +225,23 @@ def trained_weights(model:str)->str:
     "The weights a fine-tune of `model` trains: a `llama.cpp:` model's GGUF file (dequantised), else `model`."
     return str(gguf_path(model[len(LLAMA):])) if model.startswith(LLAMA) else model
 
+def base_fingerprint(model:str)->str:
+    "What identifies the weights a fine-tune of `model` starts from, found without converting or fetching them."
+    m = model.removeprefix(LLAMA)
+    gguf = m in ALIASES or m in GGUF_MODELS or m.endswith('.gguf')
+    return f'gguf-sha256:{gguf_digest(m)}' if gguf else resolve_spec(m)[1]
+
 def finetune(cfg:FinetuneConfig, root:Path|None=None, # adapters folder; default <cache>/adapters
             )->Path:
-    "Folder of the LoRA adapter for `cfg`, trained (or resumed) only if it is not cached."
-    c, weights = cfg.resolved(), trained_weights(cfg.model)
+    "Folder of the LoRA adapter for `cfg`: cached, committed (a receipt), or trained (or resumed) here."
+    c = cfg.resolved()
     exs = train_examples(c)
-    dest = adapter_dir(c, fingerprint=resolve_spec(weights)[1], ids=[e.id for e in exs], root=root)
+    dest = adapter_dir(c, fingerprint=base_fingerprint(c.model), ids=[e.id for e in exs], root=root)
     if (dest/'meta.json').exists(): return dest
+    if r := committed_adapter(dest): return write_receipt(dest, r)
+    forbid(f'the adapter {dest.name} of {c.model}')
     if c.init_adapter: _check_init(c)
+    weights = trained_weights(c.model)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(dest) + '.lock'):
         if (dest/'meta.json').exists(): return dest

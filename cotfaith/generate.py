@@ -10,6 +10,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .core import atomic_write, cache_dir, hash_key
+from .records import committed_generation, forbid
 from .rows import Example
 from .models import LM
 from .engine import Engine
@@ -34,13 +35,13 @@ class CacheError(RuntimeError):
     "A cache entry that cannot be read back; the message names the file and the fix."
 
 class GenCache:
-    "On-disk store of generations, one atomic JSON file per key."
+    "On-disk store of generations, one atomic JSON file per key, above the committed ones (`00c_records`)."
     def __init__(self, root:Path|None=None): self.root = Path(root or cache_dir()/'generations')
     def path(self, key:str)->Path: return self.root/key[:2]/f'{key}.json'
     def get(self, key:str)->dict|None:
         p = self.path(key)
         try: v = json.loads(p.read_text(encoding='utf-8'))
-        except FileNotFoundError: return None
+        except FileNotFoundError: return committed_generation(key)
         except (json.JSONDecodeError, UnicodeDecodeError): v = None
         if not isinstance(v, dict) or not isinstance(v.get('text'), str):
             raise CacheError(f"{p}: corrupt cache entry. "
@@ -68,6 +69,7 @@ def generate(lm:LM|Engine, # a loaded model or any engine (`03a_engine`)
     found = {k: v for k in set(keys) if (v := cache.get(k)) is not None}
     todo = sorted({k: (p, b) for k, p, b in zip(keys, prompts, budgets) if k not in found}.items(),
                   key=lambda kv: (-kv[1][1], -len(kv[1][0])))        # largest budgets, then longest prompts, first
+    if todo: forbid(f"{len(todo)} generations of {eng.key.get('model', 'the model')} ({desc})")
     with tqdm(total=len(todo), desc=desc, disable=not progress or not todo, unit='prompt') as bar:
         for i in range(0, len(todo), batch_size):
             chunk = todo[i:i+batch_size]
@@ -107,6 +109,7 @@ def cached_answers(lm:LM|Engine, # a loaded model or any engine
     got = {k: g['text'] for k in set(keys) if (g := cache.get(k)) is not None}
     todo = list(dict.fromkeys(p for k, p in zip(keys, prompts) if k not in got))
     if todo:
+        forbid(f"{len(todo)} answers of {eng.key.get('model', 'the model')} to {ex.id}")
         for p, t in zip(todo, eng.answer(ex, todo, max_new_tokens=max_new_tokens, base=base)):
             k = gen_key(eng, p, gen_kwargs=gk, seed=seed)
             cache.put(k, {'text': t})

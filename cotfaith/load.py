@@ -12,7 +12,7 @@ from .models import load_model, resolve_spec
 from .engine import Engine
 from .transformers_engine import as_engine
 from .lora_gguf import adapter_gguf
-from .server import gguf_path, start_server
+from .server import gguf_digest, gguf_path, start_server
 from .openai_engine import LLAMA, PREFIX, OpenAIEngine, ServerError, is_server_spec, llama_identity, model_digest
 
 # %% auto #0
@@ -40,7 +40,7 @@ def model_fingerprint(spec:str)->str:
     "What identifies `spec`'s weights in a results key: `models.resolve_spec`'s, or a server engine's identity."
     if not is_server_spec(spec): return resolve_spec(spec)[1]
     if spec.startswith(LLAMA):
-        digest = model_digest(str(gguf_path(spec[len(LLAMA):])))
+        digest = gguf_digest(spec[len(LLAMA):])                     # no 1.1 GB file needed to name its records
         ident = llama_identity(f'gguf-sha256:{digest}', threads=OWN_THREADS)          # the adapter keys apart itself
         return 'server:' + canonical_json(ident)
     return 'server:' + canonical_json(OpenAIEngine(spec, concurrency=1).key)

@@ -11,6 +11,7 @@ import numpy as np
 
 from .core import cache_dir
 from .models import ModelError, adapter_fingerprint
+from .records import loadable
 
 # %% auto #0
 __all__ = ['MODULES', 'rope_permute', 'base_info', 'lora_to_gguf', 'adapter_gguf']
@@ -79,7 +80,7 @@ def adapter_gguf(adapter:Path, # a peft LoRA adapter folder
                  base:Path, # the base model's GGUF file
                 )->Path:
     "The GGUF LoRA of `adapter`, converted once and cached by the adapter's content."
-    out = cache_dir()/'adapters-gguf'/f'{adapter_fingerprint(adapter)}.gguf'
+    out = cache_dir()/'adapters-gguf'/f'{adapter_fingerprint(loadable(adapter))}.gguf'
     if not out.is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = lora_to_gguf(adapter, base, out.with_suffix('.partial'))

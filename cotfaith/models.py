@@ -13,6 +13,7 @@ import torch
 from filelock import FileLock
 
 from .core import atomic_write, cache_dir, file_sha256, hash_key
+from .records import loadable, receipt_fingerprint
 
 # %% auto #0
 __all__ = ['DEFAULT_MODEL', 'ALIASES', 'IDENTITY_FILES', 'TOKENIZER_FILES', 'ModelError', 'embedded_gguf', 'gguf_dir',
@@ -157,6 +158,7 @@ def adapter_fingerprint(adapter:str|Path)->str:
                          "Fix: pass a folder saved by peft (or by finetune)")
     files = sorted(f for f in a.glob('adapter_*') if f.is_file())
     if not any(f.name.startswith('adapter_model') for f in files):
+        if fp := receipt_fingerprint(a): return fp                # a receipt of committed records (`00c_records`)
         raise ModelError(f"adapter '{adapter}' holds no weights (adapter_model.safetensors). "
                          "Fix: train it again, or pass the folder that has them")
     return hash_key([_weights_sha256(f) for f in files])
@@ -187,7 +189,7 @@ def _check_shapes(model, adapter:Path):
 def _attach_adapter(model, adapter:str|Path, spec:str, base_fp:str):
     "`model` with the LoRA `adapter` attached, unmerged, after checking that it was trained on this base."
     from peft import PeftModel
-    a, fp = Path(adapter), adapter_fingerprint(adapter)
+    a, fp = loadable(adapter), adapter_fingerprint(adapter)
     meta = json.loads((a/'meta.json').read_text()) if (a/'meta.json').exists() else {}
     if meta.get('base_fingerprint', base_fp) != base_fp:                 # adapters from `finetune` record their base
         raise ModelError(f"adapter '{adapter}' was trained on '{meta['config']['model']}' "

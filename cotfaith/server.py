@@ -7,11 +7,11 @@ from __future__ import annotations
 import argparse, os, signal, subprocess, sys, tempfile, threading
 from pathlib import Path
 
-from .models import DEFAULT_MODEL, ALIASES, embedded_gguf
-from .gguf import GGUF_MODELS, gguf_file
+from .models import DEFAULT_MODEL, ALIASES, embedded_gguf, _weights_sha256
+from .gguf import GGUF_MODELS, QWEN, gguf_file
 
 # %% auto #0
-__all__ = ['gguf_path', 'serve_parser', 'serve_cli', 'Server', 'start_server']
+__all__ = ['gguf_path', 'gguf_digest', 'serve_parser', 'serve_cli', 'Server', 'start_server']
 
 # %% ../nbs/03e_server.ipynb #0569f597
 def gguf_path(model:str)->Path:
@@ -23,6 +23,10 @@ def gguf_path(model:str)->Path:
         raise FileNotFoundError(f"'{model}' is not a GGUF file. Fix: pass a path to a .gguf file, '{DEFAULT_MODEL}' "
                                 f"or one of {list(GGUF_MODELS)}")
     return p.resolve()
+
+def gguf_digest(model:str)->str:
+    "SHA-256 of `model`'s GGUF file; a fetched model's is its pinned digest (checked at each use): no file needed."
+    return GGUF_MODELS[model].sha256 if model in GGUF_MODELS else _weights_sha256(gguf_path(model))
 
 # %% ../nbs/03e_server.ipynb #cfc595cd
 def serve_parser()->argparse.ArgumentParser:

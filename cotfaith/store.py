@@ -10,6 +10,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from .core import hash_key, results_dir, slug
+from .records import committed_records
 from .data import dataset_identity
 from .models import adapter_fingerprint
 from .prompts import PROMPT_VERSION, STEP_VERSION
@@ -29,13 +30,15 @@ class ResultsError(RuntimeError):
     "A results file that cannot be trusted."
 
 class ResultsStore:
-    "Append-only, lock-protected JSONL file of per-instance records."
+    "Append-only, lock-protected JSONL file of per-instance records, above its committed ones (`00c_records`)."
     def __init__(self, path:Path):
         self.path = Path(path)
         self.lock = FileLock(str(self.path) + '.lock')
-    def read(self)->dict:
-        if not self.path.exists(): return {}
-        data, recs = self.path.read_bytes(), {}
+    def read(self, committed:bool=True # also the committed records (`00c_records`), read first
+            )->dict:
+        recs = committed_records(self.path) if committed else {}          # committed first: they were there first
+        if not self.path.exists(): return recs
+        data = self.path.read_bytes()
         lines = data.split(b'\n')
         for i, line in enumerate(lines, 1):
             if not line.strip(): continue
