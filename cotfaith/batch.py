@@ -265,8 +265,8 @@ def run_batch(batch_file:Path, # the batch YAML file: notebook, defaults and run
     batch_file = Path(batch_file).resolve()
     runs, root = batch_runs(batch_file, **overrides), project_root(batch_file.parent)      # every run checked first
     _check_kernel(kernel)
-    if committed and (jobs > 1 or any(v is not None for v in overrides.values())):
-        raise BatchError("committed redraws a committed grid as it is, one run at a time. Fix: drop --jobs, --model, --n")
+    if committed and any(v is not None for v in overrides.values()):
+        raise BatchError("committed redraws a committed grid as it was drawn. Fix: drop --model and --n")
     manifest = _committed_manifest(root) if committed else None
     out_dir, done, failed, drawn = Path(out_dir or root/'runs').resolve(), [], [], {}
     as_committed = not os.environ.get('COTFAITH_FIGURES_DIR') and figure_tag(batch_file, params={}, **overrides) == ''
@@ -278,12 +278,13 @@ def run_batch(batch_file:Path, # the batch YAML file: notebook, defaults and run
 
     def step(i, nb, params, name, out):
         "Skip run `i` if done, else run it and record it."
-        if committed:
-            if want := _expected(nb, params, manifest): return execute(i, nb, params, name, out, want)
+        want = _expected(nb, params, manifest) if committed else None
+        if committed and not want:
             return print(f'[{i}/{len(runs)}] {nb.name} {name}: no committed figure, skipped (make figures-fresh '
                          'computes and draws it)', flush=True)
-        if (force and jobs == 1) or not _is_done(out, params, code_fingerprint(nb)):
-            return execute(i, nb, params, name, out)
+        if (force and jobs == 1) or not _is_done(out, params, code_fingerprint(nb)) or \
+           (want and _unlike(json.loads(_done_file(out).read_text())['figures'], want)):
+            return execute(i, nb, params, name, out, want)
         _claimed(drawn, json.loads(_done_file(out).read_text())['figures'], name)
         print(f'[{i}/{len(runs)}] {nb.name} {name}: done, skipped', flush=True)
         done.append(out)
@@ -318,7 +319,7 @@ def run_batch(batch_file:Path, # the batch YAML file: notebook, defaults and run
             os.environ['COTFAITH_FIGURES_DIR'] = str(root/COMMITTED_FIGURES)
         writable_dir('COTFAITH_FIGURES_DIR')
         locks = [FileLock(str(cache_dir()/'locks'/f'run-{hash_key(str(o))}.lock')) for o in outs]   # one batch per run
-        helpers, later = _helpers(jobs, batch_file, out_dir, kernel, overrides), []
+        helpers, later = _helpers(jobs, batch_file, out_dir, kernel, overrides | {'committed': committed}), []
         try:
             for i, ((nb, params, name), out, lock) in enumerate(zip(runs, outs, locks), 1):
                 if not _free(lock):                  # another batch is running it: back to it when the rest is done

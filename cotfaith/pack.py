@@ -4,16 +4,17 @@
 
 # %% ../nbs/10c_pack.ipynb #c002
 from __future__ import annotations
-import argparse, json, sys
+import argparse, json, random, sys, tempfile
 from pathlib import Path
 
 from .core import cache_dir, rel_path, records_dir, results_dir
 from .records import KINDS, RecordsError, committed, packs, read_pack, write_pack, RECEIPT
 from .models import adapter_fingerprint
 from .store import ResultsStore
+from .batch import _env
 
 # %% auto #0
-__all__ = ['new_rows', 'pack', 'check', 'records_cli']
+__all__ = ['new_rows', 'pack', 'check', 'NotReproduced', 'verify', 'records_cli']
 
 # %% ../nbs/10c_pack.ipynb #c005
 def _results(results:Path)->list:
@@ -71,17 +72,76 @@ def check(root:Path|None=None)->list:
     return [{'kind': k, 'packs': len(ps := packs(k, root)), 'rows': sum(len(read_pack(p)) for p in ps),
              'MB': round(sum(p.stat().st_size for p in ps) / 1e6, 2), 'differ': _differ(k, root)} for k in KINDS]
 
+# %% ../nbs/10c_pack.ipynb #c012
+class NotReproduced(RuntimeError):
+    "A committed record that recomputing from nothing does not give again."
+
+def _base_records(model:str|None)->list:
+    "(file, record) of the committed base records (no adapter), of `model` if given."
+    out = []
+    for (f, _), r in committed('results').items():
+        c = (r.get('provenance') or {}).get('config') or {}
+        if '.' in Path(f).stem or 'cot' not in r or c.get('adapter') or (model and c.get('model') != model): continue
+        out.append((f, r))
+    return sorted(out, key=lambda fr: (fr[0], str(fr[1]['id'])))
+
+def _first_difference(a:dict, b:dict)->str|None:
+    "The first field (provenance aside) where records `a` and `b` differ, with both values, or None."
+    for k in sorted((a.keys() | b.keys()) - {'provenance', 'file'}):
+        if json.dumps(a.get(k), sort_keys=True) != json.dumps(b.get(k), sort_keys=True):
+            return f"field {k!r}: committed {str(a.get(k))[:60]!r}, recomputed {str(b.get(k))[:60]!r}"
+    return None
+
 # %% ../nbs/10c_pack.ipynb #c013
+def _recompute(r:dict)->dict:
+    "Record `r` computed again from nothing: its config, its question alone, a scratch cache, no committed records."
+    from cotfaith.pipeline import ExperimentConfig, _records
+    from cotfaith.load import load_engine
+    from cotfaith.data import load_examples
+    cfg = ExperimentConfig(**r['provenance']['config'])
+    ex = next(e for e in load_examples(cfg.dataset, cfg.split, n=cfg.n or None, seed=cfg.seed) if e.id == r['id'])
+    with tempfile.TemporaryDirectory() as t:
+        env = {'COTFAITH_CACHE_DIR': t, 'COTFAITH_RECORDS_DIR': t + '/none', 'COTFAITH_COMMITTED_ONLY': '0'}
+        models = cache_dir()/'models'                             # converted models are not results: kept
+        with _env(env):
+            if models.exists(): (Path(t)/'models').symlink_to(models)
+            lm = load_engine(cfg.model, load_in_4bit=cfg.load_in_4bit)
+            return _records(lm, cfg, [ex], r['provenance'])[0]
+
+def verify(k:int=2, # records to recompute
+           seed:int=0, # seed of the draw
+           model:str|None=None, # only records of this model
+          )->list: # the (file, id) of the records recomputed
+    "Recompute `k` committed base records drawn at random; a `NotReproduced` names the first one that differs."
+    pool = _base_records(model)
+    if not pool: raise RecordsError(f"no committed base record{' of ' + model if model else ''} to recompute")
+    done = []
+    for f, r in random.Random(seed).sample(pool, min(k, len(pool))):
+        if why := _first_difference(r, _recompute(r)):
+            raise NotReproduced(f"record {r['id']} of {f} (committed in records/results): {why}. Fix: find what "
+                                "changed since it was computed (the package versions are in its provenance)")
+        done.append((f, r['id']))
+    return done
+
+# %% ../nbs/10c_pack.ipynb #c018
 def records_cli(argv:list|None=None):
-    "cotfaith-records pack|check: pack what no pack holds into the records dir; check the packs, say what they hold."
+    "cotfaith-records pack|check|verify: pack what no pack holds; check the packs; recompute some from nothing."
     ap = argparse.ArgumentParser(prog='cotfaith-records', description=records_cli.__doc__)
-    ap.add_argument('what', choices=['pack', 'check'])
+    ap.add_argument('what', choices=['pack', 'check', 'verify'])
+    ap.add_argument('--k', type=int, default=2, help='verify: committed base records to recompute from nothing')
+    ap.add_argument('--seed', type=int, default=None, help='verify: seed of the draw (default: a new one, printed)')
+    ap.add_argument('--model', default=None, help='verify: only records of this model')
     a = ap.parse_args(argv)
     try:
+        if a.what == 'verify':
+            seed = random.randrange(10**6) if a.seed is None else a.seed
+            print(f'recomputing {a.k} committed records from nothing (--seed {seed})', flush=True)
+            for f, i in verify(a.k, seed, a.model): print(f'{i} of {f}: reproduced, every field')
+            return
         if a.what == 'pack':
             for k, (p, n) in pack().items():
                 print(f"{k}: {n} new rows" + (f" -> {rel_path(p, Path.cwd())}" if p else ''))
         for r in check():
             differ = f", {len(r['differ'])} keys differ between packs: {r['differ'][:3]}" if r['differ'] else ''
             print(f"{r['kind']}: {r['packs']} packs, {r['rows']} rows, {r['MB']} MB{differ}")
-    except RecordsError as e: sys.exit(f'cotfaith: error: {e}')
+    except (RecordsError, NotReproduced) as e: sys.exit(f'cotfaith: error: {e}')
