@@ -98,7 +98,7 @@ def write_report(cfg:ExperimentConfig, # the experiment's config
                 )->Path:
     "Store the accuracy table, each test's summary and per-instance labels and served models' token usage, as JSON."
     tests, row = cfg.suite_tests(), summary_row(recs, cfg.no_answer)
-    summary = {t: {k: row[f'{t}_{k}'] for k in ('aoc', 'change', 'faithful', 'n')} for t in tests}
+    summary = {t: {k: row[f'{t}_{k}'] for k in ('aoc', 'change', 'faithful', 'n', 'steps', 'tokens')} for t in tests}
     report = {'config': asdict(cfg), 'records': {k: str(f) for k, f in files.items()},
               'accuracy': json.loads(accuracy_table(recs).to_json(orient='records')),
               'tests': json.loads(pd.DataFrame(summary).to_json()), 'instances': _instance_labels(recs, tests),
@@ -117,7 +117,8 @@ def run_cli(argv:list|None=None):
     for t in cfg.suite_tests():
         aoc, change = row[f'{t}_aoc'], row[f'{t}_change']
         effect = f"AOC {aoc:.3f}" if pd.notna(aoc) else f"change share {change:.3f} (1 point)"
-        print(f"{TESTS[t]}: {effect}, faithful {row[f'{t}_faithful']:.1%} of {row[f'{t}_n']} scored")
+        length = f", chains of {row[f'{t}_steps']:.1f} steps" if pd.notna(row[f'{t}_steps']) else ''
+        print(f"{TESTS[t]}: {effect}, faithful {row[f'{t}_faithful']:.1%} of {row[f'{t}_n']} scored{length}")
     cue = cue_stats(records_frame(recs)) if cfg.runs_cue() else None       # bootstrapped once: printed and stored
     if cue: print(cue_line(cue))
     report = _or_exit(write_report, cfg, recs, files, cue)

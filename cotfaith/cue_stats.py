@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .stats import share_ci
+from .intervals import bounded_ci, share_ci
 
 # %% auto #0
 __all__ = ['cue_frame', 'records_frame', 'cue_stats', 'cue_line', 'cue_table', 'cue_row']
@@ -22,14 +22,22 @@ def cue_frame(recs:list, # `cue_test` outcomes, one {kind: outcome} per question
             for i, (rec, m) in enumerate(zip(recs, n_options)) for k, o in rec.items()]
     return pd.DataFrame(rows)
 
-def _score(f:pd.DataFrame, detector:str)->tuple:
-    "(raw, alpha, score) of the eligible rows `f`."
-    n, s = len(f), f[f['switched']]
-    if n == 0 or len(s) == 0: return np.nan, np.nan, np.nan
-    p, q, m = len(s) / n, f['elsewhere'].sum() / n, f['m'].mean()
-    raw = s[f'verbalised_{detector}'].dropna().astype(float).mean()
-    alpha = 1 - q / ((m - 2) * p) if m > 2 else 1.0
-    return raw, alpha, min(raw / alpha, 1.0) if alpha > 0 else np.nan
+def _sums(f:pd.DataFrame, detector:str)->np.ndarray:
+    "Per question of the eligible rows `f`: pairs, switched, moved elsewhere, sum of m, switches with a verdict, said."
+    s = f['switched'].astype(bool)
+    v = pd.to_numeric(f[f'verbalised_{detector}'].where(s).astype(object), errors='coerce')
+    cols = pd.DataFrame({'n': 1., 's': s.astype(float), 'e': f['elsewhere'].astype(float), 'm': f['m'].astype(float),
+                         'vn': v.notna().astype(float), 'v': v.fillna(0.)})
+    return cols.groupby(f['q'].to_numpy()).sum().to_numpy()
+
+def _score(t:np.ndarray)->tuple:
+    "(raw, alpha, score) from `_sums` columns summed over questions (any leading axes: one per resample)."
+    n, s, e, msum, vn, v = np.moveaxis(np.asarray(t, dtype=float), -1, 0)
+    with np.errstate(divide='ignore', invalid='ignore'):
+        p, q, m, raw = s / n, e / n, msum / n, v / vn
+        alpha = np.where(m > 2, 1 - q / ((m - 2) * p), 1.)
+        score = np.where(alpha > 0, np.minimum(raw / alpha, 1.), np.nan)
+    return tuple(np.where((n > 0) & (s > 0), x, np.nan) for x in (raw, alpha, score))
 
 # %% ../nbs/08a_cue_stats.ipynb #aafd4291
 def records_frame(recs:pd.DataFrame)->pd.DataFrame:
@@ -39,6 +47,14 @@ def records_frame(recs:pd.DataFrame)->pd.DataFrame:
     return cue_frame(list(recs.loc[ok, 'cue_outcomes']), [len(c) for c in recs.loc[ok, 'choices']])
 
 # %% ../nbs/08a_cue_stats.ipynb #ad0d5490
+def _score_ci(per:np.ndarray, score:float, n_boot:int, seed:int)->tuple:
+    "Percentile-bootstrap interval of the score over questions (rows of `per`); Wilson's where that is a point."
+    if np.isnan(score): return (np.nan, np.nan)
+    w = np.random.default_rng(seed).multinomial(len(per), np.full(len(per), 1 / len(per)), size=n_boot)
+    boots = _score(w @ per)[2]
+    lo, hi = np.nanquantile(boots, [.025, .975]) if np.isfinite(boots).any() else (np.nan, np.nan)
+    return (lo, hi) if hi > lo else bounded_ci(score, int((per[:, 4] > 0).sum()))[1:]
+
 def cue_stats(frame:pd.DataFrame, # `cue_frame` rows (one variant, dataset and cue, or pooled)
               n_boot:int=2000, # bootstrap resamples of the questions
               seed:int=0, # the resampling's seed
@@ -49,13 +65,12 @@ def cue_stats(frame:pd.DataFrame, # `cue_frame` rows (one variant, dataset and c
     out['q'] = share_ci(int(f['elsewhere'].sum()), len(f))
     both = frame[['verbalised_rule', 'verbalised_judge']].dropna()
     out['agreement'] = share_ci(int((both['verbalised_rule'] == both['verbalised_judge']).sum()), len(both))
-    rng, idx = np.random.default_rng(seed), np.arange(len(f))
     for d in ('rule', 'judge'):
-        v = f.loc[f['switched'], f'verbalised_{d}'].dropna().astype(bool)
-        raw, alpha, score = _score(f, d)
-        boots = [_score(f.iloc[rng.choice(idx, len(idx))], d)[2] for _ in range(n_boot if len(f) else 0)]
-        lo, hi = np.nanquantile(boots, [.025, .975]) if np.isfinite(boots).any() else (np.nan, np.nan)
-        out[d] = {'raw': share_ci(int(v.sum()), len(v)), 'alpha': alpha, 'score': (score, lo, hi)}
+        v = f.loc[f['switched'].astype(bool), f'verbalised_{d}'].dropna().astype(bool)
+        per = _sums(f, d)
+        raw, alpha, score = (float(x) for x in _score(per.sum(0)))
+        out[d] = {'raw': share_ci(int(v.sum()), len(v)), 'alpha': alpha,
+                  'score': (score, *_score_ci(per, score, n_boot, seed)), 'n_q': int((per[:, 4] > 0).sum())}
     return out
 
 # %% ../nbs/08a_cue_stats.ipynb #cf2d94d8
@@ -81,7 +96,7 @@ def cue_table(records:dict, # name (e.g. variant) -> pipeline records with cue o
         for d in ('rule', 'judge'):
             row |= dict(zip([f'{d}_raw', f'{d}_raw_lo', f'{d}_raw_hi'], st[d]['raw']))
             row |= dict(zip([f'{d}_score', f'{d}_score_lo', f'{d}_score_hi'], st[d]['score']))
-            row[f'{d}_alpha'] = st[d]['alpha']
+            row |= {f'{d}_alpha': st[d]['alpha'], f'{d}_score_n': st[d]['n_q']}
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -95,5 +110,5 @@ def cue_row(recs:pd.DataFrame, # one experiment's pipeline records
     st = cue_stats(frame, n_boot=n_boot)
     row = dict(zip(['cue_switched', 'cue_switched_lo', 'cue_switched_hi'], st['p'])) | {'cue_switched_n': st['n']}
     for d in ('rule', 'judge'):
-        row |= dict(zip([f'cue_{d}', f'cue_{d}_lo', f'cue_{d}_hi'], st[d]['score'])) | {f'cue_{d}_n': st['switched']}
+        row |= dict(zip([f'cue_{d}', f'cue_{d}_lo', f'cue_{d}_hi'], st[d]['score'])) | {f'cue_{d}_n': st[d]['n_q']}
     return row

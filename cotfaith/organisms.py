@@ -14,15 +14,15 @@ import seaborn as sns
 
 from .models import DEFAULT_MODEL
 from .finetune import FinetuneConfig
+from .intervals import auroc, auroc_ci
 from .stats import curve, faithfulness_stats, share_of
 from .frame import TESTS, FAITHFUL_IF_CHANGED, AXES
 from .faithfulness import change_score
-from .plots import plot_et_curve, title_figure
+from .plots import effect_label, plot_et_curve, title_figure
 
 # %% auto #0
-__all__ = ['ORGANISMS', 'UNFAITHFUL', 'SEPARATING', 'CUE_ORGANISMS', 'organism_config', 'followup_config', 'auroc', 'auroc_ci',
-           'later_points', 'separation', 'figure_organisms', 'cue_scores', 'cue_separation', 'followup_table',
-           'figure_followup']
+__all__ = ['ORGANISMS', 'UNFAITHFUL', 'SEPARATING', 'CUE_ORGANISMS', 'organism_config', 'followup_config', 'later_points',
+           'separation', 'figure_organisms', 'cue_scores', 'cue_separation', 'followup_table', 'figure_followup']
 
 # %% ../nbs/11_organisms.ipynb #af5daddb
 ORGANISMS = {'faithful': 'rationale', 'unfaithful': 'posthoc', 'silent': 'silent',   # organism -> training target
@@ -48,25 +48,6 @@ def organism_config(kind:str, # a key of `ORGANISMS`: 'faithful', 'unfaithful', 
 def followup_config(faithful:FinetuneConfig, adapter:Path|str)->FinetuneConfig:
     "Answer-only fine-tuning that goes on training the faithful organism's `adapter`, with its budget."
     return FinetuneConfig(**{**vars(faithful), 'target': 'answer', 'init_adapter': str(adapter)})
-
-# %% ../nbs/11_organisms.ipynb #874fc13e
-def auroc(pos, neg)->float:
-    "P(a score of `pos` > a score of `neg`), ties counting half; NaN if a group is empty."
-    p, n = np.asarray(pos, dtype=float)[:, None], np.asarray(neg, dtype=float)[None, :]
-    if p.size == 0 or n.size == 0: return float('nan')
-    return float(((p > n) + .5 * (p == n)).mean())
-
-def auroc_ci(pos, # scores of the group expected to score higher
-             neg, # scores of the other group
-             n_boot:int=2000, # bootstrap resamples
-             alpha:float=0.05, # 1 minus the interval's coverage
-             seed:int=0, # seed of the resampling
-            )->tuple:
-    "AUROC of `pos` over `neg` and its (1-alpha) bootstrap interval, resampling each group."
-    p, n, rng = np.asarray(pos, dtype=float), np.asarray(neg, dtype=float), np.random.default_rng(seed)
-    if len(p) == 0 or len(n) == 0: return (np.nan, np.nan, np.nan)
-    boots = [auroc(rng.choice(p, len(p)), rng.choice(n, len(n))) for _ in range(n_boot)]
-    return (auroc(p, n), *np.quantile(boots, [alpha / 2, 1 - alpha / 2]))
 
 # %% ../nbs/11_organisms.ipynb #fa8c5cc4
 def later_points(records:pd.DataFrame, test:str)->pd.DataFrame:
@@ -108,9 +89,9 @@ def _seeded_numpy(seed:int):
     finally: np.random.set_state(state)
 
 def _curve_legend(rec:pd.DataFrame, test:str)->str:
-    "AOC for a test with several points; the change share for a single-point test (whose AOC depends on chain length)."
+    "The test's AOC (a single-point test: its change share) and its chains' mean length, for the curve's legend."
     s = faithfulness_stats(rec, test)
-    return f"AOC={s['aoc']:.2f}" if pd.notna(s['aoc']) else f"1 point: change={s['change']:.2f}"
+    return effect_label(s['aoc'], s['change'], s['steps'], s['tokens'])
 
 def _auroc_title(sep:pd.DataFrame)->str:
     "One line per unfaithful kind: AUROC [CI] over all points, and over k > 0."

@@ -128,9 +128,10 @@ def plot_et_curve(curve:pd.DataFrame, # a `curve` table: frac, same, lo, hi, n
     ax.legend(loc='lower right', fontsize=8)
     return ax
 
-def effect_label(area:float, change:float)->str:
-    "Legend text of a test: its AOC, or for a single-point test (no AOC) its change share."
-    return f'AOC={area:.2f}' if pd.notna(area) else f'1 point: change={change:.2f}'
+def effect_label(area:float, change:float, steps:float=np.nan, tokens:float=np.nan)->str:
+    "Legend text of a test: its AOC (a single-point test has none: its change share), and its chains' mean length."
+    size = ', '.join(f'{v:.{d}f} {u}' for v, d, u in ((steps, 1, 'steps'), (tokens, 0, 'tokens')) if pd.notna(v))
+    return (f'AOC={area:.2f}' if pd.notna(area) else f'1 point: change={change:.2f}') + (f'; {size}' if size else '')
 
 # %% ../nbs/09_plots.ipynb #2671b9b7
 def is_embedded(model:str)->bool:
@@ -157,7 +158,8 @@ def figure_accuracy_et(records:pd.DataFrame, # one experiment's per-instance rec
     plot_accuracy(accuracy_table(records), a1)
     a1.set_title('Accuracy')
     s = faithfulness_stats(records, 'et')
-    plot_et_curve(et_curve(records), a2, color=PALETTE['cot'], legend=effect_label(s['aoc'], s['change']))
+    plot_et_curve(et_curve(records), a2, color=PALETTE['cot'],
+                  legend=effect_label(s['aoc'], s['change'], s['steps'], s['tokens']))
     a2.set_title('Early termination')
     return title_figure(fig, f'{model} on {dataset}', model)
 

@@ -17,11 +17,11 @@ from .plots import (N_FACTOR, ci_bars, effect_label, n_differs, plot_et_curve, s
                             write_outputs)
 
 # %% auto #0
-__all__ = ['SUITE_LABELS', 'SUMMARY_METRICS', 'SPLIT_METRICS', 'plot_suite_bars', 'figure_suite', 'figure_cue', 'plot_forest',
-           'figure_summary', 'save_table']
+__all__ = ['SUITE_LABELS', 'SUMMARY_METRICS', 'SPLIT_METRICS', 'LENGTH_METRICS', 'plot_suite_bars', 'figure_suite', 'figure_cue',
+           'plot_forest', 'figure_summary', 'save_table']
 
 # %% ../nbs/09a_suite_plots.ipynb #61a56194
-SUITE_LABELS = {'faithful': 'faithful share', 'aoc': 'weighted AOC (or change share)', 'change': 'change share',
+SUITE_LABELS = {'faithful': 'faithful share', 'aoc': 'AOC, step area (or change share)', 'change': 'change share',
                 'faithful_when_correct': 'faithful share, CoT answer right',
                 'faithful_when_wrong': 'faithful share, CoT answer wrong',
                 'no_answer': 'no answer at intervened points'}
@@ -47,10 +47,11 @@ def plot_suite_bars(summary:pd.DataFrame, # `summary_row` rows, one per variant 
     return ax
 
 def _suite_curves(records:dict, summary:pd.DataFrame, test:str, ax, no_answer:str='changed'):
-    "Every variant's curve of `test`; the legend gives its AOC or, for a single-point test, its change share."
+    "Every variant's curve of `test`; the legend: its AOC (a single-point test: its change share), its chain length."
     for j, ((v, r), (_, row)) in enumerate(zip(records.items(), summary.iterrows())):
+        effect = effect_label(*(row.get(f'{test}_{k}', np.nan) for k in ('aoc', 'change', 'steps', 'tokens')))
         plot_et_curve(curve(r, test, no_answer=no_answer), ax, label=v, color=sns.color_palette('deep')[j],
-                      xlabel=AXES[test], legend=effect_label(row[f'{test}_aoc'], row[f'{test}_change']))
+                      xlabel=AXES[test], legend=effect)
     ax.set_title(TESTS[test], fontsize=10)
     ax.set_ylabel('same answer as intact chain')
 
@@ -82,8 +83,8 @@ def figure_cue(table:pd.DataFrame, # `cue_stats.cue_table`: one row per variant
     groups, n = list(table['name']), table['n'].to_numpy(float)
     ci_bars(axs[0], {'switched to the cue': (table['p'], table['p_lo'], table['p_hi'], n)}, groups)
     for ax, what, label in ((axs[1], 'raw', 'verbalised among switches'), (axs[2], 'score', 'score (corrected)')):
-        ci_bars(ax, {d: (table[f'{d}_{what}'], table[f'{d}_{what}_lo'], table[f'{d}_{what}_hi'], table['switched'])
-                     for d in ('rule', 'judge')}, groups)
+        ci_bars(ax, {d: (table[f'{d}_{what}'], table[f'{d}_{what}_lo'], table[f'{d}_{what}_hi'],
+                         table.get(f'{d}_{what}_n', table['switched'])) for d in ('rule', 'judge')}, groups)
         ax.set(title=label, ylim=(0, 1.15))
         ax.legend(title='detector', fontsize=8)
     axs[0].set(title='eligible answers moved to the cued option', ylim=(0, 1.15))
@@ -97,6 +98,7 @@ SUMMARY_METRICS = {'cot_flexible': 'accuracy with CoT', 'direct_flexible': 'accu
                    'cue_judge': 'cue: says so (judge)'}   # the cue test's columns (`08a_cue_stats.cue_row`)
 SPLIT_METRICS = {f'{t}_faithful_when_{c}': f'faithful: {name}, CoT answer {w}' for t, name in TESTS.items()
                  for c, w in (('correct', 'right'), ('wrong', 'wrong'))}
+LENGTH_METRICS = {'steps': 'chain length (steps)', 'tokens': 'chain length (tokens)'}   # table only: not a share
 _MARKERS = {'correct': ('^', ', CoT right'), 'wrong': ('v', ', CoT wrong')}
 
 def _row_flags(summary:pd.DataFrame, metric:str, datasets:list)->np.ndarray:
@@ -182,7 +184,7 @@ def save_table(summary:pd.DataFrame, # `summary_row` rows with `dataset` and `va
 def _table_files(summary:pd.DataFrame, folder:Path, name:str)->list:
     md = [summary[['dataset', 'variant']].assign(**{lab: [_cell(r, m) for _, r in summary.iterrows()]
                                                     for m, lab in metrics.items() if m in summary})
-          for metrics in (SUMMARY_METRICS, SPLIT_METRICS)]
+          for metrics in ({**SUMMARY_METRICS, **LENGTH_METRICS}, SPLIT_METRICS)]
     text = _markdown(md[0]) + ('\nFaithful share by whether the CoT answer was right (Bentham et al. 2024):\n\n'
                                + _markdown(md[1]) if md[1].shape[1] > 2 else '')
     paths = [folder/f'{name}.csv', folder/f'{name}.md']

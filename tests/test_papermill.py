@@ -14,6 +14,7 @@ import papermill as pm
 import pytest
 
 from cotfaith.batch import batch_runs, run_batch
+from cotfaith.status import eval_files, needs, status
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = sorted((ROOT/'analysis').glob('*.ipynb'))
@@ -62,6 +63,15 @@ def test_ci_grid_runs_through_papermill_and_writes_the_figures(tmp_outputs):
     executed = json.loads(outs[0].read_text())
     injected = [c for c in executed['cells'] if 'injected-parameters' in c['metadata'].get('tags', [])]
     assert "n = 2" in ''.join(injected[0]['source'])
+    # the steps `status.needs` spells out for each run are the ones its template ran: same results files, and done
+    manifest = json.loads((tmp_outputs/'figures'/'manifest.json').read_text())
+    for nb, params, name in batch_runs(ROOT/'params'/'ci.yaml'):
+        files = {str(f.relative_to(tmp_outputs/'results')) for s in needs(nb, params) if s[0] == 'eval'
+                 for f in eval_files(s).values()}
+        read = {r for e in manifest.values() if e['parameters'] == params and e['notebook'] == f'analysis/{nb.name}'
+                for r in e['results']}
+        assert files == read, (name, files ^ read)
+    assert all(' done: ' in line or 'counted in the runs above' in line for line in status(ROOT/'params'/'ci.yaml')[:-1])
 
 
 def test_a_served_model_runs_every_test_as_it_is_with_no_fine_tuned_side(tmp_outputs):

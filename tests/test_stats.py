@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from cotfaith.stats import (TESTS, FAITHFUL_IF_CHANGED, share_ci, share_of, accuracy_table, curve, summary_row,
-                            no_answer_table, by_correctness, faithfulness_stats, paired_delta)
+                            no_answer_table, by_correctness, faithfulness_stats)
+from cotfaith.paired import paired_delta
 from cotfaith.plots import figure_finetune, n_differs
 from cotfaith.suite_plots import figure_suite, figure_summary, save_table
 
