@@ -5,18 +5,32 @@
 # %% ../nbs/03g_load.ipynb #0ac3950e
 from __future__ import annotations
 import atexit
+from dataclasses import replace
 from pathlib import Path
 
 from .core import canonical_json
 from .models import load_model, resolve_spec
 from .engine import Engine
-from .transformers_engine import as_engine
+from .transformers_engine import TransformersEngine, as_engine
+from .records import loadable, receipt_fingerprint
 from .lora_gguf import adapter_gguf
 from .server import gguf_digest, gguf_path, start_server
 from .openai_engine import LLAMA, PREFIX, OpenAIEngine, ServerError, is_server_spec, llama_identity, model_digest
 
 # %% auto #0
-__all__ = ['OWN_THREADS', 'load_engine', 'model_fingerprint']
+__all__ = ['OWN_THREADS', 'ReceiptEngine', 'load_engine', 'model_fingerprint']
+
+# %% ../nbs/03g_load.ipynb #rcpt0cd1
+class ReceiptEngine(TransformersEngine):
+    "A fine-tuned model known by its adapter's receipt: its identity and tokenizer, and no forward pass."
+    def __init__(self, base, # the base model, loaded
+                 adapter:str, # the adapter folder holding the receipt
+                 fingerprint:str, # the adapter weights' fingerprint the receipt holds
+                ):
+        super().__init__(replace(base, adapter=fingerprint))
+        self.folder = adapter
+    def generate(self, prompts:list, gen_kwargs:dict, seed:int)->list: loadable(self.folder)
+    def answer(self, ex, prompts:list, max_new_tokens:int, base:str|None=None)->list: loadable(self.folder)
 
 # %% ../nbs/03g_load.ipynb #a5742c21
 def load_engine(spec:str, # a model spec: a short name, folder, hub id, or 'openai:<model>[@<url>]'
@@ -25,7 +39,10 @@ def load_engine(spec:str, # a model spec: a short name, folder, hub id, or 'open
                 concurrency:int=4, # requests in flight at once (servers only)
                )->Engine:
     "The engine for `spec`."
-    if not is_server_spec(spec): return as_engine(load_model(spec, adapter, load_in_4bit))
+    if not is_server_spec(spec):
+        if adapter and (fp := receipt_fingerprint(adapter)):                   # committed records only (`00c_records`)
+            return ReceiptEngine(load_model(spec, None, load_in_4bit), adapter, fp)
+        return as_engine(load_model(spec, adapter, load_in_4bit))
     threads = None                                  # not known for a server found by its address
     if spec.startswith(LLAMA):
         model, threads = spec[len(LLAMA):], OWN_THREADS

@@ -117,3 +117,23 @@ def test_make_figures_redraws_the_committed_figures_byte_for_byte_with_no_forwar
         run_batch(grid, out_dir=machine/'runs', committed=True)
     assert 'the committed records do not reproduce them' in capsys.readouterr().out
     assert json.loads((machine/'clone'/'figures'/'manifest.json').read_text()) == manifest
+
+
+def test_a_fine_tuned_model_known_by_its_committed_receipt_is_re_read_with_no_weights(machine, monkeypatch):
+    from cotfaith.finetune import FinetuneConfig
+    from cotfaith.pipeline import run_finetuned
+    ft = FinetuneConfig(n_train=8, max_length=256, batch_size=8)                      # one training step
+    cfg = ExperimentConfig(n=1, **CFG)
+    first = run_finetuned(ft, cfg, progress=False)                                  # machine A trains and evaluates
+    made = pack()
+    assert made['adapters'][1] == 1
+    _fresh(machine)
+    shutil.rmtree(machine/'cache'/'adapters')                                       # B: no adapter weights at all
+    monkeypatch.setenv('COTFAITH_COMMITTED_ONLY', '1')
+    monkeypatch.setitem(store.READING_VERSIONS, 'extract_version', 10_000)          # re-keyed results, same chains
+    again = run_finetuned(ft, cfg, progress=False)
+    cols = ['id', 'cot', 'direct', 'cot_pred_flexible', 'et_answers']
+    assert again[cols].to_dict() == first[cols].to_dict() and _local_keys(machine) == set()
+    monkeypatch.delenv('COTFAITH_COMMITTED_ONLY')
+    with pytest.raises(RecordsError, match='is a receipt of committed records'):     # a new question needs the weights
+        run_finetuned(ft, ExperimentConfig(n=2, **CFG), progress=False)
