@@ -4,6 +4,7 @@
 
 # %% ../nbs/09_plots.ipynb #5b6ff085
 from __future__ import annotations
+import os, tempfile
 import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt
@@ -34,7 +35,9 @@ def write_outputs(name:str, # file stem (the run's figure tag is appended)
     from cotfaith.core import figures_dir, figure_stem, run_log
     folder, name = Path(folder or figures_dir()), figure_stem(name)
     folder.mkdir(parents=True, exist_ok=True)
-    paths = write(folder, name)
+    with tempfile.TemporaryDirectory(dir=folder, prefix='.partial-') as t:    # an interrupted save leaves no half file
+        paths = [folder/p.name for p in write(Path(t), name)]
+        for p in paths: os.replace(Path(t)/p.name, p)
     run_log(figure=name, files=[p.name for p in paths])
     return paths
 
