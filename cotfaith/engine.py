@@ -9,12 +9,13 @@ import re
 from .rows import Example, LETTERS
 
 # %% auto #0
-__all__ = ['ANSWER_VERSION', 'LETTER_VERSION', 'answer_done', 'answer_text', 'Engine', 'best_letter']
+__all__ = ['ANSWER_VERSION', 'LETTER_VERSION', 'answer_done', 'answer_text', 'Engine', 'token_letter', 'best_letter']
 
 # %% ../nbs/03a_engine.ipynb #a7033c3a
 ANSWER_VERSION = 2   # 1: numbers read to the end of the line; 2: numbers end at the first complete number
-LETTER_VERSION = 2   # forced choice: 1: the first token of ' L';
-                     # 2: each letter's own token after the marker (letter_tokens)
+LETTER_VERSION = 3   # forced choice: 1: the first token of ' L';
+                     # 2: each letter's own token after the marker (letter_tokens);
+                     # 3: from a server's top-k, a letter only when it is the chosen (greedy) token
 _FIRST_NUM = re.compile(r'\d[\d,]*(?:\.\d+)?(?=[^\d.,]|[.,][^\d])')
 
 def answer_done(text:str)->bool:
@@ -59,9 +60,15 @@ class Engine:
         raise NotImplementedError
 
 # %% ../nbs/03a_engine.ipynb #81605404
+def token_letter(token:str, # a token's text
+                 n:int, # the number of options (letters A.. up to the n-th)
+                )->str|None:
+    "The option letter a token writes (' B', 'B.', '(B', 'B)', 'B:'), or None."
+    t = token.strip().strip('().:')
+    return t if t in LETTERS[:n] else None
+
 def best_letter(top:dict, # token text -> log-probability, the top-k of the first answer token
                 n:int, # the number of options (letters A.. up to the n-th)
                )->str|None:
-    "The option letter with the highest log-probability among `top`, or None when no letter is there."
-    letters = [(lp, t.strip()) for t, lp in top.items() if t.strip() in LETTERS[:n]]
-    return max(letters)[1] if letters else None
+    "The option letter of the most likely token of `top` (the one greedy decoding writes), or None if it is no letter."
+    return token_letter(max(top, key=top.get), n) if top else None

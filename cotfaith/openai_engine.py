@@ -225,7 +225,7 @@ def _top(choice)->tuple:
     return {}, ''
 
 def _letter(self:OpenAIEngine, ex:Example, prompt:str)->str:
-    "' L' for the option letter most likely first after the marker, or '' when no letter is in the top-k."
+    "' L' for the option letter the most likely first token after the marker writes, or '' when it writes none."
     for _ in range(2):
         req = {'max_tokens': 1, 'temperature': 0, 'logprobs': True, 'top_logprobs': self.TOP_K} \
             if self.elicitation == 'user-turn' else {'max_tokens': 1, 'temperature': 0, 'logprobs': self.TOP_K}
@@ -254,5 +254,5 @@ def answer(self:OpenAIEngine, ex:Example, # the question: forced choice over its
 
 @patch
 def answer_key(self:OpenAIEngine, ex:Example)->dict:
-    if ex.is_choice: return {'letters': {'top_logprobs': self.TOP_K, 'space_first': 1}}
+    if ex.is_choice: return {'letters': {'top_logprobs': self.TOP_K, 'space_first': 1, 'rule': 'greedy token'}}
     return {'answer_version': ANSWER_VERSION}
