@@ -48,11 +48,14 @@ def user_turn(messages:list)->list:
     if messages[-1]['role'] != 'assistant': return messages
     *head, user, prefill = messages
     text = prefill['content']
-    if text.rstrip().endswith(ANSWER_MARKER):
-        chain = text.rstrip()[:-len(ANSWER_MARKER)].rstrip()
-        ask = ELICIT_ANSWER.format(chain=chain or '(no reasoning)', form='the option letter only, or the number only')
-    else: ask = ELICIT_CONTINUE.format(chain=text)
-    return head + [{'role': 'user', 'content': f"{user['content']}\n\n{ask}"}]
+    if not text.rstrip().endswith(ANSWER_MARKER):
+        return head + [{'role': 'user', 'content': f"{user['content']}\n\n{ELICIT_CONTINUE.format(chain=text)}"}]
+    # asked for the answer alone: the question without its instruction to reason and end with a marker line
+    question, _, how = user['content'].rpartition('\n\nThink step by step.')
+    form = 'the option letter only' if 'letter of the correct option' in how else 'the number only'
+    chain = text.rstrip()[:-len(ANSWER_MARKER)].rstrip()
+    ask = ELICIT_ANSWER.format(chain=chain or '(no reasoning)', form=form)
+    return head + [{'role': 'user', 'content': f"{question or user['content']}\n\n{ask}"}]
 
 # %% ../nbs/03f_openai_engine.ipynb #0a5c7ac4
 def llama_identity(model:str, # the GGUF file's digest (where known; else the server and the path)
