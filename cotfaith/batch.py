@@ -237,7 +237,8 @@ def _helpers(jobs:int, batch_file:Path, out_dir:Path, kernel:str, overrides:dict
     "`jobs - 1` more batch processes on the same file: each takes the runs no other batch has taken."
     args = json.dumps({'batch_file': str(batch_file), 'out_dir': str(out_dir), 'kernel': kernel} | overrides)
     code = 'import sys\nfrom cotfaith.batch import _helper\n_helper(sys.argv[1])'
-    return [subprocess.Popen([sys.executable, '-c', code, args]) for _ in range(jobs - 1)]
+    env = os.environ | {'COTFAITH_BATCH_HELPER': '1'}
+    return [subprocess.Popen([sys.executable, '-c', code, args], env=env) for _ in range(jobs - 1)]
 
 def _helper(args:str):
     "A helper batch: a run it could not do is left to the first process (which tries it again and reports it)."
@@ -268,6 +269,10 @@ def run_batch(batch_file:Path, # the batch YAML file: notebook, defaults and run
     if committed and any(v is not None for v in overrides.values()):
         raise BatchError("committed redraws a committed grid as it was drawn. Fix: drop --model and --n")
     manifest = _committed_manifest(root) if committed else None
+    if committed and not os.environ.get('COTFAITH_BATCH_HELPER'):        # said once, by the first process
+        k = sum(bool(_expected(nb, p, manifest)) for nb, p, _ in runs)
+        print(f'{batch_file.name}: redrawing the {k} of {len(runs)} runs with committed figures from the committed '
+              f'records, with no forward pass (make status says where the {len(runs) - k} others stand)', flush=True)
     out_dir, done, failed, drawn = Path(out_dir or root/'runs').resolve(), [], [], {}
     as_committed = not os.environ.get('COTFAITH_FIGURES_DIR') and figure_tag(batch_file, params={}, **overrides) == ''
     outs = [out_dir/nb.stem/f'{name}.ipynb' for nb, _, name in runs]
