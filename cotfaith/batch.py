@@ -17,7 +17,7 @@ from .core import (COMMITTED_FIGURES, absolute_dirs, atomic_write, cache_dir, fi
 
 # %% auto #0
 __all__ = ['BATCH_KEYS', 'BatchError', 'Terminated', 'batch_runs', 'figure_tag', 'code_fingerprint', 'update_manifest',
-           'run_batch']
+           'mark_checked', 'run_batch']
 
 # %% ../nbs/10a_batch.ipynb #8d412a78
 class BatchError(RuntimeError):
@@ -150,6 +150,20 @@ def _expected(nb:Path, params:dict, manifest:dict)->dict:
     rel = str(rel_path(Path(nb).resolve(), project_root(Path(nb).parent)))
     return {f: e['sha256'] for f, e in manifest.items() if e['notebook'] == rel and e['parameters'] == params}
 
+def _checked(want:dict, manifest:dict)->bool:
+    "Whether every figure of `want` was once redrawn from the committed records and found the same."
+    return all(manifest.get(f, {}).get('from_records') for f in want)
+
+def mark_checked(want:dict, path:Path|None=None):
+    "Mark the figures of `want` in the manifest as redrawn from the committed records, byte for byte."
+    path = Path(path or figures_dir()/'manifest.json')
+    (cache_dir()/'locks').mkdir(parents=True, exist_ok=True)
+    with FileLock(str(cache_dir()/'locks'/f'manifest-{hash_key(str(path.resolve()))}.lock')):
+        m = json.loads(path.read_text())
+        if all(m[f].get('from_records') for f in want): return
+        for f in want: m[f]['from_records'] = True
+        atomic_write(path, json.dumps(dict(sorted(m.items())), indent=1, ensure_ascii=False) + '\n')
+
 def _unlike(figures:list, want:dict)->str|None:
     "Why the `figures` a run drew (`_read_log`) are not the committed ones `want`, or None when they are."
     got = {g['figure']: g['sha256'] for g in figures}
@@ -268,7 +282,7 @@ def run_batch(batch_file:Path, # the batch YAML file: notebook, defaults and run
     _check_kernel(kernel)
     if committed and any(v is not None for v in overrides.values()):
         raise BatchError("committed redraws a committed grid as it was drawn. Fix: drop --model and --n")
-    manifest = _committed_manifest(root) if committed else None
+    manifest, t_start = _committed_manifest(root) if committed else None, time.time()
     if committed and not os.environ.get('COTFAITH_BATCH_HELPER'):        # said once, by the first process
         k = sum(bool(_expected(nb, p, manifest)) for nb, p, _ in runs)
         print(f'{batch_file.name}: redrawing the {k} of {len(runs)} runs with committed figures from the committed '
@@ -287,9 +301,9 @@ def run_batch(batch_file:Path, # the batch YAML file: notebook, defaults and run
         if committed and not want:
             return print(f'[{i}/{len(runs)}] {nb.name} {name}: no committed figure, skipped (make figures-fresh '
                          'computes and draws it)', flush=True)
-        if (force and jobs == 1) or not _is_done(out, params, code_fingerprint(nb)) or \
-           (want and _unlike(json.loads(_done_file(out).read_text())['figures'], want)):
-            return execute(i, nb, params, name, out, want)
+        fresh = _done_file(out).exists() and _done_file(out).stat().st_mtime >= t_start      # done by a helper now
+        if (committed and not fresh) or (force and jobs == 1) or not _is_done(out, params, code_fingerprint(nb)):
+            return execute(i, nb, params, name, out, want)                  # committed: always redrawn, the check
         _claimed(drawn, json.loads(_done_file(out).read_text())['figures'], name)
         print(f'[{i}/{len(runs)}] {nb.name} {name}: done, skipped', flush=True)
         done.append(out)
@@ -311,10 +325,14 @@ def run_batch(batch_file:Path, # the batch YAML file: notebook, defaults and run
                    "the runs distinct figure_name parameters, or remove short_names from the batch file")
         if want is not None and isinstance(rec, dict) and (why := _unlike(rec['figures'], want)):
             rec = f'{nb.name} {name} {why}'
+        if want is not None and isinstance(rec, str) and 'with NotCommitted' in rec and not _checked(want, manifest):
+            return print(f'[{i}/{len(runs)}] {nb.name} {name}: its records are not all committed yet: its committed '
+                         'figure stays as drawn, unchecked (make status says what is missing)', flush=True)
         if isinstance(rec, str):
             print(f'cotfaith: error: {rec}', flush=True)
             return failed.append(out)
         if want is None: update_manifest(nb, params, figures=rec['figures'], results=rec['results'])
+        else: mark_checked(want)
         atomic_write(_done_file(out), json.dumps(rec, indent=1))
         print(f"  -> {rel_path(out, root)} in {rec['seconds']:.0f} s", flush=True)
         done.append(out)

@@ -110,6 +110,17 @@ def test_make_figures_redraws_the_committed_figures_byte_for_byte_with_no_forwar
     run_batch(grid, out_dir=machine/'runs', committed=True)
     assert _local_keys(machine) == set()                                         # nothing decoded
     assert {x: file_sha256(machine/'clone'/'figures'/x) for x in entry['files']} == entry['sha256']
+    mpath = machine/'clone'/'figures'/'manifest.json'
+    assert json.loads(mpath.read_text())[fig]['from_records'] is True             # checked once: checked from now on
+    # records missing: a checked figure fails; one never checked stays as drawn, said to be unchecked
+    (machine/'records').rename(machine/'away')
+    with pytest.raises(BatchError, match='1 of 1 runs failed'):
+        run_batch(grid, out_dir=machine/'runs', committed=True)
+    mpath.write_text(json.dumps(manifest))
+    capsys.readouterr()
+    run_batch(grid, out_dir=machine/'runs', committed=True)
+    assert 'its records are not all committed yet' in capsys.readouterr().out
+    (machine/'away').rename(machine/'records')
     # a committed figure that the records do not reproduce fails, and the manifest is left as it is
     entry['sha256'][f'{fig}.png'] = '0' * 64
     (machine/'clone'/'figures'/'manifest.json').write_text(json.dumps(manifest))
