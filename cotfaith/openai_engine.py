@@ -210,11 +210,13 @@ def generate(self:OpenAIEngine, prompts:list, # rendered prompts (messages as JS
              gen_kwargs:dict, # max_new_tokens (one int, or one per prompt), do_sample and optional stop_strings
              seed:int, # sent with every request
             )->list:
-    "One dict per prompt: `text`, `n_tokens`, `finish`; `concurrency` requests at a time."
+    "One dict per prompt (`text`, `n_tokens`, `finish`), yielded in order as each is done; `concurrency` at a time."
     b = gen_kwargs['max_new_tokens']
     reqs = [_sampling(gen_kwargs | {'max_new_tokens': n}, seed) for n in (b if isinstance(b, (list, tuple)) else
                                                                           [b] * len(prompts))]
-    with ThreadPoolExecutor(self.concurrency) as pool: return list(pool.map(partial(_one, self), prompts, reqs))
+    # yielded, not returned: `generate` caches each chain as soon as it is done, so an interrupted batch of slow
+    # chains (a 1.5B model: minutes each) loses only the chains in flight
+    with ThreadPoolExecutor(self.concurrency) as pool: yield from pool.map(partial(_one, self), prompts, reqs)
 
 # %% ../nbs/03f_openai_engine.ipynb #9d430fe2
 def _top(choice)->tuple:

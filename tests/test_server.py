@@ -58,6 +58,15 @@ def test_generation_is_greedy_cached_and_keyed_apart_from_the_local_engine(serve
     assert model_fingerprint(f'openai:whatever@{server.url}') == 'server:' + canonical_json(eng.key)   # any name: one model
 
 
+def test_a_served_batch_that_fails_part_way_keeps_the_chains_already_done(server, tmp_path):
+    eng = OpenAIEngine(f'openai:smollm2-135m@{server.url}', concurrency=1)
+    ex = load_examples('gsm8k', n=1)[0]
+    good, bad = eng.render(cot_messages(ex)), eng.render(cot_messages(ex)) + ' x' * 20_000   # over the context
+    with pytest.raises(Exception):
+        generate(eng, [good, bad], max_new_tokens=[16, 8], cache=GenCache(tmp_path))
+    assert generate(eng, [good], max_new_tokens=16, cache=GenCache(tmp_path))[0]['cached']   # cached as soon as done
+
+
 @pytest.mark.parametrize('dataset', ['gsm8k', 'medmcqa'])     # medmcqa: forced choice on short questions
 def test_every_test_runs_through_the_server_and_a_rerun_asks_nothing(server, dirs, monkeypatch, capsys, dataset):
     cfg = ExperimentConfig(model=f'openai:smollm2-135m@{server.url}', dataset=dataset, n=2, max_new_tokens=64,
