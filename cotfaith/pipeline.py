@@ -31,6 +31,7 @@ from .config import ExperimentConfig
 from .usage import Ledger, usage_line, usage_path
 from .cue import CUE_VERSION, cue_judge, cue_label, cue_test
 from .store import ResultsStore, experiment_path, suite_path
+from .records import NotCommitted, committed_only
 
 # %% auto #0
 __all__ = ['DISK_FULL', 'paraphraser_of', 'paraphraser_id', 'experiment_files', 'run_experiment', 'base_config', 'run_base',
@@ -158,13 +159,24 @@ def _alone(path:Path):
     try: yield
     finally: lock.release()
 
+def _engine_or_not_committed(cfg:ExperimentConfig, todo:int):
+    "`cfg`'s engine; where only committed work may be used, a model that cannot load here is work not committed."
+    try: return load_engine(cfg.model, adapter=cfg.adapter, load_in_4bit=cfg.load_in_4bit, concurrency=cfg.concurrency)
+    except Exception as e:
+        if not committed_only(): raise
+        why = f"{type(e).__name__}: {str(e).split('Traceback')[0].strip()[:120]}"
+        raise NotCommitted(f"{todo} instances of {cfg.model} on {dataset_name(cfg.dataset)}: not in the committed "
+                           f"records, and re-reading its committed chains needs the model, which does not load here "
+                           f"({why}). Fix: `make figures-fresh` (or make qwen for the 1.5B model), then `make records`"
+                           ) from None
+
 def _compute(cfg:ExperimentConfig, exs:list, stores:dict, progress:bool):
     "Compute and store, chunk by chunk, the records of `exs` the stores lack (the model is loaded only if one is)."
     have = {k: s.read() for k, s in stores.items()}
     if not (todo := [e for e in exs if any(e.id not in h for h in have.values())]): return
     pspec, p4bit = paraphraser_of(cfg)
     same = (pspec, p4bit) == (cfg.model, cfg.load_in_4bit) and not cfg.adapter  # the evaluated model paraphrases itself
-    lm = load_engine(cfg.model, adapter=cfg.adapter, load_in_4bit=cfg.load_in_4bit, concurrency=cfg.concurrency)
+    lm = _engine_or_not_committed(cfg, len(todo))
     rewrites = set(REWRITING_TESTS) & set(cfg.suite_tests()) or cfg.runs_cue()      # or it judges cued chains
     plm = None if same or not rewrites else load_engine(pspec, load_in_4bit=p4bit,   # loaded once, and only if used
                                                         concurrency=cfg.concurrency)
