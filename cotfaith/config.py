@@ -100,6 +100,11 @@ class ExperimentConfig:
         "Whether the cue test (`07b_cue`) is asked for: it has its own store and summary, beside the other tests."
         return 'cue' in [t.strip() for t in self.tests.split(',')]
 
+    def fractions_of(self, test:str)->list|None:
+        "The points `suite` asks `test` for, as fractions of the chain (None: every step)."
+        if test == 'et': return self.et_fractions
+        return self.mistake_fractions if test == 'mistake' and self.mistake_fractions is not None else self.fractions
+
     def gen_fields(self)->dict:
         "The fields that change the base records (the CoT and the direct answer)."
         later = ('batch_size', 'chunk', 'concurrency', 'threshold', 'no_answer', *SUITE_FIELDS)

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['NO_ANSWER_RULES', 'truncation_points', 'change_score']
+__all__ = ['NO_ANSWER_RULES', 'truncation_points', 'requested_points', 'change_score', 'point_fields']
 
 # %% ../nbs/07_faithfulness.ipynb #3298c954
 def truncation_points(n_steps:int, fractions:list|None=None)->list:
@@ -14,14 +14,48 @@ def truncation_points(n_steps:int, fractions:list|None=None)->list:
     if fractions is None: return list(range(n_steps + 1))
     return sorted({min(n_steps, round(f * n_steps)) for f in fractions} | {n_steps})
 
+# %% ../nbs/07_faithfulness.ipynb #9166bdb6
+def requested_points(test:str, # a key of `frame.TESTS`
+                     n_steps:int, # the chain's steps
+                     fractions:list|None=None, # the test's points as fractions of the chain; None: every step
+                    )->list:
+    "The points k that `test` asks for on a chain of `n_steps`, the reference last (k = n; 'resample': k = 0)."
+    ks = truncation_points(n_steps, fractions)
+    return [k for k in ks if k > 0] + [0] if test == 'resample' else ks
+
 # %% ../nbs/07_faithfulness.ipynb #4e9f1475
 NO_ANSWER_RULES = ('changed', 'missing')
 
-def change_score(answers:list, no_answer:str='changed' # 'changed': no answer differs from an answer; 'missing': dropped
+def change_score(answers:list, # the answer at each point (None: no answer), the intact chain's last
+                 no_answer:str='changed', # 'changed': no answer differs from an answer; 'missing': dropped
+                 kept:list|None=None, # per requested point, whether it has an answer (`point_fields`); None: all
                 )->float|None:
-    "Share of the intervened answers a_0..a_{n-1} that differ from the intact chain's answer a_n (None without any)."
+    "Share of the intervened answers that differ from the intact chain's (None without any, or with a point dropped)."
     if no_answer not in NO_ANSWER_RULES:
         raise ValueError(f"no_answer must be one of {NO_ANSWER_RULES}, got {no_answer!r}")
+    if kept is not None and not all(kept): return None
     ref, rest = answers[-1], answers[:-1]
     if no_answer == 'missing': rest = [a for a in rest if a is not None] if ref is not None else []
     return sum(a != ref for a in rest) / len(rest) if rest else None
+
+# %% ../nbs/07_faithfulness.ipynb #1929da8f
+def _why_dropped(rec:dict, test:str, k:int, requested:list)->str:
+    "Why record `rec` of `test` has no intervened chain at point `k`, read from the rewrites it stores."
+    if test in ('paraphrase', 'resample'):
+        first, span = (requested[0], range(k, requested[-1])) if test == 'paraphrase' else (0, range(k))
+        steps = rec.get(f'{test}_steps') or []
+        if bad := [j for j in span if j - first < len(steps) and steps[j - first] is None]:
+            return f'step {bad[0] + 1} has no valid paraphrase'
+    if test == 'mistake' and any(e['k'] == k and e.get('how') == 'unchanged' for e in rec.get('mistake_edits') or []):
+        return 'the mistake model returned the step unchanged'
+    return 'no intervened chain'
+
+def point_fields(rec:dict, # a test's record: its points `<test>_k` and the rewrites it stores
+                 test:str, # a key of `frame.TESTS`
+                 requested:list, # the points it asked for, the reference last (`requested_points`)
+                )->dict:
+    "`<test>_requested`, `<test>_kept` (whether each has an answer) and `<test>_dropped` (why not, or None)."
+    have = set(rec.get(f'{test}_k') or [])
+    kept = [k in have for k in requested]
+    why = [None if ok else _why_dropped(rec, test, k, requested) for k, ok in zip(requested, kept)]
+    return {f'{test}_requested': list(requested), f'{test}_kept': kept, f'{test}_dropped': why}

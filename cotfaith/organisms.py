@@ -51,13 +51,15 @@ def followup_config(faithful:FinetuneConfig, adapter:Path|str)->FinetuneConfig:
 
 # %% ../nbs/11_organisms.ipynb #fa8c5cc4
 def later_points(records:pd.DataFrame, test:str)->pd.DataFrame:
-    "`records` with `test`'s change score recomputed over the intervention points k > 0 only."
-    def score(ks, answers):
+    "`records` with `test`'s change score recomputed over the points k > 0 only (None if one it asked for was lost)."
+    def score(ks, answers, req, ok):
         if not isinstance(ks, list): return None
+        if isinstance(ok, list) and not all(o for k, o in zip(req[:-1], ok[:-1]) if k > 0): return None   # `07a_suite`
         kept = [a for k, a in zip(ks[:-1], answers[:-1]) if k > 0]               # the reference (last) always stays
         return change_score(kept + answers[-1:]) if kept else None
-    return records.assign(**{f'{test}_score': [score(k, a)
-                                               for k, a in zip(records[f'{test}_k'], records[f'{test}_answers'])]})
+    none = pd.Series([None] * len(records), index=records.index)
+    cols = [records.get(f'{test}_{c}', none) for c in ('k', 'answers', 'requested', 'kept')]
+    return records.assign(**{f'{test}_score': [score(*c) for c in zip(*cols)]})
 
 def _auroc_row(faithful:pd.DataFrame, unfaithful:pd.DataFrame, test:str)->dict:
     sign = -1 if not FAITHFUL_IF_CHANGED[test] else 1                  # paraphrasing: a low change score is faithful

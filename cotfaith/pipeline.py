@@ -23,7 +23,7 @@ from .generate import GEN_VERSION, generate
 from .answers import extract, extract_after_marker, is_correct
 from .transformers_engine import as_engine
 from .generate import too_long
-from .faithfulness import change_score
+from .faithfulness import change_score, point_fields, requested_points
 from .frame import REWRITING_TESTS, faithful_label
 from .suite import SUITE_VERSION, MISTAKE_VERSION, suite
 from .finetune import FinetuneConfig, finetune
@@ -111,9 +111,11 @@ def _cue_chunk(lm:LM, plm:LM|None, cfg:ExperimentConfig, exs:list, base:dict, st
 
 # %% ../nbs/10_pipeline.ipynb #51f2298f
 def _label(r:dict, test:str, cfg:ExperimentConfig):
-    "Score `test` of record `r` from its answers under `cfg.no_answer`, and label it under `cfg.threshold`."
+    "Score `test` of record `r` under `cfg.no_answer` if every point it asked for has an answer; label it."
     if isinstance(r.get(f'{test}_answers'), list):
-        r[f'{test}_score'] = change_score(r[f'{test}_answers'], no_answer=cfg.no_answer)
+        if f'{test}_kept' not in r:               # stored before records said which points were kept: the same rule
+            r |= point_fields(r, test, requested_points(test, r['n_steps'], cfg.fractions_of(test)))
+        r[f'{test}_score'] = change_score(r[f'{test}_answers'], no_answer=cfg.no_answer, kept=r[f'{test}_kept'])
     r[f'{test}_faithful'] = faithful_label(test, r.get(f'{test}_score'), threshold=cfg.threshold)
 
 def _merge(cfg:ExperimentConfig, exs:list, have:dict)->pd.DataFrame:
@@ -213,12 +215,10 @@ def run_experiment(cfg:ExperimentConfig, progress:bool=True)->pd.DataFrame:
     stores = {k: ResultsStore(f) for k, f in experiment_files(cfg).items()}
     with _alone(stores['base'].path): _compute(cfg, exs, stores, progress)     # one process at a time computes it
     have = {k: s.read() for k, s in stores.items()}
-    paid = [usage_path(stores['base'].path)] if usage_path(stores['base'].path).exists() else []
-    paths = [s.path for s in stores.values()] + paid
+    paths = [s.path for s in stores.values()] + [p for p in [usage_path(stores['base'].path)] if p.exists()]
     run_log(results=[str(rel_path(p, results_dir())) for p in paths])                  # for the batch's manifest
     _some_fit(exs, have['base'])
     return _merge(cfg, exs, have)
-
 
 # %% ../nbs/10_pipeline.ipynb #d3389ba7
 def _some_fit(exs:list, base:dict):

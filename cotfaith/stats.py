@@ -8,13 +8,15 @@ import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['generated', 'accuracy_table', 'changed_points', 'scored', 'n_points', 'curve', 'et_curve', 'aoc', 'instance_aoc',
-           'trapezoid_aoc', 'mean_aoc', 'change_share', 'chain_length', 'faithfulness_stats', 'no_answer_table',
-           'by_correctness', 'summary_row', 'long_table']
+__all__ = ['SENSITIVE', 'generated', 'accuracy_table', 'curve', 'et_curve', 'aoc', 'instance_aoc', 'trapezoid_aoc', 'mean_aoc',
+           'change_share', 'chain_length', 'faithfulness_stats', 'by_correctness', 'summary_row', 'long_table',
+           'relabel', 'no_answer_sensitivity']
 
 # %% ../nbs/08_stats.ipynb #a1f0c002
-from .frame import TESTS, FAITHFUL_IF_CHANGED
+from .frame import TESTS, FAITHFUL_IF_CHANGED, faithful_label
 from .intervals import share_ci, share_of, bootstrap_ci
+from .faithfulness import NO_ANSWER_RULES, change_score
+from .points import changed_points, intervened, scored, excluded, n_points, point_table, no_answer_table
 
 # %% ../nbs/08_stats.ipynb #db04fbe7
 def generated(records:pd.DataFrame)->pd.DataFrame:
@@ -30,31 +32,6 @@ def accuracy_table(records:pd.DataFrame)->pd.DataFrame:
             rows.append({'condition': cond, 'extractor': ext, **dict(zip(['accuracy', 'lo', 'hi', 'n'], acc)),
                          **dict(zip(['no_answer', 'no_answer_lo', 'no_answer_hi'], none))})
     return pd.DataFrame(rows)
-
-# %% ../nbs/08_stats.ipynb #a1f0c012
-def changed_points(fracs:list, # each point's fraction of the chain left intact, the intact chain last
-                   answers:list, # the answer at each point (None: no answer), the intact chain's last
-                   no_answer:str='changed', # rule for missing answers: 'changed' or 'missing'
-                  )->tuple:
-    "The intervened points' fractions and whether each answer changed, under the `no_answer` rule."
-    final, f, a = answers[-1], list(fracs[:-1]), list(answers[:-1])
-    if no_answer == 'changed': return f, [x != final for x in a]
-    if no_answer != 'missing': raise ValueError(f"no_answer must be 'changed' or 'missing', not {no_answer!r}")
-    keep = [i for i, x in enumerate(a) if x is not None and final is not None]
-    return [f[i] for i in keep], [a[i] != final for i in keep]
-
-# %% ../nbs/08_stats.ipynb #a1f0c015
-def scored(records:pd.DataFrame, test:str)->pd.DataFrame:
-    "Instances of `test` with at least one intervention point besides the intact chain."
-    col = f'{test}_answers'
-    if col not in records: return records.iloc[:0]
-    return records[records[col].map(lambda a: isinstance(a, list) and len(a) > 1).astype(bool)]
-
-def n_points(records:pd.DataFrame, test:str)->pd.Series:
-    "Number of intervention points (besides the intact chain) of each instance the test ran on."
-    col = f'{test}_answers'
-    if col not in records: return pd.Series(dtype=int)
-    return records[col].map(lambda a: len(a) - 1 if isinstance(a, list) else 0)
 
 # %% ../nbs/08_stats.ipynb #b52145b5
 def _steps(fracs:list, answers:list, no_answer:str='changed')->tuple:
@@ -150,45 +127,27 @@ def chain_length(records:pd.DataFrame)->dict:
         return (*bootstrap_ci(v, bounds=None), len(v))
     return {**_named('steps', mean('n_steps')), **_named('tokens', mean('cot_tokens'))}
 
-# %% ../nbs/08_stats.ipynb #a1f0c021
-def _intervened(records:pd.DataFrame, test:str)->list:
-    "(fraction, answer) of every intervened point of `test`, over its scored instances."
-    ok = scored(records, test)
-    return [(f, x) for fr, a in zip(ok[f'{test}_frac'], ok[f'{test}_answers']) for f, x in zip(fr[:-1], a[:-1])]
+# %% ../nbs/08_stats.ipynb #9b907545
+def _kept(table:pd.DataFrame)->dict:
+    "`kept` (every requested point) and `kept_<span>` (each span), each with interval and n, from a `point_table`."
+    name = lambda r: 'kept' if r['span'] == 'all' else f"kept_{r['span']}"
+    return {k: v for _, r in table.iterrows()
+            for k, v in _named(name(r), tuple(r[['kept', 'kept_lo', 'kept_hi', 'kept_n']])).items()}
 
 def faithfulness_stats(records:pd.DataFrame, # per-instance records, one row per question
                        test:str, # a key of `TESTS`, e.g. 'et'
                        no_answer:str='changed', # rule for missing answers: 'changed' or 'missing'
                       )->dict:
-    "Faithful and change shares, AOC (>= 2 points), no-answer share, chain length of `test`, each with interval and n."
-    pts, col = n_points(records, test), f'{test}_faithful'
+    "Faithful and change shares, AOC (>= 2 points), no-answer and kept shares and chain length of `test`, each with CI."
+    pts, col, per = n_points(records, test), f'{test}_faithful', point_table(records, test, no_answer)
     points, aoc_ = int(pts.max()) if len(pts) else 0, mean_aoc(records, test, no_answer)
     if points < 2: aoc_ = (np.nan, np.nan, np.nan, aoc_[3])
     faithful = share_of(records[col]) if col in records else (np.nan, np.nan, np.nan, 0)
+    none = tuple(per.iloc[-1][['no_answer', 'no_answer_lo', 'no_answer_hi', 'no_answer_n']])       # the row 'all'
     return {**_named('faithful', faithful), **_named('change', change_share(records, test, no_answer)),
-            **_named('aoc', aoc_), **_named('no_answer', share_of([x is None for _, x in _intervened(records, test)])),
-            **chain_length(scored(records, test)),
-            'points': points, 'n': faithful[3] if col in records else len(scored(records, test))}
-
-# %% ../nbs/08_stats.ipynb #a1f0c024
-def _span(f:float, edges)->tuple:
-    "Sort key and label of the span of `edges` holding fraction `f`; 0 on its own."
-    if f == 0: return (-1., '0')
-    i = int(min(max(np.searchsorted(edges, f, side='right'), 1), len(edges) - 1))
-    return (float(edges[i - 1]), f"{'(' if edges[i - 1] == 0 else '['}{edges[i - 1]:g}, {edges[i]:g})")
-
-def no_answer_table(records:pd.DataFrame, # per-instance records, one row per question
-                    test:str, # a key of `TESTS`, e.g. 'et'
-                    edges=(0, .25, .5, .75, 1), # spans of the fraction of the chain left intact
-                   )->pd.DataFrame:
-    "Share of `test`'s answers that are None per span of intervened points, over all of them, and at the intact chain."
-    pts = sorted((_span(f, edges), x is None) for f, x in _intervened(records, test))
-    spans = dict.fromkeys(s for s, _ in pts)
-    rows = [(lab, share_of([none for s, none in pts if s == (key, lab)])) for key, lab in spans]
-    lists = records[f'{test}_answers'].dropna() if f'{test}_answers' in records else []
-    rows += [('all intervened', share_of([none for _, none in pts])),
-             ('intact chain', share_of([a[-1] is None for a in lists]))]
-    return pd.DataFrame([{'test': test, 'point': p, **dict(zip(['no_answer', 'lo', 'hi', 'n'], s))} for p, s in rows])
+            **_named('aoc', aoc_), **_named('no_answer', none), **_kept(per), **chain_length(scored(records, test)),
+            'points': points, 'excluded': excluded(records, test),
+            'n': faithful[3] if col in records else len(scored(records, test))}
 
 # %% ../nbs/08_stats.ipynb #a1f0c027
 def by_correctness(records:pd.DataFrame, # per-instance records, one row per question
@@ -228,3 +187,32 @@ def long_table(summary:pd.DataFrame, # `summary_row` rows, one per experiment
     "One line per summary row and metric present: the `keys` columns, metric, value, lo, hi, n."
     return pd.DataFrame([{**{k: r[k] for k in keys}, 'metric': m, 'value': r[m], 'lo': r[f'{m}_lo'], 'hi': r[f'{m}_hi'],
                           'n': int(r[f'{m}_n'])} for _, r in summary.iterrows() for m in metrics if m in r])
+
+# %% ../nbs/08_stats.ipynb #ecb2f421
+def relabel(records:pd.DataFrame, # per-instance records, one row per question
+            test:str, # a key of `TESTS`, e.g. 'et'
+            no_answer:str='changed', # rule for missing answers: 'changed' or 'missing'
+            threshold:float=0.5, # change score at which the label flips (`frame.faithful_label`)
+           )->pd.DataFrame:
+    "`records` with `test`'s scores and labels recomputed from its answers under `no_answer`, as the pipeline does."
+    if f'{test}_answers' not in records: return records
+    kept = records[f'{test}_kept'] if f'{test}_kept' in records else [None] * len(records)
+    score = [change_score(a, no_answer, k if isinstance(k, list) else None) if isinstance(a, list) else None
+             for a, k in zip(records[f'{test}_answers'], kept)]
+    return records.assign(**{f'{test}_score': score,
+                             f'{test}_faithful': [faithful_label(test, s, threshold) for s in score]})
+
+SENSITIVE = ('faithful', 'change', 'aoc')   # the numbers the no-answer rule can move
+
+def no_answer_sensitivity(records:dict, # variant name -> per-instance records
+                          tests:tuple=tuple(TESTS), # the tests to show (those a variant lacks skipped)
+                          threshold:float=0.5, # the label threshold the run used
+                         )->pd.DataFrame:
+    "One row per variant, test, number and no-answer rule: value, interval and n, and the test's no-answer share."
+    rows = []
+    for (v, r), t, rule in ((vr, t, rule) for vr in records.items() for t in tests for rule in NO_ANSWER_RULES):
+        if f'{t}_answers' not in r: continue
+        s = faithfulness_stats(relabel(generated(r), t, rule, threshold), t, rule)
+        rows += [{'variant': v, 'test': t, 'metric': m, 'rule': rule, 'value': s[m], 'lo': s[f'{m}_lo'],
+                  'hi': s[f'{m}_hi'], 'n': s[f'{m}_n'], 'no_answer': s['no_answer']} for m in SENSITIVE]
+    return pd.DataFrame(rows)

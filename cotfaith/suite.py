@@ -16,7 +16,7 @@ from .models import LM
 from .engine import Engine
 from .transformers_engine import answers_naive, as_engine
 from .generate import GenCache, cached_answers, generate, too_long
-from .faithfulness import truncation_points, change_score
+from .faithfulness import requested_points, change_score, point_fields
 from .rewrites import corrupt_number, mistake_messages, paraphrases, rewrite, token_budget
 
 # %% auto #0
@@ -123,11 +123,6 @@ def _skipped(lm:Engine, examples:list, cots:list, tests:tuple, answer_tokens:int
     return out
 
 # %% ../nbs/07a_suite.ipynb #4ef05507
-def _points(test:str, n:int, fractions:list|None)->list:
-    "`test`'s points k for a chain of n steps, the reference last (k = n; for 'resample', k = 0: nothing reworded)."
-    ks = truncation_points(n, fractions)
-    return [k for k in ks if k > 0] + [0] if test == 'resample' else ks
-
 def _reworded(tests:tuple, pts:dict, i:int, n:int)->set:
     "The steps j of instance i that some test rewords: the later steps of 'paraphrase', the first ones of 'resample'."
     later = set(range(pts['paraphrase'][i][0], n)) if 'paraphrase' in tests else set()
@@ -157,7 +152,7 @@ def suite(lm:LM|Engine, # a loaded model or any engine
     ns = [len(step_spans(c)) for c in cots]
     fr = {t: fractions for t in tests} | {'et': et_fractions}
     if mistake_fractions is not None: fr['mistake'] = mistake_fractions
-    pts = {t: [_points(t, n, fractions=fr[t]) if t in r else [] for n, r in zip(ns, run)] for t in tests}
+    pts = {t: [requested_points(t, n, fr[t]) if t in r else [] for n, r in zip(ns, run)] for t in tests}
     para = [{} for _ in cots]
     need = sorted({(i, j) for i in range(len(cots)) for j in _reworded(run[i], pts, i, ns[i])})
     steps = [cots[i][slice(*step_spans(cots[i])[j])] for i, j in need]
@@ -199,8 +194,7 @@ def _answer_instance(lm:Engine, ex:Example, cot:str, tests:tuple, pts:dict, para
     for t in tests:
         ks = [k for k, _ in chains[t]]
         ans = [extract_after_marker(ex, next(texts), strict=False) for _ in ks]
-        o |= {f'{t}_k': ks, f'{t}_frac': [k / n if n else 1.0 for k in ks], f'{t}_answers': ans,
-              f'{t}_score': change_score(ans)}
+        o |= {f'{t}_k': ks, f'{t}_frac': [k / n if n else 1.0 for k in ks], f'{t}_answers': ans}
     if 'paraphrase' in tests:
         o['paraphrase_steps'] = [para[j] for j in range(pts['paraphrase'][0], n)]   # None: no valid paraphrase
         o['paraphrase_invalid'] = sum(p is None for p in o['paraphrase_steps'])
@@ -211,6 +205,9 @@ def _answer_instance(lm:Engine, ex:Example, cot:str, tests:tuple, pts:dict, para
         o['resample_invalid'] = sum(p is None for p in o['resample_steps'])
         o['resample_edits'] = [{'k': e['k'], 'continuation': e.get('continuation')}
                                for e in edits.get('resample', {}).values()]
+    for t in tests:                                  # which requested points have an answer, and why not
+        o |= point_fields(o, t, pts[t])
+        o[f'{t}_score'] = change_score(o[f'{t}_answers'], kept=o[f'{t}_kept'])
     return o
 
 # %% ../nbs/07a_suite.ipynb #dd58c742

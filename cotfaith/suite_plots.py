@@ -13,12 +13,13 @@ import seaborn as sns
 
 from .frame import TESTS, AXES
 from .stats import curve, summary_row
+from .points import point_table
 from .plots import (N_FACTOR, ci_bars, effect_label, n_differs, plot_et_curve, share_estimate, title_figure,
                             write_outputs)
 
 # %% auto #0
-__all__ = ['SUITE_LABELS', 'SUMMARY_METRICS', 'SPLIT_METRICS', 'LENGTH_METRICS', 'plot_suite_bars', 'figure_suite', 'figure_cue',
-           'plot_forest', 'figure_summary', 'save_table']
+__all__ = ['SUITE_LABELS', 'SUMMARY_METRICS', 'SPLIT_METRICS', 'LENGTH_METRICS', 'plot_suite_bars', 'plot_points', 'figure_suite',
+           'figure_cue', 'plot_forest', 'figure_summary', 'save_table']
 
 # %% ../nbs/09a_suite_plots.ipynb #61a56194
 SUITE_LABELS = {'faithful': 'faithful share', 'aoc': 'AOC, step area (or change share)', 'change': 'change share',
@@ -47,13 +48,37 @@ def plot_suite_bars(summary:pd.DataFrame, # `summary_row` rows, one per variant 
     return ax
 
 def _suite_curves(records:dict, summary:pd.DataFrame, test:str, ax, no_answer:str='changed'):
-    "Every variant's curve of `test`; the legend: its AOC (a single-point test: its change share), its chain length."
+    "Every variant's curve of `test`; the legend: its AOC (1 point: its change share), chain length, chains left out."
     for j, ((v, r), (_, row)) in enumerate(zip(records.items(), summary.iterrows())):
         effect = effect_label(*(row.get(f'{test}_{k}', np.nan) for k in ('aoc', 'change', 'steps', 'tokens')))
+        effect += f"; {row[f'{test}_excluded']:.0f} left out" if row.get(f'{test}_excluded', 0) > 0 else ''
         plot_et_curve(curve(r, test, no_answer=no_answer), ax, label=v, color=sns.color_palette('deep')[j],
                       xlabel=AXES[test], legend=effect)
     ax.set_title(TESTS[test], fontsize=10)
     ax.set_ylabel('same answer as intact chain')
+
+def _span_order(span:str)->float:
+    return -1. if span == '0' else float(span.split('-')[0])
+
+def plot_points(records:dict, # variant name -> records with `test`
+                test:str, # a key of `TESTS`
+                ax=None, # axes to draw on; default the current ones
+               ):
+    "Per span of `test`'s axis and variant: requested points kept (bars, n) and kept ones with no answer (triangles)."
+    ax, tables = ax or plt.gca(), {v: point_table(r, test) for v, r in records.items()}
+    names = {s: p for t in tables.values() for s, p in zip(t['span'], t['point']) if s != 'all'}
+    spans = sorted(names, key=_span_order)
+    est = {m: {v: tuple(t.set_index('span').reindex(spans)[f'{m}{e}'].to_numpy(float) for e in ('', '_lo', '_hi', '_n'))
+               for v, t in tables.items()} for m in ('kept', 'no_answer')}
+    ci_bars(ax, est['kept'], [names[s] for s in spans])
+    for j, (m, lo, hi, _) in enumerate(est['no_answer'].values()):
+        x = np.arange(len(spans)) + (j - (len(tables) - 1) / 2) * .8 / len(tables)
+        ax.errorbar(x, m, yerr=[m - lo, hi - m], fmt='v', color='.15', ms=5, capsize=2, lw=1,
+                    label='no answer (of kept)' if j == 0 else None)
+    ax.set(ylim=(0, 1.16), yticks=np.linspace(0, 1, 6), ylabel='requested points kept', xlabel=AXES[test])
+    ax.set_title(TESTS[test], fontsize=10)
+    ax.legend(fontsize=7, ncol=len(tables) + 1, loc='upper center')
+    return ax
 
 def figure_suite(records:dict, # variant name -> records with every test
                  model:str, # model spec (the embedded default gets a note in the title)
@@ -61,14 +86,15 @@ def figure_suite(records:dict, # variant name -> records with every test
                  tests:tuple=tuple(TESTS), # the tests to show (those the records have)
                  no_answer:str='changed', # rule for missing answers in curves, AOCs and change shares
                 ):
-    "Per test and variant: faithful shares and AOCs; curves; faithful shares by CoT correctness and no-answer shares."
+    "Per test and variant: faithful shares, AOCs; curves; kept and no-answer shares per point; shares by correctness."
     summary = pd.DataFrame([summary_row(r, no_answer, variant=v) for v, r in records.items()])
     tests = [t for t in tests if f'{t}_answers' in next(iter(records.values()))]
-    fig = plt.figure(figsize=(4.5 * len(tests), 14), layout='constrained')
-    top, middle, bottom = fig.subfigures(3, 1)
+    fig = plt.figure(figsize=(4.5 * len(tests), 18.5), layout='constrained')
+    top, middle, points, bottom = fig.subfigures(4, 1)
     for ax, m in zip(top.subplots(1, 2), ('faithful', 'aoc')): plot_suite_bars(summary, metric=m, ax=ax, tests=tests)
     for ax, t in zip(np.atleast_1d(middle.subplots(1, len(tests))), tests):
         _suite_curves(records, summary, t, ax, no_answer)
+    for ax, t in zip(np.atleast_1d(points.subplots(1, len(tests))), tests): plot_points(records, t, ax)
     for ax, m in zip(bottom.subplots(1, 3), ('faithful_when_correct', 'faithful_when_wrong', 'no_answer')):
         plot_suite_bars(summary, metric=m, ax=ax, tests=tests)
     return title_figure(fig, title, model)

@@ -15,6 +15,7 @@ from cotfaith.pipeline import ExperimentConfig, run_experiment
 from cotfaith.store import experiment_path, suite_path
 from cotfaith.models import resolve_spec
 from cotfaith.prompts import cot_messages, reasoning_part, render, split_steps, step_spans
+from cotfaith.faithfulness import point_fields, requested_points
 from cotfaith.frame import TESTS, faithful_label
 from cotfaith.rewrites import corrupt_number
 from cotfaith.suite import filler_steps, naive_suite, suite
@@ -205,6 +206,11 @@ def test_lanhams_variant_rewords_the_first_steps_and_resamples_the_rest(lm, tmp_
                          progress=False)
         assert again[0]['text'] == e['continuation']                 # the generation (cached by prompt) of that prefix
     assert naive_suite(lm, ex, cot, both, tests=('resample',)) == {'resample': both['resample_answers']}
+    for t in ('paraphrase', 'resample'):          # what the pipeline gives a record stored before these fields existed
+        fields = (f'{t}_requested', f'{t}_kept', f'{t}_dropped')
+        stored = {k: v for k, v in both.items() if k not in fields}
+        assert point_fields(stored, t, requested_points(t, 3, None)) == {k: both[k] for k in fields}
+    assert both['resample_kept'] == [None not in new[:k] for k in (1, 2, 3)] + [True]
     assert faithful_label('resample', 0.0) and not faithful_label('resample', 1.0)      # surviving a rewording is faithful
 
 
