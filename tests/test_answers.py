@@ -6,12 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from cotfaith.answers import (EXTRACT_VERSION, agreement, agrees, read_labelled, extract, extract_after_marker, extract_letter,
-                              extract_number, is_correct, normalize_number)
+from cotfaith.answers import (EXTRACT_VERSION, extract, extract_after_marker, extract_letter, extract_number,
+                              is_correct, normalize_number)
+from cotfaith.reading import agreement, agrees, read_labelled
 from cotfaith.data import Example
 
 FIXTURE = Path(__file__).parent/'fixtures'/'answers.jsonl'
 ROWS = read_labelled(FIXTURE)                  # options come from the data dir, not the fixture
+FORMS = read_labelled(Path(__file__).parent/'fixtures'/'answers_forms.jsonl')   # hand-made: hedges and forms (issue 32)
 OPTS = ('Acute myelogenous leukemia', 'Cholecystitis', 'Renal papillary necrosis', 'Splenic sequestration crisis')
 
 
@@ -102,7 +104,24 @@ def test_overlapping_options_go_to_the_named_one():
 
 def test_extract_version():
     "Defect 4: results can be keyed by the extraction rules' version."
-    assert EXTRACT_VERSION == 3
+    assert EXTRACT_VERSION == 4
+
+
+@pytest.mark.parametrize('r', FORMS, ids=lambda r: f"{r['id']}: {r['note']}")
+def test_hand_made_hedges_and_forms(r):
+    "Issue 32: a hedge is no answer, strict and flexible; the forms reasoning models write are read as labelled."
+    got = (_read(r, strict=True), _read(r, strict=False))
+    assert agrees(got[0], r['strict']) and agrees(got[1], r['human']), (r['text'], got, (r['strict'], r['human']))
+
+
+def test_the_hand_made_table_has_every_form_of_the_issue():
+    notes = {r['note'] for r in FORMS}
+    assert {'B or C', 'B and C', 'B, C', 'C is correct but B is also plausible', '$\\boxed{C}$', '$C$',
+            'Option B is correct.', 'So the answer must be C.', 'Hence, (C) is correct.', '.5', '5/2', '3/4',
+            '= 0.75 without a full stop', 'an echo cut off at its next label'} <= notes, notes
+    hedges = [r for r in FORMS if r['hedge']]
+    assert len(hedges) >= 20 and all(r['human'] is None and r['strict'] is None for r in hedges)
+    assert {r['kind'] for r in hedges} == {'cot', 'after_marker'} and any(not r['choices'] for r in hedges)
 
 
 def test_a_short_option_text_is_read_like_a_long_one_in_real_outputs():
