@@ -67,12 +67,14 @@ def _statements(text:str)->list:
 
 # %% ../nbs/05_answers.ipynb #81887552
 _OP_AFTER = re.compile(r'^[ \t]*(?:[+\-*/\u00d7\u00f7x^]|or\b)[ \t]*[\d($]')   # a sum to do, or a second candidate
+_OP_BEFORE = re.compile(r'[+\-*/\u00d7\u00f7^][ \t]*$')                             # a term of a sum: `x + 4`
 
 def _statement_number(stmt:str)->str|None:
-    "The number an answer statement gives: its result after the last `=`, else its first number (not a bare sum)."
+    "The number an answer statement gives: its result after the last `=`, else its first number (not in a sum)."
     if '=' in stmt: stmt = stmt.rsplit('=', 1)[1]
     m = _ANY_NUM.search(stmt)
-    return None if not m or _OP_AFTER.match(stmt[m.end():]) else normalize_number(m.group())
+    if not m or _OP_AFTER.match(stmt[m.end():]) or _OP_BEFORE.search(stmt[:m.start()]): return None
+    return normalize_number(m.group())
 
 # %% ../nbs/05_answers.ipynb #4990a3af
 _RESULT_END = re.compile(rf'=[ \t]*({_NUMBER})[ \t]*\$?[ \t]*$')
@@ -220,8 +222,7 @@ def extract_letter(text:str, # the model's output
                   )->str|None:
     "The option letter answered in `text` (strict: only `Final answer: L`), or None (also for a hedge)."
     if (a := _strict_letter(text, choices)) or strict: return a
-    t = _unbox(text)
-    said = _said(t, choices)
+    said = _said(t := _unbox(text), choices)
     if len({a for a, listed in said if listed}) > 1: said = [s for s in said if not s[1]]   # a list through the options
     a = said[-1][0] if said else _option_line(t, choices)
     return None if a == '?' else a

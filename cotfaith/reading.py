@@ -12,7 +12,7 @@ from .data import get_info, load_examples
 from .answers import extract, extract_after_marker, normalize_number
 
 # %% auto #0
-__all__ = ['agrees', 'read_labelled', 'agreement']
+__all__ = ['agrees', 'read_labelled', 'agreement', 'agreement_lines']
 
 # %% ../nbs/05b_reading.ipynb #bd1cddcc
 def agrees(pred:str|None, human:str|None)->bool:
@@ -42,3 +42,8 @@ def agreement(rows:list, # labelled rows (`read_labelled`)
             o['n'] += 1
             for s in ('strict', 'flexible'): o[s] += agrees(read(ex, r['text'], strict=s == 'strict'), r['human'])
     return {k: o | {s: o[s] / o['n'] for s in ('strict', 'flexible')} for k, o in out.items()}
+
+def agreement_lines(rows:list, by:str|tuple='dataset')->str:
+    "`agreement` of `rows` per `by` as aligned lines of text, 'all' last."
+    t = sorted(agreement(rows, by).items(), key=lambda kv: (kv[0] == 'all', kv[0]))
+    return '\n'.join(f"{k:28} n={o['n']:4}  strict {o['strict']:6.1%}  flexible {o['flexible']:6.1%}" for k, o in t)
