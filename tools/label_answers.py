@@ -9,7 +9,8 @@
 answer continuations per record (read back from the generation cache by rebuilding their cache keys, which needs
 only the tokenizer; CODE_ROOT is the checkout whose `cotfaith` wrote the records, since step splitting decides the
 prompts). Texts are stored verbatim. `human` is what a person reads in the text, labelled by hand in
-LABELS.json ({id: answer or null, or [answer, note]}); it is never copied from an extractor.
+LABELS.json ({id: answer or null, or [answer, note], or {"human": null, "note": ..., "hedge": true} for a text that
+names more than one answer}); it is never copied from an extractor.
 
 `cache` reads a generation cache alone (a grid still running, whose records are not written yet): each file's text,
 as a chain (`cot`: long, or many tokens), a direct answer (`direct`: short, with a finish reason) or an answer after
@@ -102,10 +103,13 @@ def merge(cands:str, labels:str, out:str=str(FIXTURE)):
     rows = {x['id']: x for x in map(json.loads, p.read_text().splitlines())} if p.exists() else {}
     for x in map(json.loads, open(cands)):
         if x['id'] not in lab: continue
-        h, note = lab[x['id']] if isinstance(lab[x['id']], list) else (lab[x['id']], None)
+        y = lab[x['id']]
+        h, note = y if isinstance(y, list) else (y['human'], y.get('note')) if isinstance(y, dict) else (y, None)
         own = x['dataset'] not in DATASETS                # yes/no options are ours, not a dataset's text: kept
         keep = {k: v for k, v in x.items() if k != 'note' and (k != 'choices' or own)}   # options stay in the data dir
-        rows[x['id']] = {'id': x['id'], 'example': x['id'].split('/')[0], **keep} | {'human': h} | ({'note': note} if note else {})
+        rows[x['id']] = ({'id': x['id'], 'example': x['id'].split('/')[0], **keep} | {'human': h}
+                         | ({'note': note} if note else {})
+                         | ({'hedge': True} if isinstance(y, dict) and y.get('hedge') else {}))
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(''.join(json.dumps(x, ensure_ascii=False) + '\n' for x in rows.values()))
     print(f'{len(rows)} labelled rows -> {out}')
@@ -130,7 +134,8 @@ def cache(folder:str, out:str, model:str, *datasets):
     rows = []
     for f in sorted(Path(folder).glob('*/*.json'), key=lambda f: (f.stat().st_mtime, f.name)):
         g = json.loads(f.read_text())
-        kind = 'cot' if len(g['text']) > 150 or g.get('n_tokens', 0) > 40 else 'direct' if 'finish' in g else 'after_marker'
+        long = len(g['text']) > 150 or g.get('n_tokens', 0) > 40
+        kind = 'cot' if long else 'direct' if 'finish' in g else 'after_marker'
         ex = max((_match(g['text'], e) for e in exs.values()), key=lambda m: m[1])[0] if kind == 'cot' else None
         letter = re.fullmatch(r'\s*\(?[A-J]\)?\.?\s*', g['text']) is not None
         if ex is None and (letter or kind == 'cot' and not re.search(r'\d', g['text'])): continue   # options unknown
