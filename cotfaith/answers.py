@@ -55,7 +55,6 @@ def _marker_lines(text:str)->list:
 # %% ../nbs/05_answers.ipynb #bf35228a
 _CUE = re.compile(r'(?:answer|option|choice)\s*(?:(?:is|would be|will be|should be|must be|has to be)(?:\s*[:=\uff1a])?'
                   r'|[:=\uff1a])|\bboxed:', re.I)
-_SENT_END = re.compile(r'\n|\.(?!\d)|;')
 
 def _unbox(text:str)->str:
     "`text` without decoration, each `\\boxed{` turned into the cue `boxed:`."
@@ -63,10 +62,11 @@ def _unbox(text:str)->str:
 
 def _statements(text:str)->list:
     "Each answer statement of `text`: what follows 'answer is', 'Final answer:' or `\\boxed{`, to the sentence end."
-    return [_SENT_END.split(t[m.end():], 1)[0] for t in [_unbox(text)] for m in _CUE.finditer(t)]
+    return [re.split(r'\n|\.(?!\d)|;', t[m.end():], maxsplit=1)[0] for t in [_unbox(text)] for m in _CUE.finditer(t)]
 
 # %% ../nbs/05_answers.ipynb #81887552
-_OP_AFTER = re.compile(r'^[ \t]*(?:[+\-*/\u00d7\u00f7x^]|or\b)[ \t]*[\d($]')   # a sum to do, or a second candidate
+_OP_AFTER = re.compile(r'^[ \t]*[+\-*/\u00d7\u00f7x^][ \t]*[\d($]'          # a sum still to do: `4 + 5 +`
+                       r'|^[^\d=.]{0,30}?\b(?:or|and)[ \t]+\$?\d')           # a second number: `12 or 13`
 _OP_BEFORE = re.compile(r'[+\-*/\u00d7\u00f7^][ \t]*$')                             # a term of a sum: `x + 4`
 
 def _statement_number(stmt:str)->str|None:
@@ -195,8 +195,8 @@ def _letters(s:str)->list: return re.findall(r'(?<![A-Za-z])([A-J])(?![a-z])', s
 def _hedged(s:str, letter:str|None, choices:tuple)->bool:
     "Whether the statement `s` names another option than `letter` as its answer too (`B or C`, `but B is also right`)."
     line = re.sub(r'boxed:\s*', '', s.split('\n', 1)[0])
-    named = _letters(m.group()) if (m := _LIST.match(line)) else []
-    named = set(named + [L for m in _ALSO.finditer(line) for L in _letters(m.group())]) & set(LETTERS[:len(choices)])
+    named = set((_letters(m.group()) if (m := _LIST.match(line)) else [])
+                + [L for a in _ALSO.finditer(line) for L in _letters(a.group())]) & set(LETTERS[:len(choices)])
     return bool(named - {letter}) and (letter is not None or len(named) > 1)
 
 # %% ../nbs/05_answers.ipynb #e52b77ae
