@@ -32,6 +32,8 @@ def test_fixture_covers_the_grid():
     assert {r['kind'] for r in ROWS} == {'cot', 'direct', 'after_marker'}
     humans = Counter(r['human'] is None for r in ROWS)
     assert humans[True] >= 30 and humans[False] >= 200
+    big = [r for r in ROWS if r['model'] == 'qwen2.5-coder-1.5b']          # issue 32: a model that reasons
+    assert len(big) >= 200 and {r['kind'] for r in big} == {'cot', 'direct', 'after_marker'}
     for r in ROWS:
         h = r['human']
         if h is None: continue
@@ -40,9 +42,9 @@ def test_fixture_covers_the_grid():
 
 def test_agreement_with_the_human_reading():
     "Flexible agrees with the reader on >= 98% of the sample; strict never reads an answer the reader does not."
-    t = agreement(ROWS)
+    t = agreement(ROWS, ('model', 'dataset'))
     assert t['all']['flexible'] >= 0.98, t
-    for d, o in t.items(): assert o['n'] < 20 or o['flexible'] >= 0.95, (d, o)     # per dataset, where n allows
+    for d, o in t.items(): assert o['n'] < 20 or o['flexible'] >= 0.95, (d, o)     # per model and dataset, n >= 20
     strict_wrong = [r['id'] for r in ROWS if (a := _read(r, strict=True)) is not None and not agrees(a, r['human'])]
     assert not strict_wrong, strict_wrong
 
@@ -105,6 +107,13 @@ def test_overlapping_options_go_to_the_named_one():
 def test_extract_version():
     "Defect 4: results can be keyed by the extraction rules' version."
     assert EXTRACT_VERSION == 4
+
+
+def test_every_hedge_is_no_answer():
+    "Issue 32: every labelled hedge, real or hand-made, is read as no answer by both extractors."
+    hedges = [r for r in ROWS + FORMS if r.get('hedge')]
+    assert hedges and all(r['human'] is None for r in hedges)
+    assert [(r['id'], _read(r, True), _read(r, False)) for r in hedges] == [(r['id'], None, None) for r in hedges]
 
 
 @pytest.mark.parametrize('r', FORMS, ids=lambda r: f"{r['id']}: {r['note']}")
