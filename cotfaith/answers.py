@@ -4,30 +4,38 @@
 
 # %% ../nbs/05_answers.ipynb #a67c56ae
 from __future__ import annotations
-import json, re
-from pathlib import Path
+import ast, operator, re
 from decimal import Context, Decimal
+from fractions import Fraction
 
-from .rows import Example, LETTERS
-from .data import get_info, load_examples
+from .rows import Example, LETTERS, option_key
 from .prompts import ANSWER_MARKER
 
 # %% auto #0
 __all__ = ['EXTRACT_VERSION', 'normalize_number', 'extract_number', 'extract_letter', 'extract', 'is_correct',
-           'extract_after_marker', 'agrees', 'read_labelled', 'agreement']
+           'extract_after_marker']
 
 # %% ../nbs/05_answers.ipynb #4837d8a8
-EXTRACT_VERSION = 3   # bump when a rule below changes what is read from a text
+EXTRACT_VERSION = 4   # bump when a rule below changes what is read from a text
 
 # %% ../nbs/05_answers.ipynb #ae8dd206
 _MINUS = '\\-\u2212\u2013'   # hyphen, minus sign, en dash
-_NUMBER = rf'(?<![\w.])[{_MINUS}]?(?:\$ ?)?[{_MINUS}]?(?:\d{{1,3}}(?:,\d{{3}})+|\d+)(?:\.\d+)?(?!\d)'
+_DIGITS = r'(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)'                          # 1,000  12  3.5  .5
+_NUMBER = rf'(?<![\w./])[{_MINUS}]?(?:\$ ?)?[{_MINUS}]?{_DIGITS}(?:/\d+(?![\d/]))?(?!\d)'   # and fractions: 5/2
 _ANY_NUM = re.compile(_NUMBER)
 
+def _fraction(num:str, den:str)->str|None:
+    "The value of `num/den`: a decimal where it has one (`5/2` -> `2.5`), else in lowest terms (`2/6` -> `1/3`)."
+    if int(den) == 0: return None
+    f = Fraction(Decimal(num)) / int(den)
+    d = Context(prec=80).divide(Decimal(f.numerator), Decimal(f.denominator))
+    return normalize_number(format(d, 'f')) if Fraction(d) == f else f'{f.numerator}/{f.denominator}'
+
 def normalize_number(s:str|None)->str|None:
-    "Canonical text of a number's value ('3.5', '1000', '-5'); None for None or anything but one number."
+    "Canonical text of a number's value ('3.5', '1000', '-5', '0.75' for `3/4`); None for anything but one number."
     if s is None: return None
     s = re.sub(f'[{_MINUS}]', '-', s.strip().rstrip('.')).replace('$', '').replace(',', '').replace(' ', '')
+    if m := re.fullmatch(r'(-?(?:\d+(?:\.\d*)?|\.\d+))/(\d+)', s): return _fraction(*m.groups())
     if not re.fullmatch(r'-?(\d+(\.\d*)?|\.\d+)', s): return None
     d = Decimal(s).normalize(Context(prec=len(s)))   # enough digits: never rounds
     return '0' if d == 0 else format(d, 'f')
@@ -35,45 +43,76 @@ def normalize_number(s:str|None)->str|None:
 # %% ../nbs/05_answers.ipynb #83ea85a8
 _DECOR = re.compile(r'\\(?:boxed|text|textbf|mathbf|mathrm|fbox)\s*\{|\\[()\[\]]|\*\*|__|[`{}]'  # LaTeX, bold, code
                     r'|\*(?=[A-Za-z(])|(?<=[\w.):])\*')                                   # *emphasis*, not 2 * 3
+_FRAC = re.compile(r'\\[dt]?frac\s*\{\s*([^{}]*?)\s*\}\s*\{\s*([^{}]*?)\s*\}')          # \frac{3}{4} -> 3/4
 _MARKER_LINE = re.compile(r'final\s*answer\s*[:\uff1a]([^\n]*)', re.I)
 
-def _clean(s:str)->str: return _DECOR.sub('', s)
+def _clean(s:str)->str: return _DECOR.sub('', _FRAC.sub(r'\1/\2', s))
 
 def _marker_lines(text:str)->list:
     "What follows each `Final answer:` marker on its line, without decoration."
     return [m.group(1) for m in _MARKER_LINE.finditer(_clean(text))]
 
 # %% ../nbs/05_answers.ipynb #bf35228a
-_CUE = re.compile(r'(?:answer|option|choice)\s*(?:(?:is|would be|will be|should be)(?:\s*[:=\uff1a])?|[:=\uff1a])'
-                  r'|\bboxed:', re.I)
-_SENT_END = re.compile(r'\n|\.(?!\d)|;')
+_CUE = re.compile(r'(?:answer|option|choice)\s*(?:(?:is|would be|will be|should be|must be|has to be)(?:\s*[:=\uff1a])?'
+                  r'|[:=\uff1a])|\bboxed:', re.I)
+
+def _unbox(text:str)->str:
+    "`text` without decoration, each `\\boxed{` turned into the cue `boxed:`."
+    return _clean(re.sub(r'\\boxed\s*\{', 'boxed: ', text))
 
 def _statements(text:str)->list:
     "Each answer statement of `text`: what follows 'answer is', 'Final answer:' or `\\boxed{`, to the sentence end."
-    t = _clean(re.sub(r'\\boxed\s*\{', 'boxed: ', text))
-    return [_SENT_END.split(t[m.end():], 1)[0] for m in _CUE.finditer(t)]
+    return [re.split(r'\n|\.(?!\d)|;', t[m.end():], maxsplit=1)[0] for t in [_unbox(text)] for m in _CUE.finditer(t)]
 
 # %% ../nbs/05_answers.ipynb #81887552
-_OP_AFTER = re.compile(r'^[ \t]*[+\-*/\u00d7\u00f7x^][ \t]*[\d($]')
+_OP_AFTER = re.compile(r'^[ \t]*[+\-*/\u00d7\u00f7x^][ \t]*[\d($]'          # a sum still to do: `4 + 5 +`
+                       r'|^[^\d=.]{0,30}?\b(?:or|and)[ \t]+\$?\d')           # a second number: `12 or 13`
+_OP_BEFORE = re.compile(r'[+\-*/\u00d7\u00f7^][ \t]*$')                             # a term of a sum: `x + 4`
 
 def _statement_number(stmt:str)->str|None:
-    "The number an answer statement gives: its result after the last `=`, else its first number (not a bare sum)."
+    "The number an answer statement gives: its result after the last `=`, else its first number (not in a sum)."
     if '=' in stmt: stmt = stmt.rsplit('=', 1)[1]
     m = _ANY_NUM.search(stmt)
-    return None if not m or _OP_AFTER.match(stmt[m.end():]) else normalize_number(m.group())
+    if not m or _OP_AFTER.match(stmt[m.end():]) or _OP_BEFORE.search(stmt[:m.start()]): return None
+    return normalize_number(m.group())
+
+# %% ../nbs/05_answers.ipynb #4990a3af
+_RESULT_END = re.compile(rf'=[ \t]*({_NUMBER})[ \t]*\$?[ \t]*$')
+_WORK = re.compile(r'[\d.,$ \t()+\-*/]*$')
+_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+
+def _value(node)->Fraction:
+    "The exact value of a parsed sum of numbers (`+ - * /`, brackets)."
+    if isinstance(node, ast.Constant): return Fraction(Decimal(str(node.value)))
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub): return -_value(node.operand)
+    return _OPS[type(node.op)](_value(node.left), _value(node.right))
+
+def _holds(line:str)->bool:
+    "Whether a line's last `working = N` gives N (as rounded as N is written); True where there is no working."
+    n = _RESULT_END.search(line).group(1)
+    work = re.sub(r'(?<=\d)\s*[x\u00d7]\s*(?=\d)|\\times|\\cdot', '*', line[:line.rindex('=')].split('=')[-1])
+    work = _WORK.search(re.sub(r'\\div|\u00f7', '/', work)).group().replace('$', '').replace(',', '').strip()
+    try: v = _value(ast.parse(work, mode='eval').body)
+    except (SyntaxError, KeyError, AttributeError, ZeroDivisionError, ValueError): return True
+    places = len(n.split('.')[1]) if '.' in n else 0
+    return abs(v - Fraction(normalize_number(n))) <= Fraction(1, 2 * 10 ** places)
 
 # %% ../nbs/05_answers.ipynb #e7d5aa6b
 _LIST_NO = re.compile(r'^[ \t]*(?:[-*][ \t]*)?(?:step[ \t]*)?\d+[ \t]*[.):][ \t]', re.I | re.M)
 
-def _looping(text:str, n:int=4)->bool:
-    "Whether the last `n` lines of `text` are the same line (but for their list numbers)."
+def _looping(text:str, n:int=4, numbers:bool=True)->bool:
+    "Whether the last `n` lines of `text` are the same line (but for their list numbers; `numbers=False`: any number)."
     lines = [l.strip() for l in _LIST_NO.sub('', text).split('\n') if l.strip()][-n:]
+    lines = lines if numbers else [re.sub(r'\d+', '#', l) for l in lines]
     return len(lines) == n and len(set(lines)) == 1
 
 def _cut_off(text:str)->bool:
-    "Whether `text` stops before its end: no closing punctuation, a bare list number last, or a loop."
+    "Whether `text` stops before its end: no closing punctuation nor a last `= N`, a bare list number last, or a loop."
     t = text.rstrip()
-    return not re.search(r'[.!?][\'")\]*_]*$', t) or bool(re.search(r'(?:^|\n)[ \t]*\d+\.$', t)) or _looping(t)
+    last = _clean(t).rstrip().split('\n')[-1]
+    result = _RESULT_END.search(last) and _holds(last) and not _looping(t, numbers=False)   # not counting on
+    ended = re.search(r'[.!?][\'")\]*_]*$', t) or result
+    return not ended or bool(re.search(r'(?:^|\n)[ \t]*\d+\.$', t)) or _looping(t)
 
 # %% ../nbs/05_answers.ipynb #bfd2f4db
 _UNITS = r'(?:[a-zA-Z%$\u00b0][a-zA-Z%$\u00b0 ]*)?'    # words, %, $ or degrees after the number
@@ -92,10 +131,7 @@ def extract_number(text:str, strict:bool=True)->str|None:
 
 # %% ../nbs/05_answers.ipynb #97393844
 _KEY = r'(?:(?:the\s+)?(?:correct\s+|right\s+|best\s+)?(?:option|choice|answer)\s*(?:is\s*)?[:#]?\s*)'
-_LETTER = re.compile(rf'\s*({_KEY})?([(\["\u201c]?)\s*([A-Ja-j])(\s*[)\]"\u201d])?(.*)', re.I | re.S)   # (C), [C], "C"
-
-def _starts_with(s:str, option:str)->bool:
-    return re.match(rf'\s*{re.escape(option.strip())}(?!\w)', s, re.I) is not None
+_LETTER = re.compile(rf'\s*({_KEY})?([(\["\u201c$]?)\s*([A-Ja-j])(\s*[)\]"\u201d$])?(.*)', re.I | re.S)  # (C), "C", $C$
 
 def _choice_at(s:str, choices:tuple)->str|None:
     "The option letter `s` starts with, where it stands as a choice (not the article 'A' or the pronoun 'I')."
@@ -104,55 +140,92 @@ def _choice_at(s:str, choices:tuple)->str|None:
     key, op, cl, rest = m.group(1, 2, 4, 5)
     named = _whole_option(re.sub(r'^\s*[.):]?', '', rest).split('\n')[0], choices)
     if named and named != L.upper(): return None                  # `B. Yes` where B is No: contradicts itself
-    alone = re.match(r'\s*(?:[.):,;\]]|$)', rest) or _starts_with(rest, choices[LETTERS.index(L.upper())])
+    own = re.escape(choices[LETTERS.index(L.upper())].strip())
+    alone = re.match(r'\s*(?:[.):,;\]$]|$)', rest) or re.match(rf'\s*{own}(?!\w)', rest, re.I)
     if key or (op and cl) or alone: return L.upper()
     return L if L.isupper() and L not in 'AI' and re.match(r'\s', rest) else None
 
 # %% ../nbs/05_answers.ipynb #7dc2dad2
-def _norm(s:str)->str:
-    "Lowercase text with tokenised spacing undone (`did n't like her .` -> `didn't like her.`), no end punctuation."
-    s = re.sub(r"\s+([.,!?;:]|n't\b|'(?:s|re|ll|ve|d|m)\b)", r'\1', s.lower().replace('\u2019', "'"))
-    return re.sub(r'\s+', ' ', s).strip().rstrip('.!').strip().strip('"\u201c\u201d')
-
 def _whole_option(s:str, choices:tuple)->str|None:
     "The option `s` is, whole or with a clause after (`No, because`); the longest wins; a tie or a wrong label: None."
     m = re.match(r'\s*(?:[-*]\s*)?(?:[(\[]?([A-Ja-j])[.)\]:]\s+)?', s)
-    label, s = m.group(1), _norm(s[m.end():])
-    named = lambda o: s == o or (s.startswith(o) and re.match(r'\s*[,;:(\u2013\u2014-]', s[len(o):]))
-    hits = sorted(((len(o), L) for L, c in zip(LETTERS, choices) if (o := _norm(c)) and named(o)), reverse=True)
+    label, s, keys = m.group(1), option_key(s[m.end():]), [option_key(c) for c in choices]
+    other = lambda r, o: any(re.match(rf'\s*(?:,|/|or\b|and\b)\s*{re.escape(k)}', r) for k in keys if k and k != o)
+    named = lambda o: s == o or (s.startswith(o) and re.match(r'\s*[,;:(\u2013\u2014-]', s[len(o):])
+                                 and not other(s[len(o):], o))
+    hits = sorted(((len(o), L) for L, o in zip(LETTERS, keys) if o and named(o)), reverse=True)
     hit = hits[0][1] if hits and (len(hits) == 1 or hits[0][0] > hits[1][0]) else None
     return None if hit and label and label.upper() != hit else hit
 
 def _bare_letter(line:str, choices:tuple)->str|None:
-    "The letter a line consists of (`C`, `(C)`, `C.`), else None."
-    m = re.fullmatch(r'\s*[(\[]?([A-Ja-j])[)\].]?\s*', line)
+    "The letter a line consists of (`C`, `(C)`, `C.`, `$C$`), else None."
+    m = re.fullmatch(r'\s*[(\[$]?([A-Ja-j])[)\].$]?\s*', line)
     return m.group(1).upper() if m and m.group(1).upper() in LETTERS[:len(choices)] else None
 
 _LABELLED = re.compile(r'^\s*(?:[-*]\s*)?[(\[]?([A-J])[.)\]:]\s')
 
+def _listing(lines:list, choices:tuple)->set:
+    "Indices of lines that list options: labelled (`B. No`), or a bare letter continuing them (`B. No` then `C`)."
+    lab = {i: m.group(1) for i, l in enumerate(lines) if (m := _LABELLED.match(l))}
+    lab |= {i: b for i, l in enumerate(lines) if (b := _bare_letter(l, choices)) and i - 1 in lab
+            and LETTERS.index(b) == LETTERS.index(lab[i - 1]) + 1}
+    return set(lab) if len(set(lab.values())) > 1 else set()
+
 def _option_line(t:str, choices:tuple)->str|None:
-    "The option named by the lines that are one option; lines labelled with several letters are a list, not a choice."
-    lines = [l for l in t.split('\n') if l.strip()]
-    if len({m.group(1) for l in lines if (m := _LABELLED.match(l))}) > 1:
-        lines = [l for l in lines if not _LABELLED.match(l)]
-    hits = {a for l in lines if (a := _whole_option(l, choices) or _bare_letter(l, choices))}
+    "The option named by the lines that are one option; lines that list several options (an echo) are not read."
+    lines = t.split('\n')
+    listed = _listing(lines, choices)
+    hits = {a for i, l in enumerate(lines)
+            if l.strip() and i not in listed and (a := _whole_option(l, choices) or _bare_letter(l, choices))}
     return hits.pop() if len(hits) == 1 else None
+
+# %% ../nbs/05_answers.ipynb #147fa155
+_OPT = r"(?<![\w'])(?:(?i:option|choice)\s+)?[(\[$]?[A-J][)\]$]?(?![\w'])"     # B, (B), $B$, option B
+_GOOD = r'(?:correct|plausible|possible|right|valid|likely|true|reasonable|acceptable)'
+_LIST = re.compile(rf"\s*(?:(?i:either|both)\s+)?{_OPT}(?:\s*(?:,|/|&|(?i:or|and|and/or)\b)\s*{_OPT})+")
+_ALSO = re.compile(rf"(?:{_OPT}\s+(?:is|are|could|might|may|seems|would)\s+(?:be\s+)?(?:also|equally)|(?i:but|though"
+                   rf"|although|while)\s+{_OPT}\s+(?:is|could|might|may|seems|would)(?:\s+(?:be|also|equally))*)"
+                   rf"\s+(?:\w+\s+)?{_GOOD}\b")
+_VERDICT = re.compile(rf"(?<!if )(?<!If )(?<!not )(?<!nor )(?<!whether )(?:{_OPT}\s*(?:,|/|&|(?i:or|and)\b)\s*)*"
+                      rf"({_OPT})\s+(?:is|must be|would be|seems)\s+(?:the\s+)?(?:most\s+)?"
+                      r"(?:(?:correct|right|best)\b|(?:final\s+)?answer\b)")
+
+def _letters(s:str)->list: return re.findall(r'(?<![A-Za-z])([A-J])(?![a-z])', s)
+
+def _hedged(s:str, letter:str|None, choices:tuple)->bool:
+    "Whether the statement `s` names another option than `letter` as its answer too (`B or C`, `but B is also right`)."
+    line = re.sub(r'boxed:\s*', '', s.split('\n', 1)[0])
+    named = set((_letters(m.group()) if (m := _LIST.match(line)) else [])
+                + [L for a in _ALSO.finditer(line) for L in _letters(a.group())]) & set(LETTERS[:len(choices)])
+    return bool(named - {letter}) and (letter is not None or len(named) > 1)
 
 # %% ../nbs/05_answers.ipynb #e52b77ae
 def _strict_letter(text:str, choices:tuple)->str|None:
-    return next((a for r in _marker_lines(text) if (a := _choice_at(r, choices))), None)
+    "The letter of the first `Final answer:` line that names one; a hedge there is no answer."
+    reads = ['?' if _hedged(r, a, choices) else a for r in _marker_lines(text) for a in [_choice_at(r, choices)]]
+    return next((None if a == '?' else a for a in reads if a), None)
+
+def _said(t:str, choices:tuple)->list:
+    "(letter, or '?' for a hedge; whether on a numbered-list line) of each answer statement in `t`, in order."
+    def at(s): return '?' if _hedged(s, a := _choice_at(s, choices) or _whole_option(s.split('\n')[0], choices),
+                                     choices) else a
+    cues = [(m.start(), at(t[m.end():])) for m in _CUE.finditer(t)]
+    verdicts = [(m.start(), '?' if _hedged(t[m.start():], L, choices) else L) for m in _VERDICT.finditer(t)
+                if (L := _letters(m.group(1))[0]) in LETTERS[:len(choices)]]
+    hedged = {t.count('\n', 0, i) for i, a in cues + verdicts if a == '?'}        # what follows a hedge on its line
+    return [(a, bool(_LIST_NO.match(t, t.rfind('\n', 0, i) + 1))) for i, a in sorted(cues + verdicts)
+            if a and (a == '?' or t.count('\n', 0, i) not in hedged)]
 
 def extract_letter(text:str, # the model's output
                    choices:tuple, # the question's option texts, in letter order
                    strict:bool=True, # True: only a `Final answer: L` line; False: also answer cues and option texts
                   )->str|None:
-    "The option letter answered in `text` (strict: only `Final answer: L`), or None."
+    "The option letter answered in `text` (strict: only `Final answer: L`), or None (also for a hedge)."
     if (a := _strict_letter(text, choices)) or strict: return a
-    t = _clean(text)
-    said = [(a, bool(_LIST_NO.match(t, t.rfind('\n', 0, m.start()) + 1))) for m in _CUE.finditer(t)
-            if (a := _choice_at(t[m.end():], choices) or _whole_option(t[m.end():].split('\n')[0], choices))]
+    said = _said(t := _unbox(text), choices)
     if len({a for a, listed in said if listed}) > 1: said = [s for s in said if not s[1]]   # a list through the options
-    return said[-1][0] if said else _option_line(t, choices)
+    a = said[-1][0] if said else _option_line(t, choices)
+    return None if a == '?' else a
 
 # %% ../nbs/05_answers.ipynb #01ce8822
 def extract(ex:Example, # the question: its `choices` decide between a letter and a number
@@ -175,30 +248,3 @@ def extract_after_marker(ex:Example, # the question the prompt asked
                         )->str|None:
     "The answer in a continuation of a prompt that ends with the answer marker."
     return extract(ex, ANSWER_MARKER + (continuation.split('\n')[0] if strict else continuation), strict)
-
-# %% ../nbs/05_answers.ipynb #bd1cddcc
-def agrees(pred:str|None, human:str|None)->bool:
-    "Whether an extracted answer is the human reading: both None, the same letter, or the same number by value."
-    if pred is None or human is None: return pred is human
-    n = normalize_number(str(human))
-    return normalize_number(pred) == n if n is not None else pred == str(human)
-
-def read_labelled(path:Path)->list:
-    "Rows of a labelled sample with their options: a row's own (yes/no), else its question's from the data dir."
-    rows = [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
-    mc = {r['dataset'] for r in rows if 'choices' not in r and get_info(r['dataset']).kind == 'choice'}
-    opts = {e.id: list(e.choices) for d in mc for s in ('test', 'train') for e in load_examples(d, split=s)}
-    return [r | {'choices': r['choices'] if 'choices' in r else opts.get(r['example'])} for r in rows]
-
-def agreement(rows:list, by:str='dataset')->dict:
-    "Share of labelled `rows` whose strict and flexible answers agree with `human`, per `by` and 'all' (with n)."
-    out = {}
-    for r in rows:
-        ex = Example(r['id'], r['dataset'], question='', answer=str(r['gold']),
-                     choices=tuple(r['choices']) if r['choices'] else None)
-        read = extract if r['kind'] == 'cot' else extract_after_marker
-        for k in (r[by], 'all'):
-            o = out.setdefault(k, {'n': 0, 'strict': 0, 'flexible': 0})
-            o['n'] += 1
-            for s in ('strict', 'flexible'): o[s] += agrees(read(ex, r['text'], strict=s == 'strict'), r['human'])
-    return {k: o | {s: o[s] / o['n'] for s in ('strict', 'flexible')} for k, o in out.items()}

@@ -13,7 +13,7 @@ from functools import partial
 
 from .core import data_dir, file_sha256, project_root
 from .rows import (VERDICTS, DataError, Example, arith_examples, arith_mc_examples,
-                           parse_cosmosqa, parse_generic, parse_gsm8k, parse_medmcqa, parse_medqa)
+                           parse_cosmosqa, parse_generic, parse_gsm8k, parse_medmcqa, parse_medqa, warn_unreadable)
 
 # %% auto #0
 __all__ = ['DATASETS', 'DatasetInfo', 'in_train_slice', 'slice_rule', 'normalise_text', 'split_groups', 'file_shape', 'get_info',
@@ -182,6 +182,7 @@ def read_file(path:Path, # the local .jsonl (or CosmosQA .csv) file
     if not out: raise DataError(f"{path}: no examples (the file is empty or has only blank lines). Fix: one JSON "
                                 "object per line")
     _check_unique_ids(out, path)
+    warn_unreadable(out, path)
     return out
 
 def _check_unique_ids(exs:list, path:Path):

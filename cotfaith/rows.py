@@ -4,13 +4,13 @@
 
 # %% ../nbs/00b_rows.ipynb #872c9552
 from __future__ import annotations
-import functools, random, re
+import functools, random, re, warnings
 from dataclasses import dataclass, asdict
 
 # %% auto #0
 __all__ = ['LETTERS', 'ARITH_OPS', 'ARITH_SIZES', 'GENERIC_FIELDS', 'VERDICTS', 'MAX_CONTEXT_CHARS', 'Example', 'DataError',
-           'parse_gsm8k', 'parse_medqa', 'parse_medmcqa', 'parse_cosmosqa', 'arith_chain', 'arith_examples', 'arith_mc',
-           'arith_mc_examples', 'parse_generic']
+           'parse_gsm8k', 'option_key', 'option_problems', 'warn_unreadable', 'parse_medqa', 'parse_medmcqa',
+           'parse_cosmosqa', 'arith_chain', 'arith_examples', 'arith_mc', 'arith_mc_examples', 'parse_generic']
 
 # %% ../nbs/00b_rows.ipynb #0a7fb47f
 LETTERS = 'ABCDEFGHIJ'
@@ -72,6 +72,40 @@ def _letter(gold, choices:tuple)->str:
     if g not in LETTERS[:len(choices)]:
         raise DataError(f"gold answer '{gold}' is not one of the options {LETTERS[:len(choices)]}")
     return g
+
+# %% ../nbs/00b_rows.ipynb #c8763ef4
+def option_key(text:str)->str:
+    "An option's text as answers are matched to it: lowercase, tokenised spacing undone (`did n't` -> `didn't`)."
+    s = re.sub(r"\s+([.,!?;:]|n't\b|'(?:s|re|ll|ve|d|m)\b)", r'\1', text.lower().replace('\u2019', "'"))
+    return re.sub(r'\s+', ' ', s).strip().rstrip('.!').strip().strip('"\u201c\u201d')
+
+_LABEL_START = re.compile(r'\s*[(\[]?([A-Ja-j])\s*[.):\]](\s)?')
+
+def _labelled(text:str, n:int)->bool:
+    "Whether an option's text starts like a label: one of the `n` letters (`A)59`), or a letter and space (`E. coli`)."
+    return bool(m := _LABEL_START.match(text)) and (m[1].upper() in LETTERS[:n] or m[2] is not None)
+
+def option_problems(choices:tuple|None)->list:
+    "Why a question's options cannot be read right: two with the same text, or one that starts with a label."
+    keys, cs = [option_key(c) for c in choices or ()], choices or ()
+    groups = [[L for L, j in zip(LETTERS, keys) if j == k] for k in dict.fromkeys(keys)]
+    same = [', '.join(Ls[:-1]) + ' and ' + Ls[-1] for Ls in groups if len(Ls) > 1]
+    return ([f'options {s} have the same text' for s in same]
+            + [f'option {L} starts with a label ({c[:12]!r})' for L, c in zip(LETTERS, cs) if _labelled(c, len(cs))])
+
+# %% ../nbs/00b_rows.ipynb #76d8a602
+_warned = set()
+
+def warn_unreadable(exs:list, # the examples read from one file (`source`: 'file:line')
+                    path:str, # the file, as the warning names it
+                   )->list:
+    "Warn once per file about the rows whose options cannot be read right; return those rows, described."
+    bad = [f"line {e.source.rsplit(':', 1)[-1]}: {'; '.join(p)}" for e in exs if (p := option_problems(e.choices))]
+    if bad and (str(path), len(bad)) not in _warned:
+        _warned.add((str(path), len(bad)))
+        warnings.warn(f"{path}: {len(bad)} rows whose options cannot be read right (an answer naming them may be "
+                      f"misread): {', '.join(bad)}")
+    return bad
 
 # %% ../nbs/00b_rows.ipynb #2e78a7e5
 def _parse_mc(name:str, row:dict, idx:str, q_key='question')->Example:

@@ -6,12 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from cotfaith.answers import (EXTRACT_VERSION, agreement, agrees, read_labelled, extract, extract_after_marker, extract_letter,
-                              extract_number, is_correct, normalize_number)
+from cotfaith.answers import (EXTRACT_VERSION, extract, extract_after_marker, extract_letter, extract_number,
+                              is_correct, normalize_number)
+from cotfaith.reading import agreement, agrees, read_labelled
 from cotfaith.data import Example
 
 FIXTURE = Path(__file__).parent/'fixtures'/'answers.jsonl'
 ROWS = read_labelled(FIXTURE)                  # options come from the data dir, not the fixture
+FORMS = read_labelled(Path(__file__).parent/'fixtures'/'answers_forms.jsonl')   # hand-made: hedges and forms (issue 32)
 OPTS = ('Acute myelogenous leukemia', 'Cholecystitis', 'Renal papillary necrosis', 'Splenic sequestration crisis')
 
 
@@ -30,6 +32,8 @@ def test_fixture_covers_the_grid():
     assert {r['kind'] for r in ROWS} == {'cot', 'direct', 'after_marker'}
     humans = Counter(r['human'] is None for r in ROWS)
     assert humans[True] >= 30 and humans[False] >= 200
+    big = [r for r in ROWS if r['model'] == 'qwen2.5-coder-1.5b']          # issue 32: a model that reasons
+    assert len(big) >= 200 and {r['kind'] for r in big} == {'cot', 'direct', 'after_marker'}
     for r in ROWS:
         h = r['human']
         if h is None: continue
@@ -38,9 +42,9 @@ def test_fixture_covers_the_grid():
 
 def test_agreement_with_the_human_reading():
     "Flexible agrees with the reader on >= 98% of the sample; strict never reads an answer the reader does not."
-    t = agreement(ROWS)
+    t = agreement(ROWS, ('model', 'dataset'))
     assert t['all']['flexible'] >= 0.98, t
-    for d, o in t.items(): assert o['n'] < 20 or o['flexible'] >= 0.95, (d, o)     # per dataset, where n allows
+    for d, o in t.items(): assert o['n'] < 20 or o['flexible'] >= 0.95, (d, o)     # per model and dataset, n >= 20
     strict_wrong = [r['id'] for r in ROWS if (a := _read(r, strict=True)) is not None and not agrees(a, r['human'])]
     assert not strict_wrong, strict_wrong
 
@@ -102,7 +106,31 @@ def test_overlapping_options_go_to_the_named_one():
 
 def test_extract_version():
     "Defect 4: results can be keyed by the extraction rules' version."
-    assert EXTRACT_VERSION == 3
+    assert EXTRACT_VERSION == 4
+
+
+def test_every_hedge_is_no_answer():
+    "Issue 32: every labelled hedge, real or hand-made, is read as no answer by both extractors."
+    hedges = [r for r in ROWS + FORMS if r.get('hedge')]
+    assert hedges and all(r['human'] is None for r in hedges)
+    assert [(r['id'], _read(r, True), _read(r, False)) for r in hedges] == [(r['id'], None, None) for r in hedges]
+
+
+@pytest.mark.parametrize('r', FORMS, ids=lambda r: f"{r['id']}: {r['note']}")
+def test_hand_made_hedges_and_forms(r):
+    "Issue 32: a hedge is no answer, strict and flexible; the forms reasoning models write are read as labelled."
+    got = (_read(r, strict=True), _read(r, strict=False))
+    assert agrees(got[0], r['strict']) and agrees(got[1], r['human']), (r['text'], got, (r['strict'], r['human']))
+
+
+def test_the_hand_made_table_has_every_form_of_the_issue():
+    notes = {r['note'] for r in FORMS}
+    assert {'B or C', 'B and C', 'B, C', 'C is correct but B is also plausible', '$\\boxed{C}$', '$C$',
+            'Option B is correct.', 'So the answer must be C.', 'Hence, (C) is correct.', '.5', '5/2', '3/4',
+            '= 0.75 without a full stop', 'an echo cut off at its next label'} <= notes, notes
+    hedges = [r for r in FORMS if r['hedge']]
+    assert len(hedges) >= 20 and all(r['human'] is None and r['strict'] is None for r in hedges)
+    assert {r['kind'] for r in hedges} == {'cot', 'after_marker'} and any(not r['choices'] for r in hedges)
 
 
 def test_a_short_option_text_is_read_like_a_long_one_in_real_outputs():

@@ -1,10 +1,12 @@
 "The loaders on the real dataset files in the data dir, and clear errors on malformed rows."
 import json
+import re
+import warnings
 from collections import Counter
 
 import pytest
 
-from cotfaith.data import DataError, load_examples, read_file, parse_gsm8k, parse_medqa, parse_cosmosqa
+from cotfaith.data import DataError, load_examples, read_file, parse_generic, parse_gsm8k, parse_medqa, parse_cosmosqa
 
 FILE_ROWS = {'gsm8k': 1319, 'medqa': 1273, 'medmcqa': 2816, 'cosmosqa': 2985}
 
@@ -111,3 +113,28 @@ def test_a_duplicate_id_is_one_error_naming_both_lines(tmp_path):
                  '{"id": "q1", "question": "3 + 3?", "answer": "6"}\n')
     with pytest.raises(DataError, match=r"mine.jsonl:3: id 'mine-q1' is also the id of line 1\. Fix:"):
         load_examples(str(f))
+
+
+def test_options_that_cannot_be_read_right_warn_once_per_file_naming_the_lines(tmp_path):
+    "Issue 32: two options with one text, or a label inside an option (`A)A)59`), load with one warning per file."
+    f = tmp_path/'mine.jsonl'
+    f.write_text('{"id": "a", "question": "7 + 52?", "answer": "A", "options": ["A)A)59", "B)60", "C)61"]}\n'
+                 '{"id": "b", "question": "1 + 1?", "answer": "2"}\n'
+                 '{"id": "c", "question": "Which?", "answer": "B", "options": ["Same", "same.", "Other"]}\n')
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        for _ in range(3): assert len(read_file(f, parse_generic)) == 3
+    assert len(w) == 1 and str(w[0].message).startswith(f'{f}: 2 rows whose options cannot be read right'), w
+    assert re.findall(r'line (\d+): (option[^,]*)', str(w[0].message)) == [
+        ('1', "option A starts with a label ('A)59')"), ('3', 'options A and B have the same text')]
+
+
+UNREADABLE_ROWS = {'gsm8k': 0, 'medqa': 1, 'medmcqa': 25, 'cosmosqa': 0}    # whole file (test and train slices)
+
+
+@pytest.mark.parametrize('name', FILE_ROWS)
+def test_the_real_files_still_load_and_name_their_unreadable_rows(name):
+    from cotfaith.rows import option_problems
+    exs = load_examples(name, 'test') + (load_examples(name, 'train') if name != 'gsm8k' else [])
+    assert len({e.id for e in exs}) == FILE_ROWS[name]
+    assert sum(bool(option_problems(e.choices)) for e in exs) == UNREADABLE_ROWS[name]

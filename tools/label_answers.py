@@ -3,14 +3,22 @@
     python tools/label_answers.py collect RESULTS_DIR CANDIDATES.jsonl [CODE_ROOT [TAG [ET_PICKS]]]  # unlabelled
     python tools/label_answers.py show CANDIDATES.jsonl [FROM [TO]]      # print them for reading
     python tools/label_answers.py merge CANDIDATES.jsonl LABELS.json     # labelled rows -> into the fixture
+    python tools/label_answers.py cache CACHE_DIR CANDIDATES.jsonl MODEL [DATASET ...]   # from a generation cache
 
 `collect` takes every CoT and direct answer in the per-instance records under RESULTS_DIR, and a few early-termination
 answer continuations per record (read back from the generation cache by rebuilding their cache keys, which needs
 only the tokenizer; CODE_ROOT is the checkout whose `cotfaith` wrote the records, since step splitting decides the
 prompts). Texts are stored verbatim. `human` is what a person reads in the text, labelled by hand in
-LABELS.json ({id: answer or null, or [answer, note]}); it is never copied from an extractor.
+LABELS.json ({id: answer or null, or [answer, note], or {"human": null, "note": ..., "hedge": true} for a text that
+names more than one answer}); it is never copied from an extractor.
+
+`cache` reads a generation cache alone (a grid still running, whose records are not written yet): each file's text,
+as a chain (`cot`: long, or many tokens), a direct answer (`direct`: short, with a finish reason) or an answer after
+the marker (`after_marker`: short, without one); a chain is matched to its question among `load_examples(d, 'test',
+n=100, seed=0)` of each DATASET by the numbers and words it shares with it (unmatched rows keep the file's hash in
+their id and no `example`); multiple-choice rows are kept only where matched, since their options come from there.
 """
-import json, sys
+import json, re, sys
 from pathlib import Path
 
 from cotfaith.data import DATASETS
@@ -95,15 +103,50 @@ def merge(cands:str, labels:str, out:str=str(FIXTURE)):
     rows = {x['id']: x for x in map(json.loads, p.read_text().splitlines())} if p.exists() else {}
     for x in map(json.loads, open(cands)):
         if x['id'] not in lab: continue
-        h, note = lab[x['id']] if isinstance(lab[x['id']], list) else (lab[x['id']], None)
+        y = lab[x['id']]
+        h, note = y if isinstance(y, list) else (y['human'], y.get('note')) if isinstance(y, dict) else (y, None)
         own = x['dataset'] not in DATASETS                # yes/no options are ours, not a dataset's text: kept
         keep = {k: v for k, v in x.items() if k != 'note' and (k != 'choices' or own)}   # options stay in the data dir
-        rows[x['id']] = {'id': x['id'], 'example': x['id'].split('/')[0], **keep} | {'human': h} | ({'note': note} if note else {})
+        rows[x['id']] = ({'id': x['id'], 'example': x['id'].split('/')[0], **keep} | {'human': h}
+                         | ({'note': note} if note else {})
+                         | ({'hedge': True} if isinstance(y, dict) and y.get('hedge') else {}))
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(''.join(json.dumps(x, ensure_ascii=False) + '\n' for x in rows.values()))
     print(f'{len(rows)} labelled rows -> {out}')
 
 
+def _words(t:str)->set: return set(re.findall(r"[a-z]{4,}|\d+(?:\.\d+)?", t.lower().replace(',', '')))
+
+
+def _match(text:str, exs:list)->tuple:
+    "(example, score) of the question `text` shares the most numbers and words with (shared / sqrt(its own))."
+    w = _words(text)
+    scored = sorted(((len((q := _words(e.question + ' ' + ' '.join(e.choices or ()))) & w) / max(len(q), 1) ** 0.5, i)
+                     for i, e in enumerate(exs)), reverse=True)
+    (best, i), second = scored[0], scored[1][0]
+    return (exs[i], best) if best >= 1.5 and best >= 1.2 * second else (None, best)
+
+
+def cache(folder:str, out:str, model:str, *datasets):
+    "Unlabelled rows from the generation cache `folder` (`*/*.json`), chains matched to questions of `datasets`."
+    from cotfaith.data import load_examples
+    exs = {d: load_examples(d, 'test', n=100, seed=0) for d in datasets or ('gsm8k',)}
+    rows = []
+    for f in sorted(Path(folder).glob('*/*.json'), key=lambda f: (f.stat().st_mtime, f.name)):
+        g = json.loads(f.read_text())
+        long = len(g['text']) > 150 or g.get('n_tokens', 0) > 40
+        kind = 'cot' if long else 'direct' if 'finish' in g else 'after_marker'
+        ex = max((_match(g['text'], e) for e in exs.values()), key=lambda m: m[1])[0] if kind == 'cot' else None
+        letter = re.fullmatch(r'\s*\(?[A-J]\)?\.?\s*', g['text']) is not None
+        if ex is None and (letter or kind == 'cot' and not re.search(r'\d', g['text'])): continue   # options unknown
+        d = ex.dataset if ex else 'gsm8k'
+        rows.append({'id': f"{model}/{ex.id if ex else f.stem[:12]}/base/{kind}", 'example': ex and ex.id, 'dataset': d,
+                     'kind': kind, 'model': model, 'variant': 'base', 'choices': ex and ex.choices,
+                     'gold': ex.answer if ex else None, 'text': g['text'], 'human': None})
+    Path(out).write_text(''.join(json.dumps(x, ensure_ascii=False) + '\n' for x in rows))
+    print(f'{len(rows)} rows -> {out} ({sum(r["example"] is not None for r in rows)} matched to their question)')
+
+
 if __name__ == '__main__':
     cmd, *args = sys.argv[1:]
-    {'collect': collect, 'show': lambda c, *ab: show(c, *map(int, ab)), 'merge': merge}[cmd](*args)
+    {'collect': collect, 'show': lambda c, *ab: show(c, *map(int, ab)), 'merge': merge, 'cache': cache}[cmd](*args)
