@@ -4,7 +4,7 @@
 
 # %% ../nbs/10a_batch.ipynb #430a23ee
 from __future__ import annotations
-import json, logging, os, signal, subprocess, sys, time
+import json, logging, os, shutil, signal, subprocess, sys, time
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -97,6 +97,16 @@ def code_fingerprint(notebook:Path)->str:
 
 def _done_file(out:Path)->Path: return out.with_suffix('.done.json')
 
+def _rel(notebook:Path)->str:
+    "How the manifest names a notebook: relative to its own project, wherever the batch runs from."
+    return str(rel_path(Path(notebook).resolve(), project_root(Path(notebook).parent)))
+
+def _manifest_lock(path:Path)->FileLock:
+    "The lock of the manifest `path`, in the cache (figures/ is committed); one per path in a process, re-entrant."
+    lock = cache_dir()/'locks'/f'manifest-{hash_key(str(Path(path).resolve()))}.lock'
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(lock), is_singleton=True)
+
 def _drawn_intact(figs:list)->bool:
     "Whether every file of `figs` is in the figures folder with the content the run that drew it recorded."
     return all((p := figures_dir()/x).exists() and file_sha256(p) == g.get('sha256', {}).get(x)
@@ -109,14 +119,14 @@ def _is_done(out:Path, params:dict, code:str)->bool:
     d = json.loads(f.read_text())
     return d['parameters'] == params and d['code'] == code and _drawn_intact(d['figures'])
 
-def _read_log(log:Path)->tuple:
-    "The figures (files and their sha256) and the results files a run's log names."
+def _read_log(log:Path, folder:Path|None=None)->tuple:
+    "The figures (files and their sha256, read in `folder`, default the figures folder) and results a run's log names."
     entries = [json.loads(l) for l in log.read_text().splitlines()] if log.exists() else []
     figs = {}
     for e in entries:
         if 'figure' in e: figs.setdefault(e['figure'], {'figure': e['figure'], 'files': []})['files'] += e['files']
     figs = [f | {'files': sorted(set(f['files']))} for f in figs.values()]
-    for f in figs: f['sha256'] = {x: file_sha256(figures_dir()/x) for x in f['files']}
+    for f in figs: f['sha256'] = {x: file_sha256(Path(folder or figures_dir())/x) for x in f['files']}
     return figs, sorted({r for e in entries for r in e.get('results', [])})
 
 def update_manifest(notebook:Path, # the analysis notebook that ran
@@ -127,12 +137,9 @@ def update_manifest(notebook:Path, # the analysis notebook that ran
                    )->Path:
     "Record each figure a run drew: its notebook, parameters, files with their sha256, results files, package versions."
     path = Path(path or figures_dir()/'manifest.json')
-    # the lock is not in figures/, which is committed
-    lock = cache_dir()/'locks'/f'manifest-{hash_key(str(path.resolve()))}.lock'
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(lock)):
+    with _manifest_lock(path):
         m = json.loads(path.read_text()) if path.exists() else {}
-        nb = str(rel_path(Path(notebook).resolve(), project_root(Path(notebook).parent)))    # wherever it runs from
+        nb = _rel(notebook)
         for g in figures:
             m[g['figure']] = {'notebook': nb, 'parameters': params, 'files': g['files'], 'sha256': g.get('sha256', {}),
                               'results': results, 'packages': package_versions()}
@@ -147,8 +154,7 @@ def _committed_manifest(root:Path)->dict:
 
 def _expected(nb:Path, params:dict, manifest:dict)->dict:
     "The committed figures drawn by `nb` with `params`: figure -> sha256 of each of its files."
-    rel = str(rel_path(Path(nb).resolve(), project_root(Path(nb).parent)))
-    return {f: e['sha256'] for f, e in manifest.items() if e['notebook'] == rel and e['parameters'] == params}
+    return {f: e['sha256'] for f, e in manifest.items() if e['notebook'] == _rel(nb) and e['parameters'] == params}
 
 def _checked(want:dict, manifest:dict)->bool:
     "Whether every figure of `want` was once redrawn from the committed records and found the same."
@@ -172,13 +178,30 @@ def _unlike(figures:list, want:dict)->str|None:
                 "extra): the committed records do not reproduce them. Fix: find what changed since they were drawn")
     return None
 
-# %% ../nbs/10a_batch.ipynb #ac8bd3ff
-def _claimed(drawn:dict, figs:list, name:str)->list:
-    "The figures of run `name` that another run of this batch drew already; records the rest as drawn by `name`."
-    clash = [g['figure'] for g in figs if drawn.get(g['figure'], name) != name]
-    drawn.update({g['figure']: name for g in figs if g['figure'] not in clash})
-    return clash
+# %% ../nbs/10a_batch.ipynb #4d264a58
+def _place(nb:Path, # the run's notebook
+           params:dict, # its parameters
+           name:str, # its name (`batch_runs`)
+           rec:dict, # what it drew: its done record (`_run_one`)
+           scratch:Path, # where it drew
+           runs:list, # (notebook, parameters, name) of every run of the batch
+           record:bool=True, # record the figures in the manifest (not in a committed redraw)
+          ):
+    "Move the figures a run drew in `scratch` into place: a `BatchError`, nothing moved, if another run drew one."
+    path = figures_dir()/'manifest.json'
+    with _manifest_lock(path):
+        m = json.loads(path.read_text()) if path.exists() else {}
+        by = {g['figure']: other for g in rec['figures'] if (e := m.get(g['figure']))
+              for n, p, other in runs if other != name and (e['notebook'], e['parameters']) == (_rel(n), p)}
+        if by:
+            raise BatchError(f"{nb.name} {name} drew {sorted(by)}, which {sorted(set(by.values()))} of this batch drew "
+                             f"too: none of its figures was moved into {figures_dir()}, and the manifest is as it was. "
+                             "Fix: give the runs distinct figure_name parameters, or remove short_names from the batch "
+                             "file")
+        for x in (x for g in rec['figures'] for x in g['files']): os.replace(Path(scratch)/x, figures_dir()/x)
+        if record: update_manifest(nb, params, figures=rec['figures'], results=rec['results'], path=path)
 
+# %% ../nbs/10a_batch.ipynb #ac8bd3ff
 def _kernel_manager(log:Path)->type:
     "A kernel manager whose kernel process writes its own output (its logger, shutdown tracebacks) to `log`."
     from jupyter_client import AsyncKernelManager
@@ -225,19 +248,20 @@ def _signals_remembered():
     finally:
         for s, h in old.items(): signal.signal(s, h)
 
-def _run_one(nb:Path, params:dict, name:str, out:Path, tag:str, kernel:str, verbose:bool)->str|dict:
-    "Execute one run and record it as done: its done record, or the one-line reason it failed."
+def _run_one(nb:Path, params:dict, name:str, out:Path, tag:str, kernel:str, verbose:bool, scratch:Path)->str|dict:
+    "Execute one run, its figures drawn in `scratch`: its done record, or the one-line reason it failed."
     import papermill as pm
     code, t0, log = code_fingerprint(nb), time.time(), out.with_suffix('.log.jsonl')
     out.parent.mkdir(parents=True, exist_ok=True)
     _done_file(out).unlink(missing_ok=True)
     for f in (log, out.with_suffix('.kernel.log')): f.unlink(missing_ok=True)
-    try: _execute(nb, out, params, kernel, verbose, env={'COTFAITH_RUN_LOG': str(log), 'COTFAITH_FIGURE_TAG': tag})
+    env = {'COTFAITH_RUN_LOG': str(log), 'COTFAITH_FIGURE_TAG': tag, 'COTFAITH_FIGURES_DIR': str(scratch)}
+    try: _execute(nb, out, params, kernel, verbose, env=env)
     except pm.PapermillExecutionError as e:
         # Ctrl-C reached the kernel first
         if e.ename == 'KeyboardInterrupt': raise KeyboardInterrupt from None
         return f'{nb.name} {name} failed with {e.ename}: {e.evalue} (traceback in {out})'
-    figs, results = _read_log(log)
+    figs, results = _read_log(log, scratch)
     return {'parameters': params, 'code': code, 'figures': figs, 'results': results,
             'seconds': round(time.time() - t0, 1)}
 
@@ -287,7 +311,7 @@ def run_batch(batch_file:Path, # the batch YAML file: notebook, defaults and run
         k = sum(bool(_expected(nb, p, manifest)) for nb, p, _ in runs)
         print(f'{batch_file.name}: redrawing the {k} of {len(runs)} runs with committed figures from the committed '
               f'records, with no forward pass (make status says where the {len(runs) - k} others stand)', flush=True)
-    out_dir, done, failed, drawn = Path(out_dir or root/'runs').resolve(), [], [], {}
+    out_dir, done, failed = Path(out_dir or root/'runs').resolve(), [], []
     as_committed = not os.environ.get('COTFAITH_FIGURES_DIR') and figure_tag(batch_file, params={}, **overrides) == ''
     outs = [out_dir/nb.stem/f'{name}.ipynb' for nb, _, name in runs]
     if force and jobs > 1:
@@ -304,25 +328,30 @@ def run_batch(batch_file:Path, # the batch YAML file: notebook, defaults and run
         fresh = _done_file(out).exists() and _done_file(out).stat().st_mtime >= t_start      # done by a helper now
         if (committed and not fresh) or (force and jobs == 1) or not _is_done(out, params, code_fingerprint(nb)):
             return execute(i, nb, params, name, out, want)                  # committed: always redrawn, the check
-        _claimed(drawn, json.loads(_done_file(out).read_text())['figures'], name)
         print(f'[{i}/{len(runs)}] {nb.name} {name}: done, skipped', flush=True)
         done.append(out)
 
     def execute(i, nb, params, name, out, want=None):
         print(f'[{i}/{len(runs)}] {nb.name} {params}', flush=True)
-        with _signals_remembered() as got, _env({'COTFAITH_COMMITTED_ONLY': '1'} if committed else {}):
-            tag = figure_tag(batch_file, params, **overrides)
-            try: rec = _run_one(nb, params, name, out, tag, kernel, verbose and jobs == 1)
-            except KeyboardInterrupt as e: got.append(e)
+        scratch = figures_dir()/f'.partial-run-{hash_key(str(out))}'        # drawn here, moved once checked (_place)
+        shutil.rmtree(scratch, ignore_errors=True)
+        rec = None
+        try:
+            with _signals_remembered() as got, _env({'COTFAITH_COMMITTED_ONLY': '1'} if committed else {}):
+                tag = figure_tag(batch_file, params, **overrides)
+                try: rec = _run_one(nb, params, name, out, tag, kernel, verbose and jobs == 1, scratch)
+                except KeyboardInterrupt as e: got.append(e)
+            finish(i, nb, params, name, out, want, rec, got, scratch)
+        finally: shutil.rmtree(scratch, ignore_errors=True)
+
+    def finish(i, nb, params, name, out, want, rec, got, scratch):
+        "Record run `i` as done once its figures are in place, or say why it failed."
         if got:                                            # not recorded as done, whatever papermill returned
             kept = sum(_done_file(o).exists() for o in outs)
             print(f'\ncotfaith: interrupted during {nb.name} {name}, with {kept} of {len(runs)} runs done and '
                   'recorded. Rerun the same command to resume.', file=sys.stderr, flush=True)
             term = any(isinstance(g, Terminated) or g == signal.SIGTERM for g in got)
             raise Terminated() if term else KeyboardInterrupt()
-        if isinstance(rec, dict) and (clash := _claimed(drawn, rec['figures'], name)):
-            rec = (f"{nb.name} {name} drew {clash}, which another run of this batch drew too. Fix: give "
-                   "the runs distinct figure_name parameters, or remove short_names from the batch file")
         if want is not None and isinstance(rec, dict) and (why := _unlike(rec['figures'], want)):
             rec = f'{nb.name} {name} {why}'
         if want is not None and isinstance(rec, str) and 'with NotCommitted' in rec and not _checked(want, manifest):
@@ -331,8 +360,8 @@ def run_batch(batch_file:Path, # the batch YAML file: notebook, defaults and run
         if isinstance(rec, str):
             print(f'cotfaith: error: {rec}', flush=True)
             return failed.append(out)
-        if want is None: update_manifest(nb, params, figures=rec['figures'], results=rec['results'])
-        else: mark_checked(want)
+        _place(nb, params, name, rec, scratch, runs, record=want is None)
+        if want is not None: mark_checked(want)
         atomic_write(_done_file(out), json.dumps(rec, indent=1))
         print(f"  -> {rel_path(out, root)} in {rec['seconds']:.0f} s", flush=True)
         done.append(out)

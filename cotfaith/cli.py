@@ -17,7 +17,7 @@ from .core import SettingError, atomic_write, hash_key
 from .data import DataError
 from .models import ModelError
 from .generate import CacheError
-from .frame import TESTS
+from .frame import TESTS, RangeError
 from .finetune import FinetuneConfigError
 from .stats import accuracy_table, summary_row
 from .config import ConfigError, ExperimentConfig
@@ -33,7 +33,7 @@ __all__ = ['USER_ERRORS', 'cli', 'config_parser', 'report_path', 'write_report',
 
 # %% ../nbs/10b_cli.ipynb #99f7d15c
 USER_ERRORS = (DataError, ModelError, ResultsError, ConfigError, FinetuneConfigError, BatchError, CacheError,
-               SettingError, RecordsError, NotCommitted)
+               SettingError, RecordsError, NotCommitted, RangeError)
 
 def _on_sigterm(signum, frame): raise Terminated()
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #7c98f303
 from __future__ import annotations
-import hashlib, json, os, platform, random, re, subprocess, sys, tempfile, warnings
+import errno, hashlib, json, os, platform, random, re, subprocess, sys, tempfile, warnings
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -16,10 +16,10 @@ import torch
 warnings.filterwarnings('ignore', message='IProgress not found')
 
 # %% auto #0
-__all__ = ['DIRS', 'COMMITTED_FIGURES', 'PACKAGES', 'project_root', 'data_dir', 'cache_dir', 'results_dir', 'figures_dir',
-           'records_dir', 'SettingError', 'writable_dir', 'absolute_dirs', 'canonical_json', 'hash_key', 'file_sha256',
-           'slug', 'rel_path', 'atomic_write', 'set_seed', 'package_versions', 'git_state', 'run_metadata', 'run_log',
-           'figure_stem']
+__all__ = ['DIRS', 'COMMITTED_FIGURES', 'DISK_FULL', 'PACKAGES', 'project_root', 'data_dir', 'cache_dir', 'results_dir',
+           'figures_dir', 'records_dir', 'SettingError', 'writable_folder', 'writable_dir', 'absolute_dirs',
+           'canonical_json', 'hash_key', 'file_sha256', 'slug', 'rel_path', 'atomic_write', 'umask_files', 'no_space',
+           'set_seed', 'package_versions', 'git_state', 'run_metadata', 'run_log', 'figure_stem']
 
 # %% ../nbs/00_core.ipynb #9f7dac76
 def project_root(start:Path|None=None # where to start looking (default: the working directory)
@@ -62,15 +62,20 @@ def records_dir()->Path:
 class SettingError(ValueError):
     "A folder setting that cannot be used."
 
+def writable_folder(p:Path, # a folder to write into (it need not exist yet)
+                    what:str, # what it is, for the message: a setting's name, or e.g. 'the results folder of this run'
+                    fix:str, # what else the user can do, for the message
+                   )->Path:
+    "`p`, checked: it, or the nearest part of it that exists, is a folder we can write to; else one `SettingError`."
+    have = next(x for x in [Path(p), *Path(p).parents] if x.exists())
+    if not have.is_dir(): why, undo = 'is a file, not a folder', f'move {have} away'
+    elif not os.access(have, os.W_OK): why, undo = 'is not writable', f'chmod u+w {have}'
+    else: return Path(p)
+    raise SettingError(f"{what} is {p}, but {have} {why}. Fix: {undo}, or {fix}")
+
 def writable_dir(env:str)->Path:
-    "The folder setting `env` names, checked: it, or the nearest part of it that exists, is a folder we can write to."
-    p = _setting(env)
-    have = next(x for x in [p, *p.parents] if x.exists())
-    if not have.is_dir(): raise SettingError(f"{env} is {p}, but {have} is a file, not a folder. Fix: point {env} at "
-                                             "a folder")
-    if not os.access(have, os.W_OK): raise SettingError(f"{env} is {p}, and {have} is not writable. Fix: point {env} "
-                                                        "at a folder you can write")
-    return p
+    "The folder setting `env` names, checked (`writable_folder`)."
+    return writable_folder(_setting(env), env, f'point {env} at a folder you can write')
 
 @contextmanager
 def absolute_dirs(root:Path|None=None # project root for the folders left unset (default: found from the cwd)
@@ -134,6 +139,20 @@ def atomic_write(path:Path, text:str|bytes)->Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+def umask_files(folder:Path)->Path:
+    "Give every file under `folder` the mode `open()` gives (0666 less the umask): some writers make theirs private."
+    for f in Path(folder).rglob('*'):
+        if f.is_file() and not f.is_symlink(): f.chmod(0o666 & ~_umask())
+    return Path(folder)
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)     # no space, over quota, over the file-size limit
+
+def no_space(e:BaseException)->int|None:
+    "The errno of `e` if it says no space is left (`DISK_FULL`): an `OSError`'s, or one a writer put in its text."
+    n = getattr(e, 'errno', None)
+    if n is None and (m := re.search(r'\(os error (\d+)\)', str(e))): n = int(m.group(1))
+    return n if n in DISK_FULL else None
 
 # %% ../nbs/00_core.ipynb #65808e42
 def set_seed(seed:int):

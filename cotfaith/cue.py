@@ -6,7 +6,7 @@
 from __future__ import annotations
 import re
 
-from .rows import Example
+from .rows import DataError, Example
 from .prompts import answer_messages, format_question, reasoning_part
 from .cue_prompts import CUE_KINDS, HINTS, cue_messages, cued_letter, shots_for
 from .answers import extract, extract_after_marker
@@ -16,7 +16,8 @@ from .transformers_engine import as_engine
 from .generate import GenCache, cached_answers, generate, too_long
 
 # %% auto #0
-__all__ = ['CUE_VERSION', 'CUE_WORDS', 'JUDGE', 'verbalises', 'cue_test', 'judge_question', 'cue_judge', 'cue_label']
+__all__ = ['CUE_VERSION', 'CUE_WORDS', 'JUDGE', 'verbalises', 'cue_test', 'cue_applies', 'judge_question', 'cue_judge',
+           'cue_label']
 
 # %% ../nbs/07b_cue.ipynb #916d74e4
 # bump when a cue, the rule's words or the judge's question change (it keys the results). 2: a prompt that does
@@ -67,6 +68,15 @@ def cue_test(lm:LM|Engine, # a loaded model or any engine
     texts, out = dict(zip(fit, (g['text'] for g in gens))), [{} for _ in examples]
     for j, (i, k) in enumerate(jobs): out[i][k] = _outcome(examples[i], uncued[i], letters[i], texts.get(j), k, why[j])
     return out
+
+# %% ../nbs/07b_cue.ipynb #c07153d1
+def cue_applies(examples:list, # the questions of a run (`rows.Example`)
+                dataset:str, # their dataset, for the message
+               ):
+    "One `DataError` if no question of `examples` has options to cue: the cue test does not apply to them."
+    if not any(e.is_choice for e in examples):
+        raise DataError(f"the cue test needs multiple-choice questions, and none of the {len(examples)} questions of "
+                        f"{dataset} has options. Fix: drop 'cue' from tests, or run it on medqa, medmcqa or cosmosqa")
 
 # %% ../nbs/07b_cue.ipynb #8b875511
 JUDGE = ('A question came with a hint: {hint}. Someone then wrote the reasoning below.\n\nQuestion:\n{q}\n\n'

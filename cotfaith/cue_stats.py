@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .frame import check_counts
 from .intervals import bounded_ci, share_ci
 
 # %% auto #0
@@ -60,6 +61,7 @@ def cue_stats(frame:pd.DataFrame, # `cue_frame` rows (one variant, dataset and c
               seed:int=0, # the resampling's seed
              )->dict:
     "Switch and other-move shares, alpha, raw verbalisation and the corrected score per detector, with intervals."
+    check_counts(n_boot=n_boot)
     f = frame[frame['eligible'].astype(bool)]
     out = {'n': len(f), 'switched': int(f['switched'].sum()), 'p': share_ci(int(f['switched'].sum()), len(f))}
     out['q'] = share_ci(int(f['elsewhere'].sum()), len(f))

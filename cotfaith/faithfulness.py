@@ -5,12 +5,16 @@
 # %% ../nbs/07_faithfulness.ipynb #5eadbae2
 from __future__ import annotations
 
+from .frame import check_counts, check_shares
+
 # %% auto #0
 __all__ = ['NO_ANSWER_RULES', 'truncation_points', 'requested_points', 'change_score', 'point_fields']
 
 # %% ../nbs/07_faithfulness.ipynb #3298c954
 def truncation_points(n_steps:int, fractions:list|None=None)->list:
     "The step counts k to keep: every k = 0..n, or round(f*n) for each fraction f; always ending with n."
+    check_counts(least=0, n_steps=n_steps)
+    check_shares(fractions=fractions)
     if fractions is None: return list(range(n_steps + 1))
     return sorted({min(n_steps, round(f * n_steps)) for f in fractions} | {n_steps})
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from filelock import FileLock
 
-from .core import atomic_write, cache_dir, hash_key, slug, set_seed, run_metadata
+from .core import atomic_write, cache_dir, hash_key, slug, set_seed, run_metadata, umask_files
 from .data import Example, load_examples, slice_rule, dataset_identity
 from .models import ALIASES, DEFAULT_MODEL, LM, load_model, resolve_spec
 from .openai_engine import LLAMA
@@ -259,5 +259,5 @@ def finetune(cfg:FinetuneConfig, root:Path|None=None, # adapters folder; default
                                                   default=str))
         for p in [work/'adapter', *work.glob('checkpoint-*')]: shutil.rmtree(p)
         (work/'n_used').unlink()
-        work.rename(dest)
+        umask_files(work).rename(dest)
     return dest

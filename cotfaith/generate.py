@@ -10,6 +10,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .core import atomic_write, cache_dir, hash_key
+from .frame import check_counts
 from .records import committed_generation, forbid
 from .rows import Example
 from .models import LM
@@ -17,7 +18,7 @@ from .engine import Engine
 from .transformers_engine import as_engine
 
 # %% auto #0
-__all__ = ['GEN_VERSION', 'gen_key', 'CacheError', 'GenCache', 'generate', 'too_long', 'cached_answers']
+__all__ = ['GEN_VERSION', 'GEN_FIELDS', 'gen_key', 'CacheError', 'GenCache', 'generate', 'too_long', 'cached_answers']
 
 # %% ../nbs/04_generate.ipynb #e3b6c44f
 GEN_VERSION = 1   # bump when the decoding code itself changes what it returns
@@ -31,6 +32,8 @@ def gen_key(lm:LM|Engine, # a loaded model or any engine: its `key` joins the ca
     return hash_key({'lm': lm.key, 'prompt': prompt, 'gen': gen_kwargs, 'seed': seed, 'v': GEN_VERSION}, n=32)
 
 # %% ../nbs/04_generate.ipynb #8b1422ad
+GEN_FIELDS = ('text', 'n_tokens', 'finish')     # what a cached generation holds
+
 class CacheError(RuntimeError):
     "A cache entry that cannot be read back; the message names the file and the fix."
 
@@ -38,13 +41,15 @@ class GenCache:
     "On-disk store of generations, one atomic JSON file per key, above the committed ones (`00c_records`)."
     def __init__(self, root:Path|None=None): self.root = Path(root or cache_dir()/'generations')
     def path(self, key:str)->Path: return self.root/key[:2]/f'{key}.json'
-    def get(self, key:str)->dict|None:
+    def get(self, key:str, need:tuple=('text',) # the fields the entry must have (`GEN_FIELDS` for a generation)
+           )->dict|None:
         p = self.path(key)
         try: v = json.loads(p.read_text(encoding='utf-8'))
         except FileNotFoundError: return committed_generation(key)
         except (json.JSONDecodeError, UnicodeDecodeError): v = None
-        if not isinstance(v, dict) or not isinstance(v.get('text'), str):
-            raise CacheError(f"{p}: corrupt cache entry. "
+        lacks = [k for k in need if k not in v] if isinstance(v, dict) else []
+        if not isinstance(v, dict) or not isinstance(v.get('text'), str) or lacks:
+            raise CacheError(f"{p}: corrupt cache entry{f' (no {lacks})' if lacks else ''}. "
                              "Fix: delete this file and rerun (only this generation is recomputed)")
         return v
     def put(self, key:str, value:dict): atomic_write(self.path(key), json.dumps(value, ensure_ascii=False))
@@ -61,12 +66,13 @@ def generate(lm:LM|Engine, # a loaded model or any engine (`03a_engine`)
              **gen_kwargs, # more generation kwargs (e.g. stop_strings), part of the cache key
             )->list:
     "Greedy (by default) generations for `prompts`, from the cache where present."
+    check_counts(max_new_tokens=max_new_tokens, batch_size=batch_size)
     eng, cache = as_engine(lm), cache or GenCache()
     budgets = max_new_tokens if isinstance(max_new_tokens, (list, tuple)) else [max_new_tokens] * len(prompts)
     if len(budgets) != len(prompts): raise ValueError(f'{len(budgets)} budgets for {len(prompts)} prompts')
     kws = [{'max_new_tokens': b, 'do_sample': False, **gen_kwargs} for b in budgets]
     keys = [gen_key(eng, p, kw, seed) for p, kw in zip(prompts, kws)]
-    found = {k: v for k in set(keys) if (v := cache.get(k)) is not None}
+    found = {k: v for k in set(keys) if (v := cache.get(k, need=GEN_FIELDS)) is not None}
     todo = sorted({k: (p, b) for k, p, b in zip(keys, prompts, budgets) if k not in found}.items(),
                   key=lambda kv: (-kv[1][1], -len(kv[1][0])))        # largest budgets, then longest prompts, first
     if todo: forbid(f"{len(todo)} generations of {eng.key.get('model', 'the model')} ({desc})")
@@ -102,6 +108,7 @@ def cached_answers(lm:LM|Engine, # a loaded model or any engine
                    base:str|None=None, # the prompt whose prefix the others share (the intact chain's)
                   )->list:
     "Answer continuations for `prompts`, from the on-disk cache where present; the rest through the engine."
+    check_counts(max_new_tokens=max_new_tokens)
     gk = {'method': 'answer-after-marker', 'forced_choice': ex.is_choice, 'max_new_tokens': max_new_tokens}
     eng, cache = as_engine(lm), cache or GenCache()
     gk |= eng.answer_key(ex)

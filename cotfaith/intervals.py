@@ -8,6 +8,8 @@ from statistics import NormalDist
 import numpy as np
 import pandas as pd
 
+from .frame import check_counts, check_shares
+
 # %% auto #0
 __all__ = ['share_ci', 'share_of', 'bounded_ci', 'bootstrap_ci', 'count_ci', 'auroc', 'auroc_ci']
 
@@ -17,6 +19,7 @@ def share_ci(k:float, # number of successes
              alpha:float=0.05, # 1 minus the interval's coverage
             )->tuple:
     "Share k/n and its (1-alpha) Wilson score interval; NaNs when n is 0."
+    check_shares(alpha=alpha)
     if n == 0: return (np.nan, np.nan, np.nan)
     z, p = NormalDist().inv_cdf(1 - alpha / 2), k / n
     mid, half = p + z**2 / (2 * n), z * (p * (1 - p) / n + z**2 / (4 * n**2)) ** .5
@@ -48,6 +51,8 @@ def bootstrap_ci(values, # the numbers to average (NaNs dropped)
                  bounds:tuple|None=(0., 1.), # the range of the values, for the fallback; None: counts
                 )->tuple:
     "Mean of `values` (NaNs dropped), its percentile-bootstrap interval or, where that is a point, the fallback."
+    check_counts(n_boot=n_boot)
+    check_shares(alpha=alpha)
     v = np.asarray(values, dtype=float)
     v = v[~np.isnan(v)]
     if len(v) == 0: return (np.nan, np.nan, np.nan)
@@ -64,6 +69,7 @@ def count_ci(mean:float, # the mean of n counts
              alpha:float=0.05, # 1 minus the interval's coverage
             )->tuple:
     "`mean` and the Poisson score interval of a mean of `n` counts; NaNs when n is 0."
+    check_shares(alpha=alpha)
     if n == 0: return (np.nan, np.nan, np.nan)
     z = NormalDist().inv_cdf(1 - alpha / 2)
     mid, half = mean + z**2 / (2 * n), z * (mean / n + z**2 / (4 * n**2)) ** .5
@@ -83,6 +89,8 @@ def auroc_ci(pos, # scores of the group expected to score higher
              seed:int=0, # seed of the resampling
             )->tuple:
     "AUROC of `pos` over `neg`, its bootstrap interval (each group resampled) or, where that is a point, the fallback."
+    check_counts(n_boot=n_boot)
+    check_shares(alpha=alpha)
     p, n, rng = np.asarray(pos, dtype=float), np.asarray(neg, dtype=float), np.random.default_rng(seed)
     if len(p) == 0 or len(n) == 0: return (np.nan, np.nan, np.nan)
     boots = [auroc(rng.choice(p, len(p)), rng.choice(n, len(n))) for _ in range(n_boot)]

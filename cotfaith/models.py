@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_models.ipynb #4041c3da
 from __future__ import annotations
-import importlib.util, json, re, shutil
+import importlib.util, json, os, re, shutil, struct
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from filelock import FileLock
 
-from .core import atomic_write, cache_dir, file_sha256, hash_key
+from .core import atomic_write, cache_dir, file_sha256, hash_key, no_space, umask_files
 from .records import loadable, receipt_fingerprint
 
 # %% auto #0
@@ -39,13 +39,24 @@ def _convert_gguf(gguf:Path, dest:Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
     tmp = dest.with_name(dest.name + '.partial')
     shutil.rmtree(tmp, ignore_errors=True)
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
-                                                 quantization_config=GgufConfig(dequantize=True))
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    (tmp/'cotfaith.json').write_text(json.dumps({'source': gguf.name, 'sha256': file_sha256(gguf)}))
-    tmp.rename(dest)
+    try:
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
+                                                     quantization_config=GgufConfig(dequantize=True))
+    except (ValueError, IndexError, KeyError, struct.error) as e:
+        raise ModelError(f"{gguf} cannot be read as a GGUF model ({type(e).__name__}: {str(e)[:80]}). Fix: a file "
+                         "damaged or cut short must be fetched or copied again") from None
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp/'cotfaith.json').write_text(json.dumps({'source': gguf.name, 'sha256': file_sha256(gguf)}))
+    except Exception as e:                # safetensors says a full disk in its text: 'File too large (os error 27)'
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (n := no_space(e)): raise
+        raise ModelError(f"no space left to convert {gguf} ({os.strerror(n)}); nothing was kept. Fix: free about "
+                         f"{6 * gguf.stat().st_size / 1e6:,.0f} MB in {tmp.parent}, or point COTFAITH_CACHE_DIR "
+                         "elsewhere") from None
+    umask_files(tmp).rename(dest)
 
 def gguf_dir(gguf:Path, # a GGUF file
              name:str|None=None, # folder name in the cache (default: from the file's digest)

@@ -14,7 +14,7 @@ import httpx
 from fastcore.basics import patch
 
 from .core import canonical_json, file_sha256, hash_key
-from .models import served_tokenizer
+from .models import ModelError, served_tokenizer
 from .rows import Example
 from .prompts import ANSWER_MARKER, render as render_chat
 from .engine import ANSWER_VERSION, Engine, answer_text, best_letter
@@ -69,7 +69,7 @@ def llama_identity(model:str, # the GGUF file's digest (where known; else the se
     where = {'threads': threads, 'n_ubatch': 1} if threads else {'url': url, 'cache_prompt': False}
     return {'backend': 'llama.cpp', 'model': model, 'elicitation': 'prefill'} | where | lora
 
-class ServerError(RuntimeError):
+class ServerError(ModelError):
     "A server that refuses the key, does not know the model or cannot be reached; the message says what to do."
 
 def model_digest(path:str)->str|None:
@@ -125,14 +125,18 @@ def _get(self:OpenAIEngine, path:str):
 @patch
 def _check(self:OpenAIEngine)->tuple:
     "llama.cpp's `/props` (empty for a server without them), and the tokenizer that renders the template here, if any."
-    from openai import APIConnectionError, AuthenticationError, PermissionDeniedError
+    from openai import APIConnectionError, APIStatusError, AuthenticationError, PermissionDeniedError
     where = self.url or "OpenAI's API"
-    try: ids = {m.id: m.model_extra or {} for m in self.client.models.list()}
+    probe = self.client.with_options(max_retries=min(self.client.max_retries, 1))      # a closed port: known at once
+    try: ids = {m.id: m.model_extra or {} for m in probe.models.list()}
     except (AuthenticationError, PermissionDeniedError) as e:
         raise ServerError(f"{where} refused the API key ({e.status_code}). "
                           "Fix: set OPENAI_API_KEY to a valid key") from None
     except APIConnectionError:
         raise ServerError(f"cannot reach {where}. Fix: start the server (make serve) or check the URL") from None
+    except APIStatusError as e:
+        raise ServerError(f"{where} answered {e.status_code} when asked for its models. Fix: check the URL, or "
+                          "retry once the server is up") from None
     props = {}
     if self.url:
         props = self._get('/props')

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_pipeline.ipynb #f4119223
 from __future__ import annotations
-import errno, json, os, sys, time
+import json, os, sys, time
 from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -13,13 +13,14 @@ import pandas as pd
 from filelock import FileLock, Timeout
 from tqdm import tqdm
 
-from .core import SettingError, cache_dir, hash_key, rel_path, results_dir, run_log, run_metadata, writable_dir
+from .core import (DISK_FULL, SettingError, cache_dir, hash_key, rel_path, results_dir, run_log, run_metadata,
+                           writable_dir, writable_folder)
 from .data import load_examples, Example, DataError, slice_rule, dataset_name
 from .models import LM
 from .load import load_engine, model_fingerprint
 from .openai_engine import is_server_spec
 from .prompts import PROMPT_VERSION, cot_messages, direct_messages, step_spans
-from .generate import GEN_VERSION, generate
+from .generate import GEN_VERSION, generate, too_long
 from .answers import extract, extract_after_marker, is_correct
 from .transformers_engine import as_engine
 from .generate import too_long
@@ -29,13 +30,12 @@ from .suite import SUITE_VERSION, MISTAKE_VERSION, suite
 from .finetune import FinetuneConfig, finetune
 from .config import ExperimentConfig
 from .usage import Ledger, usage_line, usage_path
-from .cue import CUE_VERSION, cue_judge, cue_label, cue_test
+from .cue import CUE_VERSION, cue_applies, cue_judge, cue_label, cue_test
 from .store import ResultsStore, experiment_path, suite_path
 from .records import NotCommitted, committed_only
 
 # %% auto #0
-__all__ = ['DISK_FULL', 'paraphraser_of', 'paraphraser_id', 'experiment_files', 'run_experiment', 'base_config', 'run_base',
-           'run_finetuned']
+__all__ = ['paraphraser_of', 'paraphraser_id', 'experiment_files', 'run_experiment', 'base_config', 'run_base', 'run_finetuned']
 
 # %% ../nbs/10_pipeline.ipynb #3dc28118
 def _answers(ex:Example, text:str, prefix:str)->dict:
@@ -213,6 +213,8 @@ def run_experiment(cfg:ExperimentConfig, progress:bool=True)->pd.DataFrame:
     for env in ('COTFAITH_RESULTS_DIR', 'COTFAITH_CACHE_DIR'): writable_dir(env)     # before anything is computed
     exs = load_examples(cfg.dataset, cfg.split, n=cfg.n or None, seed=cfg.seed)
     stores = {k: ResultsStore(f) for k, f in experiment_files(cfg).items()}
+    writable_folder(stores['base'].path.parent, 'the results folder of this run', 'set COTFAITH_RESULTS_DIR elsewhere')
+    if cfg.runs_cue(): cue_applies(exs, cfg.dataset)                    # before any model loads
     with _alone(stores['base'].path): _compute(cfg, exs, stores, progress)     # one process at a time computes it
     have = {k: s.read() for k, s in stores.items()}
     paths = [s.path for s in stores.values()] + [p for p in [usage_path(stores['base'].path)] if p.exists()]
@@ -227,7 +229,6 @@ def _some_fit(exs:list, base:dict):
         raise DataError(f"none of the {len(exs)} questions fits the model's context window with the budgets "
                         f"({base[exs[0].id]['skipped']}). Fix: lower max_new_tokens, or shorten the questions' context")
 
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)     # no space, over quota, over the file-size limit
 
 def _kept(exs:list, stores:dict)->str:
     "What is stored after an interruption, and how to go on."

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse, os, signal, subprocess, sys, tempfile, threading
 from pathlib import Path
 
-from .models import DEFAULT_MODEL, ALIASES, embedded_gguf, _weights_sha256
+from .models import DEFAULT_MODEL, ALIASES, ModelError, embedded_gguf, _weights_sha256
 from .gguf import GGUF_MODELS, QWEN, gguf_file
 
 # %% auto #0
@@ -20,7 +20,7 @@ def gguf_path(model:str)->Path:
     if model in GGUF_MODELS: return gguf_file(model)
     p = Path(model)
     if p.suffix != '.gguf' or not p.is_file():
-        raise FileNotFoundError(f"'{model}' is not a GGUF file. Fix: pass a path to a .gguf file, '{DEFAULT_MODEL}' "
+        raise ModelError(f"'{model}' is not a GGUF file. Fix: pass a path to a .gguf file, '{DEFAULT_MODEL}' "
                                 f"or one of {list(GGUF_MODELS)}")
     return p.resolve()
 
@@ -71,7 +71,9 @@ def serve_cli(argv:list|None=None):
     for s in (signal.SIGTERM, signal.SIGINT): signal.signal(s, lambda *_: os._exit(0))   # no slow teardown
     if a.watch_stdin: threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
     import xllamacpp as xlc
-    server = xlc.Server(_params(a))                                    # returns once the model is loaded and listening
+    try: server = xlc.Server(_params(a))                               # returns once the model is loaded and listening
+    except RuntimeError: sys.exit("cotfaith: error: the llama.cpp server did not start (its log above says why). "
+                                  "Fix: a model file damaged or cut short must be fetched or copied again")
     print(f'READY {server.listening_address}', flush=True)
     while True: signal.pause()
 
@@ -110,11 +112,16 @@ def start_server(model:str=DEFAULT_MODEL, # a .gguf file, or the embedded defaul
     if not line.startswith('READY '):
         proc.kill()
         proc.wait()
-        tail = log.read_text(errors='replace')[-2000:].strip()
-        raise RuntimeError(f"the llama.cpp server for {model} did not start: {tail or 'no output'}")
+        raise ModelError(f"the llama.cpp server for {model} did not start: {_why(log)}. Fix: a model file damaged "
+                         f"or cut short must be fetched or copied again; the server's whole log is {log}")
     return Server(proc, line.split()[1] + '/v1', log)
 
 # %% ../nbs/03e_server.ipynb #c643f3ca
+def _why(log:Path)->str:
+    "llama.cpp's reason the server did not start: the first error line of its `log` (else the log's last line)."
+    lines = log.read_text(errors='replace').splitlines()
+    return next((l.split(' E ', 1)[1].strip() for l in lines if ' E ' in l), lines[-1] if lines else 'no output')
+
 def _ready_line(proc:subprocess.Popen, timeout:float)->str:
     "The launcher's first line of output ('' if it exits first or says nothing within `timeout` seconds)."
     import selectors

@@ -13,7 +13,7 @@ __all__ = ['SENSITIVE', 'generated', 'accuracy_table', 'curve', 'et_curve', 'aoc
            'relabel', 'no_answer_sensitivity']
 
 # %% ../nbs/08_stats.ipynb #a1f0c002
-from .frame import TESTS, FAITHFUL_IF_CHANGED, faithful_label
+from .frame import TESTS, FAITHFUL_IF_CHANGED, faithful_label, check_shares
 from .intervals import share_ci, share_of, bootstrap_ci
 from .faithfulness import NO_ANSWER_RULES, change_score
 from .points import changed_points, intervened, scored, excluded, n_points, point_table, no_answer_table
@@ -60,6 +60,7 @@ def curve(records:pd.DataFrame, # per-instance records, one row per question
           no_answer:str='changed', # rule for missing answers: 'changed' or 'missing'
          )->pd.DataFrame:
     "Share of instances (Wilson interval, n) whose answer equals the intact chain's, per fraction of it left intact."
+    check_shares(grid=grid)
     grid = np.linspace(0, 1, 11) if grid is None else np.asarray(grid, dtype=float)
     ok = scored(records, test)
     same = np.array([_same_at(f, a, grid, no_answer) for f, a in zip(ok[f'{test}_frac'], ok[f'{test}_answers'])])

@@ -4,7 +4,7 @@
 
 # %% ../nbs/09d_store.ipynb #c43d7efa
 from __future__ import annotations
-import json, os
+import json, os, re
 from pathlib import Path
 
 from filelock import FileLock
@@ -23,7 +23,28 @@ from .cue import CUE_VERSION
 from .config import ExperimentConfig
 
 # %% auto #0
-__all__ = ['READING_VERSIONS', 'ResultsError', 'ResultsStore', 'experiment_path', 'suite_path']
+__all__ = ['READING_VERSIONS', 'store_kind', 'is_record', 'ResultsError', 'ResultsStore', 'experiment_path', 'suite_path']
+
+# %% ../nbs/09d_store.ipynb #6bf5533d
+_BASE = re.compile(r'-n\d+-s\d+-[0-9a-f]+$')         # a base file's stem: <split>-n<n>-s<seed>-<key>
+
+def store_kind(path:Path)->str|None:
+    "'base', a test's name or 'cue' for a results file named as `experiment_path` or `suite_path` name them, else None."
+    stem, _, own = Path(path).stem.rpartition('.')
+    if not stem: return 'base' if _BASE.search(own) else None
+    return own.split('-')[0] if _BASE.search(stem) and '-' in own else None
+
+def _needs(kind:str|None)->str:
+    "What a record of a store of `kind` holds besides its 'id', in words."
+    return {'base': "'cot' and 'direct', or 'skipped'", 'cue': "'cue_outcomes' or 'cue_skipped'",
+            None: 'any fields'}.get(kind, f"fields '{kind}_...'")
+
+def is_record(r, kind:str|None)->bool:
+    "Whether `r` is a whole record of a store of `kind` (`store_kind`): an object with an 'id' and its store's fields."
+    if not isinstance(r, dict) or isinstance(r.get('id'), bool) or not isinstance(r.get('id'), (str, int)): return False
+    if kind == 'base': return {'cot', 'direct'} <= r.keys() or 'skipped' in r
+    if kind == 'cue': return 'cue_outcomes' in r or 'cue_skipped' in r
+    return kind is None or any(k.startswith(f'{kind}_') for k in r)
 
 # %% ../nbs/09d_store.ipynb #be74039c
 class ResultsError(RuntimeError):
@@ -47,9 +68,9 @@ class ResultsStore:
                 if i == len(lines): continue                       # torn last line of a killed run
                 raise ResultsError(f"{self.path}:{i}: corrupt record. Fix: delete the file to recompute it "
                                    "(generations stay cached).") from None
-            if not isinstance(r, dict) or isinstance(r.get('id'), bool) or not isinstance(r.get('id'), (str, int)):
-                raise ResultsError(f"{self.path}:{i}: not a record (a JSON object with an 'id'). Fix: delete the file "
-                                   "to recompute it (generations stay cached).")
+            if not is_record(r, kind := store_kind(self.path)):
+                raise ResultsError(f"{self.path}:{i}: not a whole record (a JSON object with an 'id' and "
+                                   f"{_needs(kind)}). Fix: delete the file to recompute it (generations stay cached).")
             recs.setdefault(r['id'], r)
         return recs
 

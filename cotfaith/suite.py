@@ -16,6 +16,7 @@ from .models import LM
 from .engine import Engine
 from .transformers_engine import answers_naive, as_engine
 from .generate import GenCache, cached_answers, generate, too_long
+from .frame import check_counts, check_shares
 from .faithfulness import requested_points, change_score, point_fields
 from .rewrites import corrupt_number, mistake_messages, paraphrases, rewrite, token_budget
 
@@ -145,6 +146,8 @@ def suite(lm:LM|Engine, # a loaded model or any engine
           timings:dict|None=None, # if given, filled with the seconds spent rewriting, continuing and answering
          )->list:
     "Per instance and test: intervention points, fractions intact, answers and change score (plus the rewrites)."
+    check_shares(fractions=fractions, mistake_fractions=mistake_fractions, et_fractions=et_fractions)
+    check_counts(answer_tokens=answer_tokens, continue_tokens=continue_tokens, batch_size=batch_size)
     lm, cache, plm = as_engine(lm), cache or GenCache(), as_engine(paraphraser or lm)
     timings, t0 = {} if timings is None else timings, time.perf_counter()
     skip = _skipped(lm, examples, cots, tests=tests, answer_tokens=answer_tokens, continue_tokens=continue_tokens)

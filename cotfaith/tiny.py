@@ -7,13 +7,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from fastcore.script import call_parse
 
+from .core import umask_files
 from .models import embedded_dir
 
 # %% auto #0
-__all__ = ['make_tiny_model', 'tiny_model_cli']
+__all__ = ['CHATML', 'make_tiny_model', 'tiny_model_cli', 'make_tiny_gguf']
 
 # %% ../nbs/02a_tiny.ipynb #d2ca779e
 def make_tiny_model(dest:str|Path, # folder to write (config, safetensors weights, tokenizer)
@@ -34,7 +36,7 @@ def make_tiny_model(dest:str|Path, # folder to write (config, safetensors weight
     model = LlamaForCausalLM(cfg)
     model.save_pretrained(dest, safe_serialization=True)
     tok.save_pretrained(dest)
-    return dest
+    return umask_files(dest)                                # safetensors writes its weights 0600
 
 @call_parse
 def tiny_model_cli(dest:str='models/tiny-random', # folder to write
@@ -43,3 +45,47 @@ def tiny_model_cli(dest:str='models/tiny-random', # folder to write
     "Write a tiny randomly initialised model to `dest` (a second model for checking the pipeline offline)."
     d = make_tiny_model(dest, seed=seed)
     print(f"{d}: {sum(f.stat().st_size for f in d.iterdir()) / 1e6:.1f} MB; use it as the model spec '{d.resolve()}'")
+
+# %% ../nbs/02a_tiny.ipynb #9eb92588
+def _byte_chars()->list:
+    "GPT-2's byte-level alphabet: the character that stands for each byte 0..255."
+    keep, other = {*range(33, 127), *range(161, 173), *range(174, 256)}, iter(range(256, 512))
+    return [chr(b) if b in keep else chr(next(other)) for b in range(256)]
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+def make_tiny_gguf(dest:str|Path, # the .gguf file to write
+                   seed:int=0, # weight initialisation seed
+                   hidden:int=64, # hidden size (the MLP is 4 times wider; 4 attention heads)
+                  )->Path:
+    "Write a one-layer Llama with random fp32 weights and a byte-level vocabulary as a GGUF file."
+    import gguf
+    rng, dest, tokens = np.random.default_rng(seed), Path(dest), _byte_chars() + ['<|im_start|>', '<|im_end|>']
+    w = gguf.GGUFWriter(str(dest), 'llama')
+    w.add_context_length(2048)
+    w.add_embedding_length(hidden)
+    w.add_block_count(1)
+    w.add_feed_forward_length(4 * hidden)
+    w.add_head_count(4)
+    w.add_head_count_kv(4)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_rope_freq_base(1e4)
+    w.add_tokenizer_model('gpt2')
+    w.add_token_list(tokens)
+    w.add_token_types([1] * 256 + [3, 3])
+    w.add_token_scores([0.0] * len(tokens))
+    w.add_token_merges([])
+    w.add_bos_token_id(256)
+    w.add_eos_token_id(257)
+    w.add_chat_template(CHATML)
+    h, f = hidden, 4 * hidden
+    shapes = {'token_embd': (len(tokens), h), 'blk.0.attn_q': (h, h), 'blk.0.attn_k': (h, h), 'blk.0.attn_v': (h, h),
+              'blk.0.attn_output': (h, h), 'blk.0.ffn_gate': (f, h), 'blk.0.ffn_up': (f, h), 'blk.0.ffn_down': (h, f)}
+    for name, shape in shapes.items(): w.add_tensor(f'{name}.weight', .02 * rng.standard_normal(shape, np.float32))
+    for name in ('blk.0.attn_norm', 'blk.0.ffn_norm', 'output_norm'): w.add_tensor(f'{name}.weight', np.ones(h, 'f4'))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return dest

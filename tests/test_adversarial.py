@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,9 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from cotfaith.core import slug
 from cotfaith.finetune import FinetuneConfig, finetune
-from cotfaith.tiny import make_tiny_model
+from cotfaith.models import embedded_gguf, gguf_dir
+from cotfaith.tiny import make_tiny_gguf, make_tiny_model
 from cotfaith.pipeline import ExperimentConfig, run_experiment
+from cotfaith.store import store_kind
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -133,14 +137,38 @@ CASES = {
                                  r'COTFAITH_RESULTS_DIR'),
     # ---- damaged stores ----
     'results row of the wrong schema': ('run', lambda w: _damage(w, lambda b: b'["not", "a", "record"]\n' + b), None,
-                                        r'not a record'),
-    'results row without an id': ('run', lambda w: _damage(w, lambda b: b'{"cot": "x"}\n' + b), None, r'not a record'),
+                                        r'not a whole record'),
+    'results row without an id': ('run', lambda w: _damage(w, lambda b: b'{"cot": "x"}\n' + b), None,
+                                  r'not a whole record'),
     'results row with an id of the wrong type': ('run', lambda w: _damage(w, lambda b: b'{"id": {"a": 1}}\n' + b), None,
-                                                 r'not a record'),
+                                                 r'not a whole record'),
+    # issue 35.2: valid JSON with the id of a real record but none of its fields would hide that record
+    'base record without its fields': ('run', lambda w: _damage(w, _stub, kind='base'), None,
+                                       r"-[0-9a-f]{16}\.jsonl:1: not a whole record .*'cot' and 'direct', or 'skipped"),
     'corrupt results line': ('run', lambda w: _damage(w, lambda b: b'{"id": "bro\n' + b), None, r'corrupt record'),
-    'cache entry missing fields': ('run', lambda w: _damage_cache(w, '{}'), None, r'corrupt cache entry'),
+    'results subfolder is a file': ('run', lambda w: [], lambda w: {'COTFAITH_RESULTS_DIR': _blocked_results(w)},
+                                    r"the results folder of this run is .*, but .*tiny is a file, not a folder\. Fix: "
+                                    r"move .* away, or set COTFAITH_RESULTS_DIR elsewhere"),
     'cache entry of the wrong type': ('run', lambda w: _damage_cache(w, '{"text": 3, "n_tokens": "x", "finish": null}'), None,
                                       r'corrupt cache entry'),
+    # ---- issue 35.4: the tracebacks left, by class ----
+    'cache entry missing a field': (
+        'run', lambda w: _damage_cache(w, '{"text": "x", "finish": "eos"}'), None,
+        r"\.json: corrupt cache entry \(no \['n_tokens'\]\)\. Fix: delete this file"),
+    'served model that cannot be reached': (
+        'run', lambda w: ['--model', f'openai:m@http://127.0.0.1:{_closed_port()}/v1'], None,
+        r'cannot reach http://127\.0\.0\.1:\d+/v1\. Fix: start the server'),
+    'GGUF model file cut short': (
+        'run', lambda w: ['--model', _file(w, 'cut.gguf', embedded_gguf().read_bytes()[:1000])], None,
+        r'cut\.gguf cannot be read as a GGUF model \(error: .*\)\. Fix: a file damaged or cut short must be fetched'),
+    'disk full while a model is converted': (
+        'run-small-disk', lambda w: ['--model', str(_tiny_gguf(w))], None,
+        r'no space left to convert .*tiny\.gguf \(File too large\); nothing was kept\. '
+        r'Fix: free about 2 MB in .*models, or point COTFAITH_CACHE_DIR elsewhere'),
+    'cue test on a dataset without options': (
+        'run', lambda w: ['--tests', 'et,cue'], None,
+        r"the cue test needs multiple-choice questions, and none of the 1 questions of gsm8k has options\. "
+        r"Fix: drop 'cue' from tests"),
     # ---- cotfaith-batch: the batch file ----
     'batch file missing': ('batch', lambda w: ['--batch', str(w['root']/'inputs'/'none.yaml')], None, r'none.yaml does not exist'),
     'batch file is a folder': ('batch', lambda w: ['--batch', _folder(w, 'b.yaml')], None, r'b.yaml is a folder'),
@@ -162,14 +190,20 @@ CASES = {
 }
 
 
-def _damage(w, edit) -> list:
-    "Replace the world's results file by `edit(its bytes)`, in a copy of the results folder the case points at."
+def _damage(w, edit, kind=None) -> list:
+    "Replace a results file of the world's run (of store `kind`: any if None) by `edit(its bytes)`, in a copy."
     res = w['root']/'inputs'/f'results-{len(list((w["root"]/"inputs").iterdir()))}'
     shutil.copytree(w['root']/'results', res)
-    f = next(p for p in sorted(res.rglob('gsm8k/*.jsonl')) if p.parent.parent.name.endswith('tiny'))   # the world's run
+    f = next(p for p in sorted(res.rglob('gsm8k/*.jsonl'))
+             if p.parent.parent.name.endswith('tiny') and kind in (None, store_kind(p)))              # the world's run
     f.write_bytes(edit(f.read_bytes()))
     w['case_env'] = {'COTFAITH_RESULTS_DIR': str(res)}
     return []
+
+
+def _stub(data: bytes) -> bytes:
+    "A line with the id of the file's first record and nothing else a record has, put before it."
+    return json.dumps({'id': json.loads(data.split(b'\n')[0])['id'], 'provenance': {}}).encode() + b'\n' + data
 
 
 def _damage_cache(w, text) -> list:
@@ -181,7 +215,29 @@ def _damage_cache(w, text) -> list:
     return []
 
 
+def _blocked_results(w) -> str:
+    "A results dir where the run's model folder would go is a file."
+    res = w['root']/'inputs'/'results-blocked'
+    res.mkdir()
+    (res/slug(w['tiny'])).write_text('not a folder')
+    return str(res)
+
+
+def _tiny_gguf(w) -> Path:
+    "A GGUF model of 335 kB (`tiny.make_tiny_gguf`), among the case's inputs."
+    return make_tiny_gguf(w['root']/'inputs'/'tiny.gguf')
+
+
+def _closed_port() -> int:
+    "A port on 127.0.0.1 that nothing listens on."
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
 def _command(w, kind, args) -> list:
+    if kind == 'run-small-disk':              # a file-size limit of 100 kB (512-byte blocks) stands for a full disk
+        return ['sh', '-c', 'ulimit -f 200 && exec "$@"', 'sh', *_command(w, 'run', args)]
     if kind == 'run':
         return [str(BIN/'cotfaith-run'), '--model', w['tiny'], '--n', '1', '--max_new_tokens', '8', '--tests', 'et', *args]
     return [str(BIN/'cotfaith-batch'), *args]
@@ -204,12 +260,16 @@ def test_a_bad_input_is_one_clear_error_that_keeps_every_stored_file(case, world
 
 
 def test_a_misspelt_papermill_parameter_stops_the_notebook_before_it_runs(tmp_path):
-    import papermill as pm
-    with pytest.raises(pm.PapermillExecutionError) as e:
-        pm.execute_notebook(ACC, tmp_path/'out.ipynb', parameters={'modle': 'x', 'n': 1}, kernel_name='cotfaith',
-                            cwd=ACC.parent, progress_bar=False)
-    assert e.value.ename == 'ConfigError' and "unknown parameter(s) ['modle']" in e.value.evalue
-    assert not (tmp_path/'figures').exists()
+    "35.7: papermill run by hand prints its own traceback; its last line is ours, with the fix, and nothing is drawn."
+    env = os.environ | {'COTFAITH_FIGURES_DIR': str(tmp_path/'figures'),
+                        'COTFAITH_RESULTS_DIR': str(tmp_path/'results')}
+    r = subprocess.run([str(BIN/'papermill'), str(ACC), str(tmp_path/'out.ipynb'), '-k', 'cotfaith', '-p', 'modle', 'x',
+                        '-p', 'n', '1'], cwd=ACC.parent, env=env, capture_output=True, text=True, timeout=600)
+    last = [l for l in r.stderr.splitlines() if l.strip()][-1]
+    assert r.returncode == 1, r.stderr[-1500:]
+    assert last == ("ConfigError: unknown parameter(s) ['modle'] for this notebook. "
+                    "Fix: use the names of its parameters cell")
+    assert not (tmp_path/'figures').exists() and not (tmp_path/'results').exists()
 
 
 def test_sigterm_is_handled_like_ctrl_c(world, tmp_path):
@@ -244,6 +304,60 @@ def test_files_are_written_with_the_users_umask(world, tmp_path):
     assert r.returncode == 0, r.stderr[-1500:]
     files = [p for p in tmp_path.rglob('*') if p.is_file() and not p.name.endswith('.lock')]
     assert files and all(p.stat().st_mode & 0o777 == 0o664 for p in files), {str(p): oct(p.stat().st_mode) for p in files}
+
+
+def test_a_converted_model_and_a_fine_tuned_adapter_keep_the_users_umask(world, tmp_path, monkeypatch):
+    "35.6: safetensors writes its weights 0600; a GGUF model converted here and the world's adapter have open()'s mode."
+    monkeypatch.setenv('COTFAITH_CACHE_DIR', str(tmp_path/'cache'))
+    gguf = make_tiny_gguf(tmp_path/'tiny.gguf')
+    old = os.umask(0o002)
+    try: folder = gguf_dir(gguf)
+    finally: os.umask(old)
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in folder.iterdir()}
+    assert 'model.safetensors' in modes and set(modes.values()) == {'0o664'}, modes
+    adapter = {p.name: p.stat().st_mode & 0o777 for p in Path(world['adapter']).iterdir()}   # trained under this umask
+    assert 'adapter_model.safetensors' in adapter and set(adapter.values()) == {0o666 & ~old}, adapter
+
+
+def _figure_project(root: Path) -> Path:
+    "A project of its own whose one template draws figure `dot_<x>` (a file that says `y`), as `plots.save_fig` does."
+    import nbformat
+    root.mkdir()
+    (root/'settings.ini').write_text('[DEFAULT]\nlib_name = elsewhere\n')
+    draw = ("import json, os\nfrom pathlib import Path\n"                  # save_fig's protocol, no plotting stack
+            "(d := Path(os.environ['COTFAITH_FIGURES_DIR'])).mkdir(parents=True, exist_ok=True)\n"
+            "(d/f'dot_{x}.png').write_text(f'y = {y}')\n"
+            "with open(os.environ['COTFAITH_RUN_LOG'], 'a') as f: f.write(json.dumps({'figure': f'dot_{x}', "
+            "'files': [f'dot_{x}.png']}) + '\\n')")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell('x = 1\ny = 1', metadata={'tags': ['parameters']}),
+                                         nbformat.v4.new_code_cell(draw)])
+    nb.metadata['kernelspec'] = {'name': 'cotfaith', 'display_name': 'cotfaith', 'language': 'python'}
+    nbformat.write(nb, root/'t.ipynb')
+    return root
+
+
+def test_two_runs_drawing_one_figure_stop_the_batch_and_the_second_never_reaches_the_figures(tmp_path):
+    """35.5: run 2 draws into a scratch folder, finds that run 1 of the batch drew dot_4, and stops the batch: the file
+    run 1 drew and the manifest that names it stay as they were."""
+    proj = _figure_project(tmp_path/'proj')
+    env = {k: v for k, v in os.environ.items() if k != 'COTFAITH_FIGURES_DIR'}
+    env['COTFAITH_CACHE_DIR'] = str(tmp_path/'cache')
+    (figs := proj/'figures').mkdir()                     # run 1 drew dot_4 in an earlier batch, which was committed
+    (figs/'dot_4.png').write_bytes(b'drawn by run 1')
+    sha = hashlib.sha256(b'drawn by run 1').hexdigest()
+    (figs/'manifest.json').write_text(json.dumps({'dot_4': {'notebook': 't.ipynb', 'parameters': {'x': 4, 'y': 1},
+                                                            'files': ['dot_4.png'], 'sha256': {'dot_4.png': sha}}}))
+    before = _snapshot(figs)
+    (proj/'grid.yaml').write_text('short_names: true\nnotebook: t.ipynb\nruns:\n  - {x: 4, y: 2}\n  - {x: 4, y: 1}\n')
+    r = subprocess.run([str(BIN/'cotfaith-batch'), '--batch', 'grid.yaml'], cwd=proj, env=env, capture_output=True,
+                       text=True, timeout=600)
+    out = r.stdout + r.stderr
+    errors = [l for l in out.splitlines() if l.startswith('cotfaith: error:')]
+    assert r.returncode == 1 and len(errors) == 1 and 'Traceback' not in out, out[-1500:]
+    assert re.search(r"t\.ipynb model__x-4__y-2 drew \['dot_4'\], which \['model__x-4__y-1'\] of this batch drew "
+                     r"too: none of its figures was moved into .*figures, and the manifest is as it was\. "
+                     r"Fix: give the runs distinct figure_name parameters", errors[0]), errors[0]
+    assert _snapshot(figs) == before and '[2/2]' not in r.stdout         # nothing moved, and the batch stopped there
 
 
 def _damaged_checkpoint(ckpt: Path, how: str):
