@@ -14,7 +14,7 @@ from fastcore.docments import docments
 from fastcore.script import anno_parser
 
 from .core import SettingError, atomic_write, hash_key
-from .data import DataError
+from .data import DataError, load_examples
 from .models import ModelError
 from .generate import CacheError
 from .frame import TESTS, RangeError
@@ -27,6 +27,7 @@ from .cue_stats import cue_line, cue_stats, records_frame
 from .pipeline import experiment_files, run_experiment
 from .batch import BatchError, Terminated, run_batch
 from .records import NotCommitted, RecordsError
+from .cue import cue_applies
 
 # %% auto #0
 __all__ = ['USER_ERRORS', 'cli', 'config_parser', 'report_path', 'write_report', 'run_cli', 'batch_cli']
@@ -110,6 +111,9 @@ def write_report(cfg:ExperimentConfig, # the experiment's config
 def run_cli(argv:list|None=None):
     "Run one experiment; print its accuracy table, each test's AOC and faithful share, and where all of it is stored."
     cfg = _or_exit(lambda: ExperimentConfig(**vars(config_parser(Path(sys.argv[0]).name).parse_args(argv))))
+    if cfg.runs_cue():                                                  # asked for here: refused before any model loads
+        exs = _or_exit(load_examples, cfg.dataset, cfg.split, n=cfg.n or None, seed=cfg.seed)
+        _or_exit(cue_applies, exs, cfg.dataset)
     recs = _or_exit(run_experiment, cfg)
     files = _or_exit(experiment_files, cfg)
     print(accuracy_table(recs).round(3).to_string(index=False))

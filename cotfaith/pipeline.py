@@ -30,7 +30,7 @@ from .suite import SUITE_VERSION, MISTAKE_VERSION, suite
 from .finetune import FinetuneConfig, finetune
 from .config import ExperimentConfig
 from .usage import Ledger, usage_line, usage_path
-from .cue import CUE_VERSION, cue_applies, cue_judge, cue_label, cue_test
+from .cue import CUE_VERSION, cue_judge, cue_label, cue_test
 from .store import ResultsStore, experiment_path, suite_path
 from .records import NotCommitted, committed_only
 
@@ -214,7 +214,7 @@ def run_experiment(cfg:ExperimentConfig, progress:bool=True)->pd.DataFrame:
     exs = load_examples(cfg.dataset, cfg.split, n=cfg.n or None, seed=cfg.seed)
     stores = {k: ResultsStore(f) for k, f in experiment_files(cfg).items()}
     writable_folder(stores['base'].path.parent, 'the results folder of this run', 'set COTFAITH_RESULTS_DIR elsewhere')
-    if cfg.runs_cue(): cue_applies(exs, cfg.dataset)                    # before any model loads
+
     with _alone(stores['base'].path): _compute(cfg, exs, stores, progress)     # one process at a time computes it
     have = {k: s.read() for k, s in stores.items()}
     paths = [s.path for s in stores.values()] + [p for p in [usage_path(stores['base'].path)] if p.exists()]
