@@ -265,17 +265,27 @@ def _run_one(nb:Path, params:dict, name:str, out:Path, tag:str, kernel:str, verb
     return {'parameters': params, 'code': code, 'figures': figs, 'results': results,
             'seconds': round(time.time() - t0, 1)}
 
+def _batch_token()->tuple:
+    "(whether this process is a helper of another batch process, the token that batch and its helpers share)."
+    t = os.environ.get('COTFAITH_BATCH_TOKEN')
+    return bool(t), t or f'{os.getpid()}-{time.time()}'
+
+def _tried(out:Path)->str|None:
+    "The token of the batch that last tried run `out` in a committed redraw, or None."
+    f = out.with_suffix('.tried')
+    return f.read_text() if f.exists() else None
+
 def _free(lock:FileLock)->bool:
     "Take `lock` if no other process holds it, else return False at once (without waiting)."
     try: lock.acquire(timeout=0)
     except Timeout: return False
     return True
 
-def _helpers(jobs:int, batch_file:Path, out_dir:Path, kernel:str, overrides:dict)->list:
+def _helpers(jobs:int, batch_file:Path, out_dir:Path, kernel:str, overrides:dict, token:str='')->list:
     "`jobs - 1` more batch processes on the same file: each takes the runs no other batch has taken."
     args = json.dumps({'batch_file': str(batch_file), 'out_dir': str(out_dir), 'kernel': kernel} | overrides)
     code = 'import sys\nfrom cotfaith.batch import _helper\n_helper(sys.argv[1])'
-    env = os.environ | {'COTFAITH_BATCH_HELPER': '1'}
+    env = os.environ | {'COTFAITH_BATCH_TOKEN': token}                 # helpers know the runs this batch tried
     return [subprocess.Popen([sys.executable, '-c', code, args], env=env) for _ in range(jobs - 1)]
 
 def _helper(args:str):
@@ -306,8 +316,9 @@ def run_batch(batch_file:Path, # the batch YAML file: notebook, defaults and run
     _check_kernel(kernel)
     if committed and any(v is not None for v in overrides.values()):
         raise BatchError("committed redraws a committed grid as it was drawn. Fix: drop --model and --n")
-    manifest, t_start = _committed_manifest(root) if committed else None, time.time()
-    if committed and not os.environ.get('COTFAITH_BATCH_HELPER'):        # said once, by the first process
+    manifest = _committed_manifest(root) if committed else None
+    helper, token = _batch_token()
+    if committed and not helper:                                         # said once, by the first process
         k = sum(bool(_expected(nb, p, manifest)) for nb, p, _ in runs)
         print(f'{batch_file.name}: redrawing the {k} of {len(runs)} runs with committed figures from the committed '
               f'records, with no forward pass (make status says where the {len(runs) - k} others stand)', flush=True)
@@ -325,8 +336,9 @@ def run_batch(batch_file:Path, # the batch YAML file: notebook, defaults and run
         if committed and not want:
             return print(f'[{i}/{len(runs)}] {nb.name} {name}: no committed figure, skipped (make figures-fresh '
                          'computes and draws it)', flush=True)
-        fresh = _done_file(out).exists() and _done_file(out).stat().st_mtime >= t_start      # done by a helper now
-        if (committed and not fresh) or (force and jobs == 1) or not _is_done(out, params, code_fingerprint(nb)):
+        if committed and _tried(out) == token:
+            return print(f'[{i}/{len(runs)}] {nb.name} {name}: redrawn by the other process of this batch', flush=True)
+        if committed or (force and jobs == 1) or not _is_done(out, params, code_fingerprint(nb)):
             return execute(i, nb, params, name, out, want)                  # committed: always redrawn, the check
         print(f'[{i}/{len(runs)}] {nb.name} {name}: done, skipped', flush=True)
         done.append(out)
@@ -352,6 +364,7 @@ def run_batch(batch_file:Path, # the batch YAML file: notebook, defaults and run
                   'recorded. Rerun the same command to resume.', file=sys.stderr, flush=True)
             term = any(isinstance(g, Terminated) or g == signal.SIGTERM for g in got)
             raise Terminated() if term else KeyboardInterrupt()
+        if committed: atomic_write(out.with_suffix('.tried'), token)         # whatever came of it: not tried again
         if want is not None and isinstance(rec, dict) and (why := _unlike(rec['figures'], want)):
             rec = f'{nb.name} {name} {why}'
         if want is not None and isinstance(rec, str) and 'with NotCommitted' in rec and not _checked(want, manifest):
@@ -371,7 +384,7 @@ def run_batch(batch_file:Path, # the batch YAML file: notebook, defaults and run
             os.environ['COTFAITH_FIGURES_DIR'] = str(root/COMMITTED_FIGURES)
         writable_dir('COTFAITH_FIGURES_DIR')
         locks = [FileLock(str(cache_dir()/'locks'/f'run-{hash_key(str(o))}.lock')) for o in outs]   # one batch per run
-        helpers, later = _helpers(jobs, batch_file, out_dir, kernel, overrides | {'committed': committed}), []
+        helpers, later = _helpers(jobs, batch_file, out_dir, kernel, overrides | {'committed': committed}, token), []
         try:
             for i, ((nb, params, name), out, lock) in enumerate(zip(runs, outs, locks), 1):
                 if not _free(lock):                  # another batch is running it: back to it when the rest is done
