@@ -107,7 +107,7 @@ def no_answer_table(records:pd.DataFrame, # per-instance records, one row per qu
                    )->pd.DataFrame:
     "Share of `test`'s answers that are None per span of intervened points, over all of them, and at the intact chain."
     pts = point_rows(records, test)
-    pts = pts[pts['kept']]
+    pts = pts[pts['kept'].astype(bool)]
     rows = [(lab, share_of(p['no_answer'])) for lab, _, p in _by_span(pts, edges)]
     lists = records[f'{test}_answers'].dropna() if f'{test}_answers' in records else []
     rows += [('all intervened', share_of(pts['no_answer'])), ('intact chain', share_of([a[-1] is None for a in lists]))]

@@ -141,3 +141,10 @@ def test_the_suite_figure_draws_the_kept_and_no_answer_shares_per_point():
     assert 'no answer (of kept)' in [t.get_text() for t in points.get_legend().texts]
     assert summary_row(hard.assign(**rows))['paraphrase_excluded'] == excluded(hard, 'paraphrase') > 0
     plt.close(fig)
+
+
+def test_a_run_whose_chains_have_no_intervention_point_still_tabulates():
+    # a one-question run whose chain has no step: no point to intervene at, only the intact chain (a tiny model's)
+    from cotfaith.points import no_answer_table
+    t = no_answer_table(pd.DataFrame([{'id': 'a', 'et_frac': [1.0], 'et_answers': ['3'], 'n_steps': 0}]), 'et')
+    assert list(t['point']) == ['all intervened', 'intact chain'] and list(t['n']) == [0, 1]
