@@ -218,9 +218,12 @@ def test_a_lora_adapter_served_by_llama_cpp_moves_the_answers_as_peft_does(tmp_p
     exs = load_examples('medmcqa', n=12, seed=1)                          # short questions: 12 prompts cost little
     ask = lambda eng: [eng.answer(ex, [eng.render(direct_messages(ex))], max_new_tokens=4)[0] for ex in exs]
     a_local, a_served, a_base = ask(local), ask(served), ask(base)
-    agree = sum(x == y for x, y in zip(a_local, a_served)) / len(exs)
+    # a served letter counts only when the model chose it (its greedy token: LETTER_VERSION 3), while the local engine
+    # compares the letters' own tokens: they are compared where the served model chose a letter
+    chose = [(x, y) for x, y in zip(a_local, a_served) if y]
+    agree = sum(x == y for x, y in chose) / max(1, len(chose))
     moved = sum(x != y for x, y in zip(a_served, a_base))
-    assert agree >= 0.75 and moved >= 1, (a_local, a_served, a_base)
+    assert len(chose) >= 3 and agree >= 0.75 and moved >= 1, (a_local, a_served, a_base)
 
 
 def test_hundreds_of_requests_do_not_stall_the_server(server):
