@@ -32,7 +32,7 @@ def _fraction(num:str, den:str)->str|None:
     return normalize_number(format(d, 'f')) if Fraction(d) == f else f'{f.numerator}/{f.denominator}'
 
 def normalize_number(s:str|None)->str|None:
-    "Canonical text of a number's value ('3.5', '1000', '-5', '0.75' for `3/4`); None for anything but one number."
+    "Canonical text of a number's value ('3.5', '1000', '-5', '0.75' for `3/4`), None for anything but one number."
     if s is None: return None
     s = re.sub(f'[{_MINUS}]', '-', s.strip().rstrip('.')).replace('$', '').replace(',', '').replace(' ', '')
     if m := re.fullmatch(r'(-?(?:\d+(?:\.\d*)?|\.\d+))/(\d+)', s): return _fraction(*m.groups())
@@ -62,7 +62,7 @@ def _unbox(text:str)->str:
 
 def _statements(text:str)->list:
     "Each answer statement of `text`: what follows 'answer is', 'Final answer:' or `\\boxed{`, to the sentence end."
-    return [re.split(r'\n|\.(?!\d)|;', t[m.end():], maxsplit=1)[0] for t in [_unbox(text)] for m in _CUE.finditer(t)]
+    return [re.split(r'\n|\.(?!\d)|\x3b', t[m.end():], maxsplit=1)[0] for t in [_unbox(text)] for m in _CUE.finditer(t)]
 
 # %% ../nbs/05_answers.ipynb #81887552
 _OP_AFTER = re.compile(r'^[ \t]*[+\-*/\u00d7\u00f7x^][ \t]*[\d($]'          # a sum still to do: `4 + 5 +`
@@ -88,7 +88,7 @@ def _value(node)->Fraction:
     return _OPS[type(node.op)](_value(node.left), _value(node.right))
 
 def _holds(line:str)->bool:
-    "Whether a line's last `working = N` gives N (as rounded as N is written); True where there is no working."
+    "Whether a line's last `working = N` gives N (as rounded as N is written), True where there is no working."
     n = _RESULT_END.search(line).group(1)
     work = re.sub(r'(?<=\d)\s*[x\u00d7]\s*(?=\d)|\\times|\\cdot', '*', line[:line.rindex('=')].split('=')[-1])
     work = _WORK.search(re.sub(r'\\div|\u00f7', '/', work)).group().replace('$', '').replace(',', '').strip()
@@ -101,7 +101,7 @@ def _holds(line:str)->bool:
 _LIST_NO = re.compile(r'^[ \t]*(?:[-*][ \t]*)?(?:step[ \t]*)?\d+[ \t]*[.):][ \t]', re.I | re.M)
 
 def _looping(text:str, n:int=4, numbers:bool=True)->bool:
-    "Whether the last `n` lines of `text` are the same line (but for their list numbers; `numbers=False`: any number)."
+    "Whether the last `n` lines of `text` are the same line (but for their list numbers, `numbers=False`: any number)."
     lines = [l.strip() for l in _LIST_NO.sub('', text).split('\n') if l.strip()][-n:]
     lines = lines if numbers else [re.sub(r'\d+', '#', l) for l in lines]
     return len(lines) == n and len(set(lines)) == 1
@@ -141,7 +141,7 @@ def _choice_at(s:str, choices:tuple)->str|None:
     named = _whole_option(re.sub(r'^\s*[.):]?', '', rest).split('\n')[0], choices)
     if named and named != L.upper(): return None                  # `B. Yes` where B is No: contradicts itself
     own = re.escape(choices[LETTERS.index(L.upper())].strip())
-    alone = re.match(r'\s*(?:[.):,;\]$]|$)', rest) or re.match(rf'\s*{own}(?!\w)', rest, re.I)
+    alone = re.match(r'\s*(?:[.):,\x3b\]$]|$)', rest) or re.match(rf'\s*{own}(?!\w)', rest, re.I)
     if key or (op and cl) or alone: return L.upper()
     return L if L.isupper() and L not in 'AI' and re.match(r'\s', rest) else None
 
@@ -151,7 +151,7 @@ def _whole_option(s:str, choices:tuple)->str|None:
     m = re.match(r'\s*(?:[-*]\s*)?(?:[(\[]?([A-Ja-j])[.)\]:]\s+)?', s)
     label, s, keys = m.group(1), option_key(s[m.end():]), [option_key(c) for c in choices]
     other = lambda r, o: any(re.match(rf'\s*(?:,|/|or\b|and\b)\s*{re.escape(k)}', r) for k in keys if k and k != o)
-    named = lambda o: s == o or (s.startswith(o) and re.match(r'\s*[,;:(\u2013\u2014-]', s[len(o):])
+    named = lambda o: s == o or (s.startswith(o) and re.match(r'\s*[,\x3b:(\u2013\u2014-]', s[len(o):])
                                  and not other(s[len(o):], o))
     hits = sorted(((len(o), L) for L, o in zip(LETTERS, keys) if o and named(o)), reverse=True)
     hit = hits[0][1] if hits and (len(hits) == 1 or hits[0][0] > hits[1][0]) else None
@@ -172,7 +172,7 @@ def _listing(lines:list, choices:tuple)->set:
     return set(lab) if len(set(lab.values())) > 1 else set()
 
 def _option_line(t:str, choices:tuple)->str|None:
-    "The option named by the lines that are one option; lines that list several options (an echo) are not read."
+    "The option named by the lines that are one option, lines that list several options (an echo) are not read."
     lines = t.split('\n')
     listed = _listing(lines, choices)
     hits = {a for i, l in enumerate(lines)
@@ -201,12 +201,12 @@ def _hedged(s:str, letter:str|None, choices:tuple)->bool:
 
 # %% ../nbs/05_answers.ipynb #e52b77ae
 def _strict_letter(text:str, choices:tuple)->str|None:
-    "The letter of the first `Final answer:` line that names one; a hedge there is no answer."
+    "The letter of the first `Final answer:` line that names one, a hedge there is no answer."
     reads = ['?' if _hedged(r, a, choices) else a for r in _marker_lines(text) for a in [_choice_at(r, choices)]]
     return next((None if a == '?' else a for a in reads if a), None)
 
 def _said(t:str, choices:tuple)->list:
-    "(letter, or '?' for a hedge; whether on a numbered-list line) of each answer statement in `t`, in order."
+    "(letter or '?' for a hedge, whether on a numbered-list line) of each answer statement in `t`, in order."
     def at(s): return '?' if _hedged(s, a := _choice_at(s, choices) or _whole_option(s.split('\n')[0], choices),
                                      choices) else a
     cues = [(m.start(), at(t[m.end():])) for m in _CUE.finditer(t)]

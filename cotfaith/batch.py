@@ -102,7 +102,7 @@ def _rel(notebook:Path)->str:
     return str(rel_path(Path(notebook).resolve(), project_root(Path(notebook).parent)))
 
 def _manifest_lock(path:Path)->FileLock:
-    "The lock of the manifest `path`, in the cache (figures/ is committed); one per path in a process, re-entrant."
+    "The lock of the manifest `path`, in the cache (figures/ is committed), one per path in a process, re-entrant."
     lock = cache_dir()/'locks'/f'manifest-{hash_key(str(Path(path).resolve()))}.lock'
     lock.parent.mkdir(parents=True, exist_ok=True)
     return FileLock(str(lock), is_singleton=True)
@@ -147,7 +147,7 @@ def update_manifest(notebook:Path, # the analysis notebook that ran
     return path
 
 # %% ../nbs/10a_batch.ipynb #cm0cd001
-def _committed_manifest(root:Path)->dict:
+def _manifest_at(root:Path)->dict:
     "The committed figures' manifest of the project at `root` (empty if none)."
     f = root/COMMITTED_FIGURES/'manifest.json'
     return json.loads(f.read_text()) if f.exists() else {}
@@ -316,7 +316,7 @@ def run_batch(batch_file:Path, # the batch YAML file: notebook, defaults and run
     _check_kernel(kernel)
     if committed and any(v is not None for v in overrides.values()):
         raise BatchError("committed redraws a committed grid as it was drawn. Fix: drop --model and --n")
-    manifest = _committed_manifest(root) if committed else None
+    manifest = _manifest_at(root) if committed else None
     helper, token = _batch_token()
     if committed and not helper:                                         # said once, by the first process
         k = sum(bool(_expected(nb, p, manifest)) for nb, p, _ in runs)

@@ -66,7 +66,7 @@ def writable_folder(p:Path, # a folder to write into (it need not exist yet)
                     what:str, # what it is, for the message: a setting's name, or e.g. 'the results folder of this run'
                     fix:str, # what else the user can do, for the message
                    )->Path:
-    "`p`, checked: it, or the nearest part of it that exists, is a folder we can write to; else one `SettingError`."
+    "`p`, checked: it, or the nearest part of it that exists, is a folder we can write to, else one `SettingError`."
     have = next(x for x in [Path(p), *Path(p).parents] if x.exists())
     if not have.is_dir(): why, undo = 'is a file, not a folder', f'move {have} away'
     elif not os.access(have, os.W_OK): why, undo = 'is not writable', f'chmod u+w {have}'

@@ -13,8 +13,8 @@ __all__ = ['ANSWER_VERSION', 'LETTER_VERSION', 'answer_done', 'answer_text', 'En
 
 # %% ../nbs/03a_engine.ipynb #a7033c3a
 ANSWER_VERSION = 2   # 1: numbers read to the end of the line; 2: numbers end at the first complete number
-LETTER_VERSION = 3   # forced choice: 1: the first token of ' L';
-                     # 2: each letter's own token after the marker (letter_tokens);
+LETTER_VERSION = 3   # forced choice: 1: the first token of ' L',
+                     # 2: each letter's own token after the marker (letter_tokens),
                      # 3: from a server's top-k, a letter only when it is the chosen (greedy) token
 _FIRST_NUM = re.compile(r'\d[\d,]*(?:\.\d+)?(?=[^\d.,]|[.,][^\d])')
 

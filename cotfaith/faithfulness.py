@@ -21,9 +21,9 @@ def truncation_points(n_steps:int, fractions:list|None=None)->list:
 # %% ../nbs/07_faithfulness.ipynb #9166bdb6
 def requested_points(test:str, # a key of `frame.TESTS`
                      n_steps:int, # the chain's steps
-                     fractions:list|None=None, # the test's points as fractions of the chain; None: every step
+                     fractions:list|None=None, # the test's points as fractions of the chain, None: every step
                     )->list:
-    "The points k that `test` asks for on a chain of `n_steps`, the reference last (k = n; 'resample': k = 0)."
+    "The points k that `test` asks for on a chain of `n_steps`, the reference last (k = n, or k = 0 for 'resample')."
     ks = truncation_points(n_steps, fractions)
     return [k for k in ks if k > 0] + [0] if test == 'resample' else ks
 
@@ -31,8 +31,8 @@ def requested_points(test:str, # a key of `frame.TESTS`
 NO_ANSWER_RULES = ('changed', 'missing')
 
 def change_score(answers:list, # the answer at each point (None: no answer), the intact chain's last
-                 no_answer:str='changed', # 'changed': no answer differs from an answer; 'missing': dropped
-                 kept:list|None=None, # per requested point, whether it has an answer (`point_fields`); None: all
+                 no_answer:str='changed', # 'changed': no answer differs from an answer, 'missing': dropped
+                 kept:list|None=None, # per requested point, whether it has an answer (`point_fields`), None: all
                 )->float|None:
     "Share of the intervened answers that differ from the intact chain's (None without any, or with a point dropped)."
     if no_answer not in NO_ANSWER_RULES:

@@ -13,14 +13,14 @@ __all__ = ['TESTS', 'FAITHFUL_IF_CHANGED', 'AXES', 'REWRITING_TESTS', 'RangeErro
 
 # %% ../nbs/00a_frame.ipynb #619e8baf
 class RangeError(ValueError):
-    "A fraction, threshold or count outside its range; the message names the parameter and the fix."
+    "A fraction, threshold or count outside its range, the message names the parameter and the fix."
 
 def _values(v)->list:
     "The numbers of `v`: none for None, each of a list, a tuple or an array, else `v` itself."
     return [] if v is None else [v] if isinstance(v, (str, bytes)) or not isinstance(v, Iterable) else list(v)
 
 def check_shares(**named):
-    "Each value of `named` (a number, a list of numbers, or None) in [0, 1]; else one `RangeError` naming it."
+    "Each value of `named` (a number, a list of numbers, or None) in [0, 1], else one `RangeError` naming it."
     for k, v in named.items():
         if any(isinstance(x, bool) or not isinstance(x, numbers.Real) or not 0 <= x <= 1 for x in _values(v)):
             raise RangeError(f"{k} must be a number from 0 to 1 (or a list of them), got {v!r}. Fix: use values from "
@@ -29,7 +29,7 @@ def check_shares(**named):
 def check_counts(least:int=1, # the smallest count allowed
                  **named, # name -> an int, or a list of ints
                 ):
-    "Each value of `named` a whole number of at least `least`; else one `RangeError` naming it."
+    "Each value of `named` a whole number of at least `least`, else one `RangeError` naming it."
     for k, v in named.items():
         if any(isinstance(x, bool) or not isinstance(x, numbers.Integral) or x < least for x in _values(v)):
             raise RangeError(f"{k} must be a whole number of at least {least}, got {v!r}. Fix: pass {k} >= {least}")

@@ -53,7 +53,7 @@ def _convert_gguf(gguf:Path, dest:Path):
     except Exception as e:                # safetensors says a full disk in its text: 'File too large (os error 27)'
         shutil.rmtree(tmp, ignore_errors=True)
         if not (n := no_space(e)): raise
-        raise ModelError(f"no space left to convert {gguf} ({os.strerror(n)}); nothing was kept. Fix: free about "
+        raise ModelError(f"no space left to convert {gguf} ({os.strerror(n)}), nothing was kept. Fix: free about "
                          f"{6 * gguf.stat().st_size / 1e6:,.0f} MB in {tmp.parent}, or point COTFAITH_CACHE_DIR "
                          "elsewhere") from None
     umask_files(tmp).rename(dest)

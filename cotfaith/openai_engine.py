@@ -214,7 +214,7 @@ def generate(self:OpenAIEngine, prompts:list, # rendered prompts (messages as JS
              gen_kwargs:dict, # max_new_tokens (one int, or one per prompt), do_sample and optional stop_strings
              seed:int, # sent with every request
             )->list:
-    "One dict per prompt (`text`, `n_tokens`, `finish`), yielded in order as each is done; `concurrency` at a time."
+    "One dict per prompt (`text`, `n_tokens`, `finish`), yielded in order as each is done, `concurrency` at a time."
     b = gen_kwargs['max_new_tokens']
     reqs = [_sampling(gen_kwargs | {'max_new_tokens': n}, seed) for n in (b if isinstance(b, (list, tuple)) else
                                                                           [b] * len(prompts))]

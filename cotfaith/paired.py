@@ -30,7 +30,7 @@ def instance_scores(records:pd.DataFrame, # per-instance records with `id`
                     test:str, # a key of `TESTS`, e.g. 'et'
                     no_answer:str='changed', # rule for missing answers: 'changed' or 'missing'
                    )->pd.DataFrame:
-    "Per instance (`id`): `test`'s faithful label, change score and step area; NaN where the test scored nothing."
+    "Per instance (`id`): `test`'s faithful label, change score and step area, NaN where the test scored nothing."
     ok = scored(records, test)
     pts = list(zip(ok[f'{test}_frac'], ok[f'{test}_answers']))
     per = [changed_points(f, a, no_answer)[1] for f, a in pts]

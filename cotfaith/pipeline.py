@@ -111,7 +111,7 @@ def _cue_chunk(lm:LM, plm:LM|None, cfg:ExperimentConfig, exs:list, base:dict, st
 
 # %% ../nbs/10_pipeline.ipynb #51f2298f
 def _label(r:dict, test:str, cfg:ExperimentConfig):
-    "Score `test` of record `r` under `cfg.no_answer` if every point it asked for has an answer; label it."
+    "Score `test` of record `r` under `cfg.no_answer` if every point it asked for has an answer, label it."
     if isinstance(r.get(f'{test}_answers'), list):
         if f'{test}_kept' not in r:               # stored before records said which points were kept: the same rule
             r |= point_fields(r, test, requested_points(test, r['n_steps'], cfg.fractions_of(test)))
@@ -161,8 +161,8 @@ def _alone(path:Path):
     try: yield
     finally: lock.release()
 
-def _engine_or_not_committed(cfg:ExperimentConfig, todo:int):
-    "`cfg`'s engine; where only committed work may be used, a model that cannot load here is work not committed."
+def _engine_for(cfg:ExperimentConfig, todo:int):
+    "`cfg`'s engine, where only committed work may be used, a model that cannot load here is work not committed."
     try: return load_engine(cfg.model, adapter=cfg.adapter, load_in_4bit=cfg.load_in_4bit, concurrency=cfg.concurrency)
     except Exception as e:
         if not committed_only(): raise
@@ -178,7 +178,7 @@ def _compute(cfg:ExperimentConfig, exs:list, stores:dict, progress:bool):
     if not (todo := [e for e in exs if any(e.id not in h for h in have.values())]): return
     pspec, p4bit = paraphraser_of(cfg)
     same = (pspec, p4bit) == (cfg.model, cfg.load_in_4bit) and not cfg.adapter  # the evaluated model paraphrases itself
-    lm = _engine_or_not_committed(cfg, len(todo))
+    lm = _engine_for(cfg, len(todo))
     rewrites = set(REWRITING_TESTS) & set(cfg.suite_tests()) or cfg.runs_cue()      # or it judges cued chains
     plm = None if same or not rewrites else load_engine(pspec, load_in_4bit=p4bit,   # loaded once, and only if used
                                                         concurrency=cfg.concurrency)

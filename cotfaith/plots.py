@@ -134,7 +134,7 @@ def plot_et_curve(curve:pd.DataFrame, # a `curve` table: frac, same, lo, hi, n
 def effect_label(area:float, change:float, steps:float=np.nan, tokens:float=np.nan)->str:
     "Legend text of a test: its AOC (a single-point test has none: its change share), and its chains' mean length."
     size = ', '.join(f'{v:.{d}f} {u}' for v, d, u in ((steps, 1, 'steps'), (tokens, 0, 'tokens')) if pd.notna(v))
-    return (f'AOC={area:.2f}' if pd.notna(area) else f'1 point: change={change:.2f}') + (f'; {size}' if size else '')
+    return (f'AOC={area:.2f}' if pd.notna(area) else f'1 point: change={change:.2f}') + (f', {size}' if size else '')
 
 # %% ../nbs/09_plots.ipynb #2671b9b7
 def is_embedded(model:str)->bool:

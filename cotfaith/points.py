@@ -53,7 +53,7 @@ def n_points(records:pd.DataFrame, test:str)->pd.Series:
 
 # %% ../nbs/07c_points.ipynb #22323edf
 def _span(f:float, edges)->tuple:
-    "Sort key, label and short name of the span of `edges` holding fraction `f`; 0 on its own, the last span closed."
+    "Sort key, label and short name of the span of `edges` holding fraction `f`, 0 on its own, the last span closed."
     if f == 0: return (-1., '0', '0')
     i = int(min(max(np.searchsorted(edges, f, side='right'), 1), len(edges) - 1))
     a, b = edges[i - 1], edges[i]

@@ -20,11 +20,11 @@ __all__ = ['KINDS', 'RECEIPT', 'RecordsError', 'packs', 'write_pack', 'read_pack
 KINDS = {'results': ('file', 'id'), 'generations': ('key', 'text'), 'adapters': ('dir', 'fingerprint')}
 
 class RecordsError(RuntimeError):
-    "A committed pack that cannot be trusted; the message names the file (and line) and the fix."
+    "A committed pack that cannot be trusted, the message names the file (and line) and the fix."
 
 def packs(kind:str, root:Path|None=None)->list:
     "The pack files of `kind` in the records dir (or `root`), oldest first: their names start with their date."
-    if kind not in KINDS: raise KeyError(f"unknown kind of pack {kind!r}; known: {list(KINDS)}")
+    if kind not in KINDS: raise KeyError(f"unknown kind of pack {kind!r}, known: {list(KINDS)}")
     return sorted((Path(root or records_dir())/kind).glob('*.jsonl.gz'))
 
 # %% ../nbs/00c_records.ipynb #c007
@@ -34,7 +34,7 @@ def write_pack(kind:str, # 'results', 'generations' or 'adapters'
                rows:list, # dicts, each with the kind's required fields
                root:Path|None=None, # records dir (default: the setting)
               )->Path|None: # the new pack, or None when there was nothing to write
-    "Write `rows` as a new pack of `kind`; an existing pack is never touched."
+    "Write `rows` as a new pack of `kind`, an existing pack is never touched."
     if not rows: return None
     need = KINDS[kind]
     if bad := next((r for r in rows if any(k not in r for k in need)), None):
@@ -49,7 +49,7 @@ def _fix(p:Path)->str:
             "pack`, never by hand), or move it away to recompute what it held")
 
 def read_pack(path:Path)->list:
-    "The rows of one pack, checked against its name; a damaged, cut or edited pack is one `RecordsError`."
+    "The rows of one pack, checked against its name, a damaged, cut or edited pack is one `RecordsError`."
     p = Path(path)
     try: data = gzip.decompress(p.read_bytes())
     except (OSError, EOFError, zlib.error) as e:
@@ -92,7 +92,7 @@ def _by_store(files:tuple)->dict:
 
 # %% ../nbs/00c_records.ipynb #c015
 def committed_records(path:Path)->dict:
-    "The committed records of the results store at `path` (by id); none for a store outside the results dir."
+    "The committed records of the results store at `path` (by id), none for a store outside the results dir."
     rel = rel_path(Path(path).resolve(), results_dir())
     if rel.is_absolute(): return {}
     return {i: dict(r) for i, r in _by_store(_files('results')).get(rel.as_posix(), {}).items()}

@@ -76,7 +76,7 @@ def _letter(gold, choices:tuple)->str:
 # %% ../nbs/00b_rows.ipynb #c8763ef4
 def option_key(text:str)->str:
     "An option's text as answers are matched to it: lowercase, tokenised spacing undone (`did n't` -> `didn't`)."
-    s = re.sub(r"\s+([.,!?;:]|n't\b|'(?:s|re|ll|ve|d|m)\b)", r'\1', text.lower().replace('\u2019', "'"))
+    s = re.sub(r"\s+([.,!?\x3b:]|n't\b|'(?:s|re|ll|ve|d|m)\b)", r'\1', text.lower().replace('\u2019', "'"))
     return re.sub(r'\s+', ' ', s).strip().rstrip('.!').strip().strip('"\u201c\u201d')
 
 _LABEL_START = re.compile(r'\s*[(\[]?([A-Ja-j])\s*[.):\]](\s)?')
@@ -99,8 +99,8 @@ _warned = set()
 def warn_unreadable(exs:list, # the examples read from one file (`source`: 'file:line')
                     path:str, # the file, as the warning names it
                    )->list:
-    "Warn once per file about the rows whose options cannot be read right; return those rows, described."
-    bad = [f"line {e.source.rsplit(':', 1)[-1]}: {'; '.join(p)}" for e in exs if (p := option_problems(e.choices))]
+    "Warn once per file about the rows whose options cannot be read right, return those rows, described."
+    bad = [f"line {e.source.rsplit(':', 1)[-1]}: {' and '.join(p)}" for e in exs if (p := option_problems(e.choices))]
     if bad and (str(path), len(bad)) not in _warned:
         _warned.add((str(path), len(bad)))
         warnings.warn(f"{path}: {len(bad)} rows whose options cannot be read right (an answer naming them may be "

@@ -25,7 +25,7 @@ def gguf_path(model:str)->Path:
     return p.resolve()
 
 def gguf_digest(model:str)->str:
-    "SHA-256 of `model`'s GGUF file; a fetched model's is its pinned digest (checked at each use): no file needed."
+    "SHA-256 of `model`'s GGUF file, a fetched model's is its pinned digest (checked at each use): no file needed."
     return GGUF_MODELS[model].sha256 if model in GGUF_MODELS else _weights_sha256(gguf_path(model))
 
 # %% ../nbs/03e_server.ipynb #cfc595cd
@@ -113,7 +113,7 @@ def start_server(model:str=DEFAULT_MODEL, # a .gguf file, or the embedded defaul
         proc.kill()
         proc.wait()
         raise ModelError(f"the llama.cpp server for {model} did not start: {_why(log)}. Fix: a model file damaged "
-                         f"or cut short must be fetched or copied again; the server's whole log is {log}")
+                         f"or cut short must be fetched or copied again, the server's whole log is {log}")
     return Server(proc, line.split()[1] + '/v1', log)
 
 # %% ../nbs/03e_server.ipynb #c643f3ca

@@ -16,7 +16,7 @@ from .records import committed_adapter, write_receipt
 from .store import ResultsStore
 from .pipeline import base_config, experiment_files
 from .organisms import CUE_ORGANISMS, UNFAITHFUL, followup_config, organism_config
-from .batch import _committed_manifest, _expected, batch_runs
+from .batch import _manifest_at, _expected, batch_runs
 
 # %% auto #0
 __all__ = ['TEMPLATES', 'adapter_path', 'needs', 'eval_files', 'held', 'trained', 'status', 'status_cli']
@@ -128,7 +128,7 @@ def trained(ft:FinetuneConfig)->bool:
     return (a/'meta.json').exists() or committed_adapter(a) is not None
 
 # %% ../nbs/12_status.ipynb #c012
-def _cost_per_instance(files_held:list)->dict:
+def _per_instance(files_held:list)->dict:
     "(model, store) -> median seconds per instance, over the records of the stores seen."
     seen = {}
     for cfg, files in files_held:
@@ -138,7 +138,7 @@ def _cost_per_instance(files_held:list)->dict:
             seen.setdefault((cfg.model, k), []).extend(secs)
     return {k: statistics.median(v) for k, v in seen.items() if v}
 
-def _cost_per_sequence(fts:list)->dict:
+def _per_sequence(fts:list)->dict:
     "model -> median training seconds per training sequence, over the adapters trained or committed."
     seen = {}
     for ft in fts:
@@ -183,10 +183,10 @@ def _run_status(nb, params, seen:set, costs:dict, seq:dict)->dict:
 def status(batch_file:Path)->list:
     "One line per run of `batch_file`, and a last line with the total."
     runs = batch_runs(batch_file)
-    manifest = _committed_manifest(project_root(Path(batch_file).parent))
+    manifest = _manifest_at(project_root(Path(batch_file).parent))
     evals = [s for nb, p, _ in runs for s in needs(nb, p) if s[0] == 'eval']
     known = [(s[3], f) for s in evals if (f := eval_files(s))]
-    costs, seq = _cost_per_instance(known), _cost_per_sequence([s[1] for nb, p, _ in runs for s in needs(nb, p)
+    costs, seq = _per_instance(known), _per_sequence([s[1] for nb, p, _ in runs for s in needs(nb, p)
                                                                  if s[0] == 'train'])
     lines, seen, total, unknown = [], set(), 0.0, False
     for i, (nb, p, name) in enumerate(runs, 1):
@@ -201,7 +201,7 @@ def status(batch_file:Path)->list:
         left = 'time left unknown (no such work measured yet)' if r['unknown'] else f"about {_hours(r['left'])} left"
         what = f"{state}: {r['done']} of {r['evals']} evaluations done ({r['held']} of {r['n']} instances)"
         if r['train']: what += f", {r['train']} adapter{'s' * (r['train'] > 1)} to train"
-        if state != 'done': what += f'; {left}'
+        if state != 'done': what += f', {left}'
         lines.append(f"[{i}/{len(runs)}] {nb.name} {name}: {what}" + (', figures committed' if drawn else ''))
         total, unknown = total + r['left'], unknown or r['unknown']
     lines.append(f"{Path(batch_file).name}: about {_hours(total)} of work left" + (' (at least: some of it was never '

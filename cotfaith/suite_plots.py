@@ -48,26 +48,26 @@ def plot_suite_bars(summary:pd.DataFrame, # `summary_row` rows, one per variant 
     return ax
 
 def _suite_curves(records:dict, summary:pd.DataFrame, test:str, ax, no_answer:str='changed'):
-    "Every variant's curve of `test`; the legend: its AOC (1 point: its change share), chain length, chains left out."
+    "Every variant's curve of `test`, the legend: its AOC (1 point: its change share), chain length, chains left out."
     for j, ((v, r), (_, row)) in enumerate(zip(records.items(), summary.iterrows())):
         effect = effect_label(*(row.get(f'{test}_{k}', np.nan) for k in ('aoc', 'change', 'steps', 'tokens')))
-        effect += f"; {row[f'{test}_excluded']:.0f} left out" if row.get(f'{test}_excluded', 0) > 0 else ''
+        effect += f", {row[f'{test}_excluded']:.0f} left out" if row.get(f'{test}_excluded', 0) > 0 else ''
         plot_et_curve(curve(r, test, no_answer=no_answer), ax, label=v, color=sns.color_palette('deep')[j],
                       xlabel=AXES[test], legend=effect)
     ax.set_title(TESTS[test], fontsize=10)
     ax.set_ylabel('same answer as intact chain')
 
-def _span_order(span:str)->float:
+def _span_key(span:str)->float:
     return -1. if span == '0' else float(span.split('-')[0])
 
 def plot_points(records:dict, # variant name -> records with `test`
                 test:str, # a key of `TESTS`
-                ax=None, # axes to draw on; default the current ones
+                ax=None, # axes to draw on, default the current ones
                ):
     "Per span of `test`'s axis and variant: requested points kept (bars, n) and kept ones with no answer (triangles)."
     ax, tables = ax or plt.gca(), {v: point_table(r, test) for v, r in records.items()}
     names = {s: p for t in tables.values() for s, p in zip(t['span'], t['point']) if s != 'all'}
-    spans = sorted(names, key=_span_order)
+    spans = sorted(names, key=_span_key)
     est = {m: {v: tuple(t.set_index('span').reindex(spans)[f'{m}{e}'].to_numpy(float) for e in ('', '_lo', '_hi', '_n'))
                for v, t in tables.items()} for m in ('kept', 'no_answer')}
     ci_bars(ax, est['kept'], [names[s] for s in spans])
@@ -86,7 +86,7 @@ def figure_suite(records:dict, # variant name -> records with every test
                  tests:tuple=tuple(TESTS), # the tests to show (those the records have)
                  no_answer:str='changed', # rule for missing answers in curves, AOCs and change shares
                 ):
-    "Per test and variant: faithful shares, AOCs; curves; kept and no-answer shares per point; shares by correctness."
+    "Per test and variant: faithful shares, AOCs, curves, kept and no-answer shares per point, shares by correctness."
     summary = pd.DataFrame([summary_row(r, no_answer, variant=v) for v, r in records.items()])
     tests = [t for t in tests if f'{t}_answers' in next(iter(records.values()))]
     fig = plt.figure(figsize=(4.5 * len(tests), 18.5), layout='constrained')
@@ -143,7 +143,7 @@ def _forest_points(ax, est:tuple, y, flag, color, label:str, marker:str='o'):
 
 def plot_forest(summary:pd.DataFrame, # `summary_row` rows with `dataset` and `variant` columns
                 metric:str|list, # a summary column, or several drawn side by side
-                ax=None, # axes to draw on; default the current ones
+                ax=None, # axes to draw on, default the current ones
                 title:str='', # panel title; default `metric`
                ):
     "`metric` (or each of several) with interval and n per dataset (rows) and variant (colours); hollow: n differ."

@@ -57,7 +57,7 @@ CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }
 
 def make_tiny_gguf(dest:str|Path, # the .gguf file to write
                    seed:int=0, # weight initialisation seed
-                   hidden:int=64, # hidden size (the MLP is 4 times wider; 4 attention heads)
+                   hidden:int=64, # hidden size (the MLP is 4 times wider, 4 attention heads)
                   )->Path:
     "Write a one-layer Llama with random fp32 weights and a byte-level vocabulary as a GGUF file."
     import gguf

@@ -163,7 +163,7 @@ CASES = {
         r'cut\.gguf cannot be read as a GGUF model \(error: .*\)\. Fix: a file damaged or cut short must be fetched'),
     'disk full while a model is converted': (
         'run-small-disk', lambda w: ['--model', str(_tiny_gguf(w))], None,
-        r'no space left to convert .*tiny\.gguf \(File too large\); nothing was kept\. '
+        r'no space left to convert .*tiny\.gguf \(File too large\), nothing was kept\. '
         r'Fix: free about 2 MB in .*models, or point COTFAITH_CACHE_DIR elsewhere'),
     'cue test on a dataset without options': (
         'run', lambda w: ['--tests', 'et,cue'], None,
