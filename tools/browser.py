@@ -7,7 +7,9 @@ dependency of jupyter_server, installed with the dev extra).
 import base64
 import itertools
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -43,10 +45,14 @@ class Browser:
                                       f'--user-data-dir={self.profile}',
                                       f'--window-size={width},{height}', 'about:blank'],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        wait_port(self.port)
-        pages = json.load(urllib.request.urlopen(f'http://127.0.0.1:{self.port}/json'))
-        self.ws = websocket.create_connection(next(p for p in pages if p['type'] == 'page')['webSocketDebuggerUrl'],
-                                              suppress_origin=True)
+        try:
+            wait_port(self.port)
+            pages = json.load(urllib.request.urlopen(f'http://127.0.0.1:{self.port}/json'))
+            url = next(p for p in pages if p['type'] == 'page')['webSocketDebuggerUrl']
+            self.ws = websocket.create_connection(url, suppress_origin=True)
+        except BaseException:                          # never leave a browser behind
+            self._stop()
+            raise
         self.ids = itertools.count(1)
         self.call('Page.enable')
 
@@ -82,12 +88,16 @@ class Browser:
     def screenshot(self, path)->None:
         open(path, 'wb').write(base64.b64decode(self.call('Page.captureScreenshot', format='png')['data']))
 
+    def _stop(self):
+        "Stop the browser and every process it started (its own process group), then drop its profile."
+        try: os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError: pass
+        self.proc.wait(timeout=30)
+        shutil.rmtree(self.profile, ignore_errors=True)
+
     def close(self):
         try: self.ws.close()
-        finally:
-            self.proc.terminate()
-            self.proc.wait(timeout=30)
-            shutil.rmtree(self.profile, ignore_errors=True)
+        finally: self._stop()
 
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()
