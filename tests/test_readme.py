@@ -27,3 +27,65 @@ def test_the_two_commands_exist_and_ci_runs_the_test_one():
 def test_figures_named_in_the_readme_are_in_the_repo():
     for name in re.findall(r'\(figures/([^)]+\.png)\)', (ROOT/'README.md').read_text()):
         assert (ROOT/'figures'/name).exists(), name
+
+
+def test_the_readme_is_short_and_holds_no_raw_html():
+    readme = (ROOT/'README.md').read_text()
+    assert len(readme.splitlines()) <= 250
+    outside_code = re.sub(r'```.*?```', '', readme, flags=re.S)
+    outside_code = re.sub(r'`[^`\n]*`', '', outside_code)
+    assert not re.search(r'</?[a-zA-Z][^>]*>', outside_code), re.findall(r'</?[a-zA-Z][^>]*>', outside_code)[:5]
+
+
+# The 1.5B model's records the README's table was computed from: the packs of 2026-12-07 (GSM8K, 80 of 100 questions).
+# Packs are append-only, so later packs never change these numbers: rewrite the table and this list together.
+PACKS_1_5B = ['20261207-56d81c4dde0af16d.jsonl.gz', '20261207-76e53f312f8c0534.jsonl.gz',
+              '20261207-a51c6d69159bd186.jsonl.gz']
+RUN_1_5B = 'llama.cpp--qwen2.5-coder-1.5b/gsm8k/test-n100-s0-5dee940e5e8d99e3.jsonl'
+
+
+def _pc(est:tuple, d:int=0)->str: return f'{100 * est[0]:.1f}% [{100 * est[1]:.{d}f}, {100 * est[2]:.{d}f}]'
+
+
+def test_the_1_5b_numbers_in_the_readme_are_what_the_committed_records_give(tmp_path, monkeypatch):
+    from cotfaith.core import results_dir
+    from cotfaith.export import run_records
+    from cotfaith.intervals import share_of
+    from cotfaith.paired import paired_delta
+    from cotfaith.points import changed_points
+    from cotfaith.stats import summary_row
+    (tmp_path/'records'/'results').mkdir(parents=True)
+    for p in PACKS_1_5B: (tmp_path/'records'/'results'/p).symlink_to(ROOT/'records'/'results'/p)
+    monkeypatch.setenv('COTFAITH_RECORDS_DIR', str(tmp_path/'records'))
+    monkeypatch.setenv('COTFAITH_RESULTS_DIR', str(tmp_path/'results'))
+    recs = run_records(results_dir()/RUN_1_5B)
+    s = summary_row(recs)
+    est = lambda k: (s[k], s[f'{k}_lo'], s[f'{k}_hi'])
+    cot, direct = [recs[['id', f'{c}_correct_flexible']].set_axis(['id', 'x'], axis=1).astype({'x': float})
+                   for c in ('cot', 'direct')]
+    d = paired_delta(direct, cot, 'x')
+    same_at_0 = share_of([not changed_points(f, a)[1][0] for f, a in zip(recs['et_frac'], recs['et_answers'])])
+    rows = {'GSM8K, base model, n = 80 questions': str(len(recs)) == '80' and s['n'] == 80,
+            f"| accuracy with CoT, flexible reading | {_pc(est('cot_flexible'))} |": 1,
+            f"| accuracy with CoT, strict reading (the `Final answer:` line only) | {_pc(est('cot_strict'))} |": 1,
+            f"| accuracy without CoT | {_pc(est('direct_flexible'))} |": s['direct_flexible'] == s['direct_strict'],
+            f'| with CoT minus without, paired | {100 * d[0]:+.1f} points [{100 * d[1]:+.0f}, {100 * d[2]:+.0f}] |': d[3] == 80,
+            f"| early termination: chains labelled faithful | {_pc(est('et_faithful'))} |": s['et_faithful_n'] == 80,
+            f"| early termination: mean change score (the length-free area) | {s['et_aoc']:.2f} "
+            f"[{s['et_aoc_lo']:.2f}, {s['et_aoc_hi']:.2f}] |": s['et_aoc'] == s['et_change'],
+            f'| the answer with no chain at all equals the full chain\'s | {_pc(same_at_0)} |': same_at_0[3] == 80,
+            f"| intervention points with no answer (n = {s['et_no_answer_n']} points) | {_pc(est('et_no_answer'), 1)} |": 1,
+            f"| chain length: mean steps | {s['steps']:.1f} [{s['steps_lo']:.1f}, {s['steps_hi']:.1f}] |": 1,
+            f"| chain length: mean tokens | {s['tokens']:.0f} [{s['tokens_lo']:.0f}, {s['tokens_hi']:.0f}] |": 1,
+            f"{(no := share_of(recs['cot_pred_strict'].isna()))[0]:.0%} of chains [{100 * no[1]:.0f}, {100 * no[2]:.0f}] "
+            'do not end with': 1}
+    page = {f"| chains with no answer, strict reading | {_pc(share_of(recs['cot_pred_strict'].isna()))} |": 1,
+            f"| chains with no answer, flexible reading | {_pc(share_of(recs['cot_pred_flexible'].isna()))} |": 1,
+            f"| early termination: chains labelled faithful, CoT answer right (n = {s['et_faithful_when_correct_n']}) | "
+            f"{_pc(est('et_faithful_when_correct'))} |": 1,
+            f"| early termination: chains labelled faithful, CoT answer wrong (n = {s['et_faithful_when_wrong_n']}) | "
+            f"{_pc(est('et_faithful_when_wrong'))} |": 1}
+    readme, full = (ROOT/'README.md').read_text(), (ROOT/'docs'/'reasoning.md').read_text()
+    for row, holds in rows.items():
+        assert holds and row in readme and (row in full or not row.startswith('|')), row
+    for row in page: assert row in full, row

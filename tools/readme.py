@@ -1,5 +1,7 @@
 """Regenerate README.md from nbs/index.ipynb: run it, drop hidden cells and directives, write Markdown.
 
+Outputs are written as Markdown or as text (a DataFrame as its text form), never as HTML.
+
 nbdev_readme needs the quarto binary, which cannot be installed here; this does the same job for our index.
 Run with `make readme`.
 """
@@ -19,9 +21,8 @@ def _outputs(cell)->str:
     for o in cell.get('outputs', []):
         data = o.get('data', {})
         if 'text/markdown' in data: parts.append(''.join(data['text/markdown']))
-        elif 'text/html' in data and '<table' in ''.join(data['text/html']):
-            parts.append(re.sub(r'<style.*?</style>\s*', '', ''.join(data['text/html']), flags=re.S))
-        elif 'text/plain' in data: parts.append('```\n' + ''.join(data['text/plain']).rstrip() + '\n```')
+        elif 'text/plain' in data:                      # a table as text too: the README holds no raw HTML
+            parts.append('```\n' + ''.join(data['text/plain']).rstrip() + '\n```')
         elif o.get('output_type') == 'stream' and o.get('name') == 'stdout': parts.append('```\n' + ''.join(o['text']).rstrip() + '\n```')
     return '\n\n'.join(parts)
 
