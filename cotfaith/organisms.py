@@ -176,6 +176,6 @@ def figure_followup(table:pd.DataFrame, # `followup_table` rows: variant, metric
             if np.isnan(mi): ax.text(xi, .02, 'no chain', rotation=90, ha='center', va='bottom', fontsize=8)
             elif o == o: ax.text(xi, top + .02, n_text(k, o, '\n'), ha='center', va='bottom', fontsize=6)
     ax.set_xticks(range(len(ms)), [m.replace(': ', ':\n') for m in ms], fontsize=8)
-    ax.set(ylim=(0, 1.16), yticks=np.linspace(0, 1, 6), ylabel='share of held-out questions')
+    ax.set(ylim=(0, 1.25), yticks=np.linspace(0, 1, 6), ylabel='share of held-out questions')
     ax.legend(fontsize=8, ncol=len(vs), loc='upper center')
     return title_figure(fig, title, model)

@@ -181,7 +181,7 @@ def plot_before_after(summary:pd.DataFrame, # `summary_row` rows with `variant` 
     rows = {v: s.set_index('eval_dataset').reindex(datasets) for v, s in summary.groupby('variant', sort=False)}
     ci_bars(ax, {v: share_estimate(r, metric) for v, r in rows.items()}, datasets,
             of={v: scored_counts(r, metric) for v, r in rows.items()})
-    ax.set(ylim=(0, 1.16), yticks=np.linspace(0, 1, 6), ylabel=ylabel or metric)
+    ax.set(ylim=(0, 1.25), yticks=np.linspace(0, 1, 6), ylabel=ylabel or metric)
     ax.legend(fontsize=8, ncol=len(rows), loc='upper center')
     return ax
 

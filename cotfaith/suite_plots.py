@@ -48,7 +48,7 @@ def plot_suite_bars(summary:pd.DataFrame, # `summary_row` rows, one per variant 
     ticks = [TESTS[t].replace(' ', '\n') + ('\n(change share)' if used[t] != metric else '') for t in tests]
     ci_bars(ax, est, ticks, of=of)
     ax.tick_params(axis='x', labelsize=8)
-    ax.set(ylim=(0, 1.16), yticks=np.linspace(0, 1, 6), ylabel=SUITE_LABELS.get(metric, metric))
+    ax.set(ylim=(0, 1.25), yticks=np.linspace(0, 1, 6), ylabel=SUITE_LABELS.get(metric, metric))
     ax.legend(fontsize=8, ncol=len(est), loc='upper center')        # in the band above 1, clear of the bars
     return ax
 
