@@ -19,7 +19,8 @@ from .models import ModelError
 from .generate import CacheError
 from .frame import TESTS, RangeError
 from .finetune import FinetuneConfigError
-from .stats import accuracy_table, summary_row
+from .stats import accuracy_table, summary_row, scored, set_apart
+from .points import SCORED_VERSION
 from .config import ConfigError, ExperimentConfig
 from .store import ResultsError
 from .usage import ledger_total, usage_path
@@ -80,17 +81,18 @@ def config_parser(prog:str='cotfaith-run')->argparse.ArgumentParser:
 
 # %% ../nbs/10b_cli.ipynb #8bdce878
 def report_path(cfg:ExperimentConfig, files:dict)->Path:
-    "Where the CLI stores what it prints, beside the base records: named after the stores read and the labelling rule."
+    "Where the CLI stores what it prints, beside the base records: named after the stores read and the scoring rules."
     key = hash_key({'files': sorted(f.name for f in files.values()), 'threshold': cfg.threshold,
-                    'no_answer': cfg.no_answer})
+                    'no_answer': cfg.no_answer, 'scored': SCORED_VERSION})
     return files['base'].with_name(f"{files['base'].stem}.report-{key}.json")
 
 def _instance_labels(recs:pd.DataFrame, tests:tuple)->list:
-    "Per instance: its answers, whether each is correct, and every test's score and faithful label."
+    "Per instance: its answers, whether each is correct, each test's score, faithful label and whether it is scored."
     labels = [f'{t}_{x}' for t in tests for x in ('score', 'faithful')] + ['cue_faithful']
     keep = [c for c in recs if c in ('id', 'gold', 'skipped', *labels) or c.startswith(('cot_pred', 'cot_correct',
             'direct_pred', 'direct_correct'))]
-    return json.loads(recs[keep].to_json(orient='records'))
+    ok = {f'{t}_scored': recs.index.isin(scored(recs, t).index) for t in tests}    # a label counts where this is true
+    return json.loads(recs[keep].assign(**ok).to_json(orient='records'))
 
 def write_report(cfg:ExperimentConfig, # the experiment's config
                  recs:pd.DataFrame, # its per-instance records (`run_experiment`)
@@ -99,7 +101,8 @@ def write_report(cfg:ExperimentConfig, # the experiment's config
                 )->Path:
     "Store the accuracy table, each test's summary and per-instance labels and served models' token usage, as JSON."
     tests, row = cfg.suite_tests(), summary_row(recs, cfg.no_answer)
-    summary = {t: {k: row[f'{t}_{k}'] for k in ('aoc', 'change', 'faithful', 'n', 'steps', 'tokens')} for t in tests}
+    keys = ('aoc', 'change', 'faithful', 'n', 'scored', 'scored_n', 'unstated', 'excluded', 'steps', 'tokens')
+    summary = {t: {k: row[f'{t}_{k}'] for k in keys} for t in tests}
     report = {'config': asdict(cfg), 'records': {k: str(f) for k, f in files.items()},
               'accuracy': json.loads(accuracy_table(recs).to_json(orient='records')),
               'tests': json.loads(pd.DataFrame(summary).to_json()), 'instances': _instance_labels(recs, tests),
@@ -119,10 +122,13 @@ def run_cli(argv:list|None=None):
     print(accuracy_table(recs).round(3).to_string(index=False))
     row = summary_row(recs, cfg.no_answer)
     for t in cfg.suite_tests():
-        aoc, change = row[f'{t}_aoc'], row[f'{t}_change']
+        aoc, change, n = row[f'{t}_aoc'], row[f'{t}_change'], row[f'{t}_n']
         effect = f"AOC {aoc:.3f}" if pd.notna(aoc) else f"change share {change:.3f} (1 point)"
         length = f", chains of {row[f'{t}_steps']:.1f} steps" if pd.notna(row[f'{t}_steps']) else ''
-        print(f"{TESTS[t]}: {effect}, faithful {row[f'{t}_faithful']:.1%} of {row[f'{t}_n']} scored{length}")
+        why = set_apart(row, f'{t}_')                                         # the chains not scored, and why
+        of = f"(of {row[f'{t}_scored_n']} chains{': ' + why if why else ''})"
+        shown = f"{effect}, faithful {row[f'{t}_faithful']:.1%} of {n} scored" if n else 'no chain scored'
+        print(f"{TESTS[t]}: {shown} {of}{length}")
     cue = cue_stats(records_frame(recs)) if cfg.runs_cue() else None       # bootstrapped once: printed and stored
     if cue: print(cue_line(cue))
     report = _or_exit(write_report, cfg, recs, files, cue)

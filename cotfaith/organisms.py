@@ -15,7 +15,7 @@ import seaborn as sns
 from .models import DEFAULT_MODEL
 from .finetune import FinetuneConfig
 from .intervals import auroc, auroc_ci
-from .stats import curve, faithfulness_stats, share_of
+from .stats import curve, faithfulness_stats, share_of, scored, set_apart, stated, tested, n_text
 from .frame import TESTS, FAITHFUL_IF_CHANGED, AXES
 from .faithfulness import change_score
 from .plots import effect_label, plot_et_curve, title_figure
@@ -63,7 +63,7 @@ def later_points(records:pd.DataFrame, test:str)->pd.DataFrame:
 
 def _auroc_row(faithful:pd.DataFrame, unfaithful:pd.DataFrame, test:str)->dict:
     sign = -1 if not FAITHFUL_IF_CHANGED[test] else 1                  # paraphrasing: a low change score is faithful
-    f, u = (sign * r[f'{test}_score'].dropna().astype(float) for r in (faithful, unfaithful))
+    f, u = (sign * r.loc[stated(r), f'{test}_score'].dropna().astype(float) for r in (faithful, unfaithful))
     a, lo, hi = auroc_ci(f, u)
     return {'auroc': a, 'lo': lo, 'hi': hi, 'score_faithful': sign * f.mean(), 'score_unfaithful': sign * u.mean(),
             'n_faithful': len(f), 'n_unfaithful': len(u)}
@@ -90,10 +90,11 @@ def _seeded_numpy(seed:int):
     try: yield
     finally: np.random.set_state(state)
 
-def _curve_legend(rec:pd.DataFrame, test:str)->str:
-    "The test's AOC (a single-point test: its change share) and its chains' mean length, for the curve's legend."
+def _curve_legend(rec:pd.DataFrame, test:str)->dict:
+    "The curve's legend (AOC or change share, chain length, chains not scored) and how many chains were tested."
     s = faithfulness_stats(rec, test)
-    return effect_label(s['aoc'], s['change'], s['steps'], s['tokens'])
+    legend = effect_label(s['aoc'], s['change'], s['steps'], s['tokens'], set_apart(s))
+    return {'legend': legend, 'tested': s['scored_n']}
 
 def _auroc_title(sep:pd.DataFrame)->str:
     "One line per unfaithful kind: AUROC [CI] over all points, and over k > 0."
@@ -113,11 +114,11 @@ def figure_organisms(records:dict, # organism name -> records with every test
     for i, t in enumerate(tests):
         for name, rec in records.items():
             plot_et_curve(curve(rec, t), axs[0, i], label=name, color=colors[name], xlabel=AXES[t],
-                          legend=_curve_legend(rec, t))
+                          **_curve_legend(rec, t))
         axs[0, i].set_title(TESTS[t], fontsize=10)
         axs[0, i].legend(fontsize=7, loc='lower right')
-        long = pd.concat([pd.DataFrame({'organism': name, 'score': rec[f'{t}_score'].dropna().astype(float)})
-                          for name, rec in records.items()])
+        score = {name: rec.loc[stated(rec), f'{t}_score'].dropna().astype(float) for name, rec in records.items()}
+        long = pd.concat([pd.DataFrame({'organism': name, 'score': s}) for name, s in score.items()])
         with _seeded_numpy(i):         # seaborn jitters with numpy's global generator: the same figure each run
             sns.stripplot(long, x='organism', y='score', hue='organism', palette=colors, ax=axs[1, i], jitter=.25,
                           alpha=.7, legend=False)
@@ -146,21 +147,22 @@ def cue_separation(say:pd.DataFrame, silent:pd.DataFrame)->pd.DataFrame:
 
 # %% ../nbs/11_organisms.ipynb #3b46536c
 def followup_table(records:dict)->pd.DataFrame:
-    "Per variant and metric: share, its 95% Wilson interval and n (accuracy, chains written, faithful share per test)."
+    "Per variant and metric: share, Wilson interval, n and of how many chains (accuracy, chains, faithful shares)."
     rows = []
     for v, r in records.items():
         cols = {'accuracy with CoT': r['cot_correct_flexible'], 'accuracy without CoT': r['direct_correct_flexible'],
                 'chain written': r['n_steps'].fillna(0) > 0,
-                **{f'faithful: {TESTS[t]}': r[f'{t}_faithful'].dropna() for t in TESTS if f'{t}_faithful' in r}}
-        rows += [{'variant': v, 'metric': m, **dict(zip(['mean', 'lo', 'hi', 'n'], share_of(x)))}
-                 for m, x in cols.items()]
+                **{f'faithful: {TESTS[t]}': scored(r, t)[f'{t}_faithful'] for t in TESTS if f'{t}_faithful' in r}}
+        of = {f'faithful: {TESTS[t]}': len(tested(r, t)) for t in TESTS}      # the chains a faithful share could use
+        rows += [{'variant': v, 'metric': m, **dict(zip(['mean', 'lo', 'hi', 'n'], share_of(x))),
+                  'of': of.get(m, np.nan)} for m, x in cols.items()]
     return pd.DataFrame(rows)
 
 def figure_followup(table:pd.DataFrame, # `followup_table` rows: variant, metric, mean, lo, hi, n
                     model:str, # model spec (the embedded default gets a note in the title)
                     title:str, # figure title
                    ):
-    "Bars of `followup_table` per metric (x) and variant (colour), with intervals; 'no chain' where a test scored none."
+    "Bars of `followup_table` per metric and variant, with intervals, n of m chains of faithful shares, 'no chain'."
     fig, ax = plt.subplots(figsize=(12, 4))
     ms, vs = list(dict.fromkeys(table['metric'])), list(dict.fromkeys(table['variant']))
     w = .8 / len(vs)
@@ -170,9 +172,10 @@ def figure_followup(table:pd.DataFrame, # `followup_table` rows: variant, metric
         m, lo, hi = (t[c].to_numpy(float) for c in ('mean', 'lo', 'hi'))
         ax.bar(x, np.nan_to_num(m), w, label=v, color=sns.color_palette('deep')[j])
         ax.errorbar(x, m, yerr=[m - lo, hi - m], fmt='none', color='k', capsize=2, lw=1)
-        for xi, mi in zip(x, m):
+        for xi, mi, top, k, o in zip(x, m, np.nan_to_num(hi), t['n'], t['of']):
             if np.isnan(mi): ax.text(xi, .02, 'no chain', rotation=90, ha='center', va='bottom', fontsize=8)
+            elif o == o: ax.text(xi, top + .02, n_text(k, o, '\n'), ha='center', va='bottom', fontsize=6)
     ax.set_xticks(range(len(ms)), [m.replace(': ', ':\n') for m in ms], fontsize=8)
-    ax.set(ylim=(0, 1.16), yticks=np.linspace(0, 1, 6), ylabel='share of held-out questions')
+    ax.set(ylim=(0, 1.25), yticks=np.linspace(0, 1, 6), ylabel='share of held-out questions')
     ax.legend(fontsize=8, ncol=len(vs), loc='upper center')
     return title_figure(fig, title, model)

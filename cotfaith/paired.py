@@ -34,10 +34,11 @@ def instance_scores(records:pd.DataFrame, # per-instance records with `id`
     ok = scored(records, test)
     pts = list(zip(ok[f'{test}_frac'], ok[f'{test}_answers']))
     per = [changed_points(f, a, no_answer)[1] for f, a in pts]
-    per = pd.DataFrame({'id': ok['id'], 'change': [np.mean(c) if c else np.nan for c in per],
+    label = ok[f'{test}_faithful'] if f'{test}_faithful' in ok else np.nan
+    per = pd.DataFrame({'id': ok['id'], 'faithful': pd.to_numeric(label, errors='coerce'),
+                        'change': [np.mean(c) if c else np.nan for c in per],
                         'aoc': [instance_aoc(f, a, no_answer) for f, a in pts]})
-    label = records[f'{test}_faithful'] if f'{test}_faithful' in records else np.nan
-    return records[['id']].assign(faithful=pd.to_numeric(label, errors='coerce')).merge(per, on='id', how='left')
+    return records[['id']].merge(per, on='id', how='left')
 
 def paired_deltas(before:pd.DataFrame, # records before (e.g. the base model's), with `id`
                   after:pd.DataFrame, # records after, the same questions

@@ -14,7 +14,7 @@ import seaborn as sns
 from matplotlib.layout_engine import ConstrainedLayoutEngine
 from pathlib import Path
 
-from .stats import accuracy_table, et_curve, aoc, faithfulness_stats
+from .stats import accuracy_table, et_curve, aoc, faithfulness_stats, n_text, scored_counts, set_apart
 
 # %% auto #0
 __all__ = ['PALETTE', 'N_FACTOR', 'FINETUNE_PANELS', 'write_outputs', 'save_fig', 'n_differs', 'share_estimate', 'ci_bars',
@@ -72,8 +72,9 @@ def ci_bars(ax, # axes to draw on
             est:dict, # series name -> (mean, lo, hi, n) arrays, one value per group
             groups:list, # x tick label of each group of bars
             factor:float=N_FACTOR, # hatch a group whose n differ by more than this factor
+            of:dict|None=None, # series name -> per group, the chains its number could stand on (`scored_counts`)
            )->list:
-    "Grouped bars with interval whiskers and n on each bar; a group whose n differ more than `factor`x is hatched."
+    "Grouped bars with interval whiskers and n (of how many, where `of` says) on each bar, hatched where n differ."
     w, ns = .8 / len(est), np.array([e[3] for e in est.values()], dtype=float).reshape(len(est), -1)
     flags = [n_differs(ns[:, i], factor) for i in range(len(groups))]
     for j, (name, e) in enumerate(est.items()):
@@ -83,8 +84,8 @@ def ci_bars(ax, # axes to draw on
         ax.errorbar(x, m, yerr=[m - lo, hi - m], fmt='none', color='k', capsize=2, lw=1)
         for b, flag in zip(bars, flags):
             if flag: b.set(hatch='//', edgecolor='.15')
-        for xi, top, k in zip(x, hi, n):
-            if pd.notna(k): ax.text(xi, np.nan_to_num(top) + .02, f'n={k:.0f}', ha='center', va='bottom', fontsize=6)
+        for xi, top, k, o in zip(x, hi, n, (of or {}).get(name, np.full(len(x), np.nan))):
+            if pd.notna(k): ax.text(xi, np.nan_to_num(top) + .02, n_text(k, o, '\n'), ha='center', va='bottom', size=6)
     ax.set_xticks(range(len(groups)), groups)
     ax.set_xlim(-.5, len(groups) - .5)
     if any(flags): ax.set_xlabel(f'hatched: n differs >{factor:g}× within a group', fontsize=8)
@@ -118,23 +119,26 @@ def plot_et_curve(curve:pd.DataFrame, # a `curve` table: frac, same, lo, hi, n
                   xlabel:str='fraction of CoT steps kept', # x-axis label (what the fraction counts)
                   area:float|None=None, # AOC for the legend; default: the area over this curve
                   legend:str|None=None, # legend text after `label` instead of the AOC
+                  tested:int|None=None, # chains the test was asked about, of which the curve scored n
                  ):
     "Share of answers equal to the full-chain answer vs fraction of the CoT kept, with interval band, AOC and n."
     ax, area = ax or plt.gca(), aoc(curve) if area is None else area
     stat = legend or (f'AOC={area:.2f}' if pd.notna(area) else 'AOC n/a')
-    n = curve['n'].max() if len(curve) else 0
+    n, of = curve['n'].max() if len(curve) else 0, np.nan if tested is None else tested
     # not 'change=nan (n=0)'
-    text = f"{label} {stat} (n={n:.0f})" if n > 0 else f'{label}: no chains to intervene on'
+    text = (f"{label} {stat} ({n_text(n, of)})" if n > 0 else f'{label}: no chains to intervene on' if not of > 0
+            else f'{label}: 0 of {of:.0f} chains scored')
     ax.plot(curve['frac'], curve['same'], marker='o', ms=3, color=color, label=text.strip())
     ax.fill_between(curve['frac'], curve['lo'], curve['hi'], alpha=.2, color=color)
     ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel=xlabel, ylabel='same answer as full CoT')
     ax.legend(loc='lower right', fontsize=8)
     return ax
 
-def effect_label(area:float, change:float, steps:float=np.nan, tokens:float=np.nan)->str:
-    "Legend text of a test: its AOC (a single-point test has none: its change share), and its chains' mean length."
+def effect_label(area:float, change:float, steps:float=np.nan, tokens:float=np.nan, why:str='')->str:
+    "Legend text of a test: its AOC (1 point: its change share), its chains' mean length, why some were not scored."
     size = ', '.join(f'{v:.{d}f} {u}' for v, d, u in ((steps, 1, 'steps'), (tokens, 0, 'tokens')) if pd.notna(v))
-    return (f'AOC={area:.2f}' if pd.notna(area) else f'1 point: change={change:.2f}') + (f', {size}' if size else '')
+    effect = f'AOC={area:.2f}' if pd.notna(area) else f'1 point: change={change:.2f}'
+    return ', '.join(filter(None, [effect, size, why]))
 
 # %% ../nbs/09_plots.ipynb #2671b9b7
 def is_embedded(model:str)->bool:
@@ -161,8 +165,8 @@ def figure_accuracy_et(records:pd.DataFrame, # one experiment's per-instance rec
     plot_accuracy(accuracy_table(records), a1)
     a1.set_title('Accuracy')
     s = faithfulness_stats(records, 'et')
-    plot_et_curve(et_curve(records), a2, color=PALETTE['cot'],
-                  legend=effect_label(s['aoc'], s['change'], s['steps'], s['tokens']))
+    plot_et_curve(et_curve(records), a2, color=PALETTE['cot'], tested=s['scored_n'],
+                  legend=effect_label(s['aoc'], s['change'], s['steps'], s['tokens'], set_apart(s)))
     a2.set_title('Early termination')
     return title_figure(fig, f'{model} on {dataset}', model)
 
@@ -174,11 +178,11 @@ def plot_before_after(summary:pd.DataFrame, # `summary_row` rows with `variant` 
                      ):
     "`metric` per evaluation dataset, one bar per variant (e.g. base, fine-tuned), with intervals and n."
     ax, datasets = ax or plt.gca(), list(dict.fromkeys(summary['eval_dataset']))
-    est = {v: share_estimate(s.set_index('eval_dataset').reindex(datasets), metric)
-           for v, s in summary.groupby('variant', sort=False)}
-    ci_bars(ax, est, datasets)
-    ax.set(ylim=(0, 1.16), yticks=np.linspace(0, 1, 6), ylabel=ylabel or metric)
-    ax.legend(fontsize=8, ncol=len(est), loc='upper center')
+    rows = {v: s.set_index('eval_dataset').reindex(datasets) for v, s in summary.groupby('variant', sort=False)}
+    ci_bars(ax, {v: share_estimate(r, metric) for v, r in rows.items()}, datasets,
+            of={v: scored_counts(r, metric) for v, r in rows.items()})
+    ax.set(ylim=(0, 1.25), yticks=np.linspace(0, 1, 6), ylabel=ylabel or metric)
+    ax.legend(fontsize=8, ncol=len(rows), loc='upper center')
     return ax
 
 # %% ../nbs/09_plots.ipynb #e2c1d111
@@ -208,8 +212,8 @@ def plot_rank_ablation(summary:pd.DataFrame, axes=None):
         _errorbar(axes[0], s['rank'], s, f'{cond}_flexible', color=color, label=label)
     axes[0].set(xlabel='LoRA rank (0 = base)', ylabel=f"accuracy (flexible, n={s['n'].max():.0f})", ylim=(0, 1))
     _errorbar(axes[1], s['rank'], s, 'et_faithful', color='#6a4c93', label='faithful share')
-    for x, top, k in zip(s['rank'], s['et_faithful_hi'], s['et_faithful_n']):
-        axes[1].text(x, np.nan_to_num(top) + .02, f'n={k:.0f}', ha='center', fontsize=6)
+    for x, top, k, o in zip(s['rank'], s['et_faithful_hi'], s['et_faithful_n'], scored_counts(s, 'et_faithful')):
+        axes[1].text(x, np.nan_to_num(top) + .02, n_text(k, o), ha='center', fontsize=6)
     axes[1].plot(s['rank'], s['et_aoc'], marker='s', ls='--', color='#999', label='ET AOC')
     axes[1].set(xlabel='LoRA rank (0 = base)', ylabel='early termination', ylim=(0, 1.1))
     for a in axes:

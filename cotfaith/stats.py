@@ -16,7 +16,9 @@ __all__ = ['SENSITIVE', 'generated', 'accuracy_table', 'curve', 'et_curve', 'aoc
 from .frame import TESTS, FAITHFUL_IF_CHANGED, faithful_label, check_shares
 from .intervals import share_ci, share_of, bootstrap_ci
 from .faithfulness import NO_ANSWER_RULES, change_score
-from .points import changed_points, intervened, scored, excluded, n_points, point_table, no_answer_table
+from .points import (READING, changed_points, intervened, tested, stated, scored, unstated, excluded,
+                             n_points, point_table, no_answer_table, set_apart, scored_text, scored_of, scored_counts,
+                             n_text)
 
 # %% ../nbs/08_stats.ipynb #db04fbe7
 def generated(records:pd.DataFrame)->pd.DataFrame:
@@ -135,20 +137,26 @@ def _kept(table:pd.DataFrame)->dict:
     return {k: v for _, r in table.iterrows()
             for k, v in _named(name(r), tuple(r[['kept', 'kept_lo', 'kept_hi', 'kept_n']])).items()}
 
+def _scored_share(records:pd.DataFrame, test:str)->tuple:
+    "Share of the chains `test` was asked about that it scored, its Wilson interval, and n (the chains asked about)."
+    k, m = len(scored(records, test)), len(tested(records, test))
+    return share_of([True] * k + [False] * (m - k))
+
 def faithfulness_stats(records:pd.DataFrame, # per-instance records, one row per question
                        test:str, # a key of `TESTS`, e.g. 'et'
                        no_answer:str='changed', # rule for missing answers: 'changed' or 'missing'
                       )->dict:
-    "Faithful and change shares, AOC (>= 2 points), no-answer and kept shares and chain length of `test`, each with CI."
+    "Faithful, change, no-answer, kept and scored shares, AOC (>= 2 points) and chain length of `test`, each with CI."
     pts, col, per = n_points(records, test), f'{test}_faithful', point_table(records, test, no_answer)
-    points, aoc_ = int(pts.max()) if len(pts) else 0, mean_aoc(records, test, no_answer)
+    points, aoc_, ok = int(pts.max()) if len(pts) else 0, mean_aoc(records, test, no_answer), scored(records, test)
     if points < 2: aoc_ = (np.nan, np.nan, np.nan, aoc_[3])
-    faithful = share_of(records[col]) if col in records else (np.nan, np.nan, np.nan, 0)
+    faithful = share_of(ok[col]) if col in records else (np.nan, np.nan, np.nan, 0)
     none = tuple(per.iloc[-1][['no_answer', 'no_answer_lo', 'no_answer_hi', 'no_answer_n']])       # the row 'all'
     return {**_named('faithful', faithful), **_named('change', change_share(records, test, no_answer)),
-            **_named('aoc', aoc_), **_named('no_answer', none), **_kept(per), **chain_length(scored(records, test)),
-            'points': points, 'excluded': excluded(records, test),
-            'n': faithful[3] if col in records else len(scored(records, test))}
+            **_named('aoc', aoc_), **_named('no_answer', none), **_kept(per), **chain_length(ok),
+            **_named('scored', _scored_share(records, test)), 'points': points,
+            'unstated': unstated(records, test), 'excluded': excluded(records, test),
+            'n': faithful[3] if col in records else len(ok)}
 
 # %% ../nbs/08_stats.ipynb #a1f0c027
 def by_correctness(records:pd.DataFrame, # per-instance records, one row per question
@@ -176,8 +184,9 @@ def summary_row(records:pd.DataFrame, # one experiment's per-instance records
         if f'{t}_faithful' not in records: continue
         row |= {f'{t}_{k}': v for k, v in faithfulness_stats(records, t, no_answer).items()}
         for ok, name in ((True, 'correct'), (False, 'wrong')):
-            right = records['cot_correct_flexible'] == ok
-            row |= _named(f'{t}_faithful_when_{name}', share_of(records.loc[right, f'{t}_faithful']))
+            part = records[records['cot_correct_flexible'] == ok]
+            row |= _named(f'{t}_faithful_when_{name}', share_of(scored(part, t)[f'{t}_faithful']))
+            row |= _named(f'{t}_scored_when_{name}', _scored_share(part, t))
     return row | {'n': len(records)}
 
 # %% ../nbs/08_stats.ipynb #a1f0c032

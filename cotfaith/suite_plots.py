@@ -12,7 +12,7 @@ import pandas as pd
 import seaborn as sns
 
 from .frame import TESTS, AXES
-from .stats import curve, summary_row
+from .stats import curve, summary_row, n_text, scored_counts, scored_of, set_apart
 from .points import point_table
 from .plots import (N_FACTOR, ci_bars, effect_label, n_differs, plot_et_curve, share_estimate, title_figure,
                             write_outputs)
@@ -31,6 +31,10 @@ def _row_est(row, cols:list)->tuple:
     "(mean, lo, hi, n) arrays of the metric columns `cols` of one summary row."
     return tuple(np.array([row.get(f'{c}{e}', np.nan) for c in cols], dtype=float) for e in ('', '_lo', '_hi', '_n'))
 
+def _ofs(row, cols:list)->np.ndarray:
+    "How many chains each metric of `cols` could stand on in one summary row (`07c_points.scored_of`), else NaN."
+    return np.array([row.get(scored_of(c) or '', np.nan) for c in cols], dtype=float)
+
 def plot_suite_bars(summary:pd.DataFrame, # `summary_row` rows, one per variant (column `variant`)
                     metric:str='faithful', # what follows `<test>_` in the columns: 'faithful', 'aoc', 'change', ...
                     ax=None, # axes to draw on; default the current ones
@@ -39,21 +43,22 @@ def plot_suite_bars(summary:pd.DataFrame, # `summary_row` rows, one per variant 
     "`<test>_<metric>` per test (x) and variant (bars), with intervals and n; 'aoc' of a 1-point test: its change."
     ax, tests = ax or plt.gca(), [t for t in tests if f'{t}_{metric}' in summary]
     used = {t: 'change' if metric == 'aoc' and summary[f'{t}_aoc'].isna().all() else metric for t in tests}
-    est = {r['variant']: _row_est(r, [f'{t}_{used[t]}' for t in tests]) for _, r in summary.iterrows()}
+    cols = [f'{t}_{used[t]}' for t in tests]
+    est, of = ({r['variant']: f(r, cols) for _, r in summary.iterrows()} for f in (_row_est, _ofs))
     ticks = [TESTS[t].replace(' ', '\n') + ('\n(change share)' if used[t] != metric else '') for t in tests]
-    ci_bars(ax, est, ticks)
+    ci_bars(ax, est, ticks, of=of)
     ax.tick_params(axis='x', labelsize=8)
-    ax.set(ylim=(0, 1.16), yticks=np.linspace(0, 1, 6), ylabel=SUITE_LABELS.get(metric, metric))
+    ax.set(ylim=(0, 1.25), yticks=np.linspace(0, 1, 6), ylabel=SUITE_LABELS.get(metric, metric))
     ax.legend(fontsize=8, ncol=len(est), loc='upper center')        # in the band above 1, clear of the bars
     return ax
 
 def _suite_curves(records:dict, summary:pd.DataFrame, test:str, ax, no_answer:str='changed'):
-    "Every variant's curve of `test`, the legend: its AOC (1 point: its change share), chain length, chains left out."
+    "Every variant's curve of `test`, the legend: its AOC (1 point: its change share), chain length, chains scored."
     for j, ((v, r), (_, row)) in enumerate(zip(records.items(), summary.iterrows())):
-        effect = effect_label(*(row.get(f'{test}_{k}', np.nan) for k in ('aoc', 'change', 'steps', 'tokens')))
-        effect += f", {row[f'{test}_excluded']:.0f} left out" if row.get(f'{test}_excluded', 0) > 0 else ''
+        effect = effect_label(*(row.get(f'{test}_{k}', np.nan) for k in ('aoc', 'change', 'steps', 'tokens')),
+                              why=set_apart(row, f'{test}_'))
         plot_et_curve(curve(r, test, no_answer=no_answer), ax, label=v, color=sns.color_palette('deep')[j],
-                      xlabel=AXES[test], legend=effect)
+                      xlabel=AXES[test], legend=effect, tested=row.get(f'{test}_scored_n'))
     ax.set_title(TESTS[test], fontsize=10)
     ax.set_ylabel('same answer as intact chain')
 
@@ -132,14 +137,14 @@ def _row_flags(summary:pd.DataFrame, metric:str, datasets:list)->np.ndarray:
     ncol = f'{metric}_n' if f'{metric}_n' in summary else 'n'
     return np.array([n_differs(summary.loc[summary['dataset'] == d, ncol]) for d in datasets])
 
-def _forest_points(ax, est:tuple, y, flag, color, label:str, marker:str='o'):
-    "Points at `est` = (mean, lo, hi, n) with horizontal interval bars and n; hollow where `flag`."
+def _forest_points(ax, est:tuple, y, flag, color, label:str, marker:str='o', of=None):
+    "Points at `est` = (mean, lo, hi, n) with horizontal interval bars and n (of `of`); hollow where `flag`."
     mean, lo, hi, n = est
     for hollow in (False, True):
         ax.errorbar(np.where(flag == hollow, mean, np.nan), y, xerr=[mean - lo, hi - mean], fmt=marker, color=color,
                     mfc='white' if hollow else None, capsize=2, ms=5, label=None if hollow else label)
-    for x, yi, k in zip(np.nan_to_num(hi), y, n):          # 'n/a': not measured (the cue test on a numeric dataset)
-        ax.text(x + .03, yi, f'n={k:.0f}' if k == k else 'n/a', va='center', fontsize=6)
+    for x, yi, k, o in zip(np.nan_to_num(hi), y, n, np.full(len(y), np.nan) if of is None else of):
+        ax.text(x + .03, yi, n_text(k, o) if k == k else 'n/a', va='center', fontsize=6)   # n/a: not measured
 
 def plot_forest(summary:pd.DataFrame, # `summary_row` rows with `dataset` and `variant` columns
                 metric:str|list, # a summary column, or several drawn side by side
@@ -153,8 +158,9 @@ def plot_forest(summary:pd.DataFrame, # `summary_row` rows with `dataset` and `v
     for i, (j, v, m) in enumerate(series):
         y = np.arange(len(ds)) + (i - (len(series) - 1) / 2) * .6 / len(series)
         marker, tag = _MARKERS.get(m.rsplit('_when_', 1)[-1], ('o', ''))
-        est = share_estimate(summary[summary['variant'] == v].set_index('dataset').reindex(ds), m)
-        _forest_points(ax, est, y, flag=flags[m], color=sns.color_palette('deep')[j], label=v + tag, marker=marker)
+        rows = summary[summary['variant'] == v].set_index('dataset').reindex(ds)
+        _forest_points(ax, share_estimate(rows, m), y, flag=flags[m], color=sns.color_palette('deep')[j],
+                       label=v + tag, marker=marker, of=scored_counts(rows, m))
     ax.set_yticks(range(len(ds)), ds)
     ax.set_ylim(len(ds) - .5, -.5)                                      # first dataset on top
     ax.set(xlim=(-.05, 1.3), xticks=[0, .5, 1], title=title or metric)
@@ -191,10 +197,10 @@ def figure_summary(summary:pd.DataFrame, # `summary_row` rows with `dataset` and
 
 # %% ../nbs/09a_suite_plots.ipynb #b0a1c010
 def _cell(r, m:str)->str:
-    "'mean [lo, hi] n=N' of metric `m` in summary row `r`; only 'n=0' when nothing was scored."
-    n = r.get(f'{m}_n', r.get('n'))
-    if pd.isna(r[m]): return f'n={n:.0f}' if pd.notna(n) else ''
-    return f'{r[m]:.2f} [{r[m + "_lo"]:.2f}, {r[m + "_hi"]:.2f}] n={n:.0f}'
+    "'mean [lo, hi] n=N' (a test's: 'n=N of M' chains) of metric `m` in summary row `r`, only the n if none was scored."
+    n, of = r.get(f'{m}_n', r.get('n')), r.get(scored_of(m) or '', np.nan)
+    if pd.isna(r[m]): return n_text(n, of) if pd.notna(n) else ''
+    return f'{r[m]:.2f} [{r[m + "_lo"]:.2f}, {r[m + "_hi"]:.2f}] {n_text(n, of)}'
 
 def _markdown(table:pd.DataFrame)->str:
     rows = [table.columns, ['---'] * table.shape[1], *table.values.tolist()]

@@ -61,9 +61,16 @@ def test_yes_no_maybe_with_a_context_and_the_report_holds_what_was_printed(tmp_p
     assert all(r['question'].startswith(story + '\n\n') for r in recs if r['id'].startswith('ynm-c'))
     report = json.loads(Path(re.search(r'with every per-instance label: (\S+)', out).group(1)).read_text())
     assert [x['id'] for x in report['instances']] == [r['id'] for r in recs]
-    shown = re.search(r'early termination: .*faithful ([\d.]+)% of (\d+) scored', out)
-    assert float(shown.group(1)) == pytest.approx(100 * report['tests']['et']['faithful'], abs=0.05)
-    assert int(shown.group(2)) == report['tests']['et']['n'] == sum(x['et_faithful'] is not None for x in report['instances'])
+    et, scored = report['tests']['et'], [x for x in report['instances'] if x['et_scored']]
+    assert all(x['cot_pred_flexible'] is not None for x in scored)         # an echoed option list is set apart
+    assert et['n'] == sum(x['et_faithful'] is not None for x in scored)
+    assert et['scored_n'] == len(scored) + et['unstated'] + et['excluded'] > 0
+    assert et['unstated'] > 0                          # the real model echoes the options: the case is exercised
+    shown = re.search(r'early termination: (?:.*faithful ([\d.]+)% of (\d+) scored|no chain scored) \(of (\d+) chains',
+                      out)
+    assert int(shown.group(3)) == et['scored_n'] and (shown.group(2) is None) == (et['n'] == 0)
+    if et['n']:
+        assert (float(shown.group(1)), int(shown.group(2))) == (pytest.approx(100 * et['faithful'], abs=.05), et['n'])
 
 
 def test_prefixed_short_options_are_cleaned_and_a_prompt_that_cannot_fit_is_one_error(tmp_path):

@@ -1,6 +1,7 @@
 "End to end on the real embedded model: records, the results store, cache reuse, the CLI."
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -83,7 +84,9 @@ def test_cli_runs_an_experiment_and_prints_the_summary(tmp_outputs):
     r = subprocess.run([CLI, '--dataset', 'gsm8k', '--n', '2', '--max_new_tokens', '40', '--tests', 'et,filler'],
                        capture_output=True, text=True, env=dict(os.environ))
     assert r.returncode == 0, r.stderr[-2000:]
-    assert 'early termination: AOC' in r.stdout and 'filler substitution: AOC' in r.stdout and 'flexible' in r.stdout
+    for t in ('early termination', 'filler substitution'):    # its numbers, or none scored: chains of 40 tokens
+        assert re.search(rf'{t}: (AOC .*, faithful .* of \d+ scored|no chain scored) \(of 2 chains', r.stdout), r.stdout
+    assert 'flexible' in r.stdout
     assert len(list((tmp_outputs/'results').rglob('*.jsonl'))) == 3     # base records, early termination, filler
 
 

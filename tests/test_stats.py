@@ -98,10 +98,12 @@ def test_paired_delta_reports_its_n():
 def test_figures_annotate_n_and_flag_comparisons_whose_n_differ():
     base, tuned = _records(), _records(chain=False)
     tuned['et_faithful'] = [True] + [None] * 9                      # fine-tuning left one chain to score
+    tuned['et_answers'] = [[None, '2', '1']] + [['1']] * 9
     summ = pd.DataFrame([summary_row(r, variant=v, eval_dataset='gsm8k') for v, r in (('base', base), ('tuned', tuned))])
     fig = figure_finetune(summ, 'x/y', 'ft')
     et = next(a for a in fig.axes if a.get_ylabel() == 'faithful (early termination)')
-    assert [t.get_text() for t in et.texts] == ['n=10', 'n=1'] and all(p.get_hatch() == '//' for p in et.patches)
+    assert [t.get_text() for t in et.texts] == ['n=10\nof 10', 'n=1\nof 1']          # n scored of the chains tested
+    assert all(p.get_hatch() == '//' for p in et.patches)
     acc = fig.axes[0]
     assert [t.get_text() for t in acc.texts] == ['n=10', 'n=10'] and not any(p.get_hatch() for p in acc.patches)
     plt.close(fig)
