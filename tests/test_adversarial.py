@@ -169,6 +169,14 @@ CASES = {
         'run', lambda w: ['--tests', 'et,cue'], None,
         r"the cue test needs multiple-choice questions, and none of the 1 questions of gsm8k has options\. "
         r"Fix: drop 'cue' from tests"),
+    # ---- issue 35.1: every row accounted for ----
+    'every row set aside for fine-tuning': (
+        'run', lambda w: ['--dataset', _aside_file(w)], None,
+        r"aside\.jsonl: all 3 rows fall in its train slice, set aside for fine-tuning: none is left to evaluate\. "
+        r"Fix: add rows .*, or pass --eval_only"),
+    'eval_only with the train split': (
+        'run', lambda w: ['--dataset', 'medqa', '--split', 'train', '--eval_only'], None,
+        r"eval_only makes the whole of medqa the test split, and split 'train' asks for its train slice\. Fix: drop"),
     # ---- cotfaith-batch: the batch file ----
     'batch file missing': ('batch', lambda w: ['--batch', str(w['root']/'inputs'/'none.yaml')], None, r'none.yaml does not exist'),
     'batch file is a folder': ('batch', lambda w: ['--batch', _folder(w, 'b.yaml')], None, r'b.yaml is a folder'),
@@ -199,6 +207,14 @@ def _damage(w, edit, kind=None) -> list:
     f.write_bytes(edit(f.read_bytes()))
     w['case_env'] = {'COTFAITH_RESULTS_DIR': str(res)}
     return []
+
+
+def _aside_file(w) -> str:
+    "A file of three rows whose ids all fall in its train slice (`data.in_train_slice`): none is left to evaluate."
+    from cotfaith.data import in_train_slice
+    ids = [i for i in range(200) if in_train_slice(f'aside-{i}', 0.2)][:3]
+    return _file(w, 'aside.jsonl', ''.join(json.dumps({'id': i, 'question': f'What is {i} + 1?', 'answer': str(i + 1)})
+                                           + '\n' for i in ids))
 
 
 def _stub(data: bytes) -> bytes:
