@@ -376,6 +376,36 @@ def test_two_runs_drawing_one_figure_stop_the_batch_and_the_second_never_reaches
     assert _snapshot(figs) == before and '[2/2]' not in r.stdout         # nothing moved, and the batch stopped there
 
 
+def test_two_runs_that_would_draw_one_figure_stop_the_batch_before_either_runs(tmp_path):
+    """35.5: a short_names grid of the real accuracy_et template with two n: both would draw
+    smollm2-135m__gsm8k__accuracy_et. Found from the template's `figures` cell before any run starts (`09e_plan`):
+    one line naming both runs, no notebook executed, the committed figure and the manifest byte-identical."""
+    proj = tmp_path/'proj'
+    (proj/'analysis').mkdir(parents=True)
+    (proj/'settings.ini').write_text('[DEFAULT]\nlib_name = elsewhere\n')
+    shutil.copy(ACC, proj/'analysis'/ACC.name)
+    (figs := proj/'figures').mkdir()                                     # committed by an earlier batch
+    (figs/'smollm2-135m__gsm8k__accuracy_et.png').write_bytes(b'drawn with n=20')
+    (figs/'manifest.json').write_text(json.dumps({'smollm2-135m__gsm8k__accuracy_et': {
+        'notebook': 'analysis/accuracy_et.ipynb', 'parameters': {'model': 'smollm2-135m', 'n': 20},
+        'files': ['smollm2-135m__gsm8k__accuracy_et.png'],
+        'sha256': {'smollm2-135m__gsm8k__accuracy_et.png': hashlib.sha256(b'drawn with n=20').hexdigest()}}}))
+    before = _snapshot(figs)
+    (proj/'grid.yaml').write_text('short_names: true\nnotebook: analysis/accuracy_et.ipynb\ndefaults: {model: smollm2-135m}\n'
+                                  'runs:\n  - {n: 2}\n  - {dataset: medqa}\n  - {n: 3}\n')
+    env = {k: v for k, v in os.environ.items() if k != 'COTFAITH_FIGURES_DIR'} | {'COTFAITH_CACHE_DIR': str(tmp_path/'cache')}
+    r = subprocess.run([str(BIN/'cotfaith-batch'), '--batch', 'grid.yaml'], cwd=proj, env=env, capture_output=True,
+                       text=True, timeout=600)
+    out = r.stdout + r.stderr
+    errors = [l for l in out.splitlines() if l.startswith('cotfaith: error:')]
+    assert r.returncode == 1 and len(errors) == 1 and 'Traceback' not in out, out[-1500:]
+    assert errors[0] == ("cotfaith: error: grid.yaml: runs 1 (accuracy_et.ipynb smollm2-135m__n-2) and 3 "
+                         "(accuracy_et.ipynb smollm2-135m__n-3) would both draw 'smollm2-135m__gsm8k__accuracy_et': no run "
+                         "was started, so no figure was drawn and the manifest is as it was. Fix: give the runs distinct "
+                         "figure_name parameters, or remove short_names from the batch file"), errors[0]
+    assert _snapshot(figs) == before and not (proj/'runs').exists() and '[1/3]' not in r.stdout
+
+
 def _damaged_checkpoint(ckpt: Path, how: str):
     "`ckpt` as a kill at point `how` of its write would leave it (HF writes the weights, optimizer, rng, then the state)."
     if how == 'weights only':
