@@ -4,9 +4,11 @@
 
 # %% ../nbs/01a_slices.ipynb #sl000003
 from __future__ import annotations
+import functools
 from dataclasses import replace
 from pathlib import Path
 
+from .core import data_dir
 from .data import DataError, dataset_identity, get_info, load_examples, subsample
 
 # %% auto #0
@@ -59,15 +61,26 @@ def split_rows(name:str, # registry name or path of a .jsonl file
     if eval_only and aside and split != 'test':
         raise DataError(f"eval_only makes the whole of {name} the test split, and split '{split}' asks for its train "
                         "slice. Fix: drop eval_only, or evaluate split 'test'")
-    pool = load_examples(name, split, holdout=0 if eval_only and aside else None)
-    hub = bool(pool) and pool[0].source.startswith('hub:')
-    whole = load_examples(name, 'test', holdout=0) if aside and not hub and not eval_only else pool
-    src, why = _source(name, split, whole), _why(name, split, hub, eval_only and aside and not hub)
-    if not pool: raise DataError(_none_left(src, split, len(whole)))
+    pool, rows, src, hub = _slice(name, split, eval_only and aside, _stamp(name))
+    why = _why(name, split, hub, eval_only and aside and not hub)
+    if not pool: raise DataError(_none_left(src, split, rows))
     exs = subsample(pool, n or None, seed)
-    return exs, {'source': src, 'split': split, 'rows': len(whole), 'in_split': len(pool),
-                 'set_aside': len(whole) - len(pool), 'why': why, 'asked': n or 0, 'evaluated': len(exs),
-                 'eval_only': eval_only and aside and not hub}
+    return exs, {'source': src, 'split': split, 'rows': rows, 'in_split': len(pool), 'set_aside': rows - len(pool),
+                 'why': why, 'asked': n or 0, 'evaluated': len(exs), 'eval_only': eval_only and aside and not hub}
+
+def _stamp(name:str)->tuple:
+    "What renews a slice read before: the data dir, and the modification time and size of each local file."
+    root = data_dir()
+    return (str(root), *((f, p.stat().st_mtime_ns, p.stat().st_size) for f in get_info(name).files.values()
+                         if (p := root/f).is_file()))
+
+@functools.lru_cache(maxsize=32)
+def _slice(name:str, split:str, whole_file:bool, stamp:tuple)->tuple:
+    "(the rows of `split` as a tuple, the number of rows of their source, its name, whether from the hub), per `stamp`."
+    pool = load_examples(name, split, holdout=0 if whole_file else None)
+    hub = bool(pool) and pool[0].source.startswith('hub:')
+    whole = load_examples(name, 'test', holdout=0) if holds_out(name) and not hub and not whole_file else pool
+    return tuple(pool), len(whole), _source(name, split, whole), hub
 
 # %% ../nbs/01a_slices.ipynb #sl000014
 def rows_lines(acc:dict)->list:
