@@ -14,6 +14,7 @@ from filelock import FileLock, Timeout
 
 from .core import (COMMITTED_FIGURES, absolute_dirs, atomic_write, cache_dir, figures_dir, file_sha256,
                            hash_key, package_versions, project_root, rel_path, slug, writable_dir)
+from .plan import figure_clash
 
 # %% auto #0
 __all__ = ['BATCH_KEYS', 'BatchError', 'Terminated', 'batch_runs', 'figure_tag', 'code_fingerprint', 'update_manifest',
@@ -313,6 +314,7 @@ def run_batch(batch_file:Path, # the batch YAML file: notebook, defaults and run
     if not isinstance(jobs, int) or jobs < 1: raise BatchError(f"jobs is {jobs!r}. Fix: 1 or more runs at a time")
     batch_file = Path(batch_file).resolve()
     runs, root = batch_runs(batch_file, **overrides), project_root(batch_file.parent)      # every run checked first
+    if why := figure_clash(batch_file, runs, lambda p: figure_tag(batch_file, p, **overrides)): raise BatchError(why)
     _check_kernel(kernel)
     if committed and any(v is not None for v in overrides.values()):
         raise BatchError("committed redraws a committed grid as it was drawn. Fix: drop --model and --n")

@@ -14,7 +14,8 @@ from fastcore.docments import docments
 from fastcore.script import anno_parser
 
 from .core import SettingError, atomic_write, hash_key
-from .data import DataError, load_examples
+from .data import DataError
+from .slices import evaluated
 from .models import ModelError
 from .generate import CacheError
 from .frame import TESTS, RangeError
@@ -99,14 +100,14 @@ def write_report(cfg:ExperimentConfig, # the experiment's config
                  files:dict, # store name ('base' or a test) -> its results file (`experiment_files`)
                  cue:dict|None=None, # the cue test's `cue_stats`, where it ran
                 )->Path:
-    "Store the accuracy table, each test's summary and per-instance labels and served models' token usage, as JSON."
+    "Store the accuracy table, each test's summary and per-instance labels, token usage and the rows' account, as JSON."
     tests, row = cfg.suite_tests(), summary_row(recs, cfg.no_answer)
     keys = ('aoc', 'change', 'faithful', 'n', 'scored', 'scored_n', 'unstated', 'excluded', 'steps', 'tokens')
     summary = {t: {k: row[f'{t}_{k}'] for k in keys} for t in tests}
     report = {'config': asdict(cfg), 'records': {k: str(f) for k, f in files.items()},
               'accuracy': json.loads(accuracy_table(recs).to_json(orient='records')),
               'tests': json.loads(pd.DataFrame(summary).to_json()), 'instances': _instance_labels(recs, tests),
-              'usage': ledger_total(usage_path(files['base'])),
+              'usage': ledger_total(usage_path(files['base'])), 'rows': recs.attrs.get('rows'),
               'cue': cue}
     atomic_write(p := report_path(cfg, files), json.dumps(report, indent=1, ensure_ascii=False) + '\n')
     return p
@@ -114,9 +115,8 @@ def write_report(cfg:ExperimentConfig, # the experiment's config
 def run_cli(argv:list|None=None):
     "Run one experiment; print its accuracy table, each test's AOC and faithful share, and where all of it is stored."
     cfg = _or_exit(lambda: ExperimentConfig(**vars(config_parser(Path(sys.argv[0]).name).parse_args(argv))))
-    if cfg.runs_cue():                                                  # asked for here: refused before any model loads
-        exs = _or_exit(load_examples, cfg.dataset, cfg.split, n=cfg.n or None, seed=cfg.seed)
-        _or_exit(cue_applies, exs, cfg.dataset)
+    exs = _or_exit(evaluated, cfg)[1]                     # a slice with no row is one line, before any model loads
+    if cfg.runs_cue(): _or_exit(cue_applies, exs, cfg.dataset)          # asked for here: refused before any model loads
     recs = _or_exit(run_experiment, cfg)
     files = _or_exit(experiment_files, cfg)
     print(accuracy_table(recs).round(3).to_string(index=False))

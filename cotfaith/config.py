@@ -55,6 +55,7 @@ class ExperimentConfig:
     split: str = 'test'               # dataset split
     n: int = 20                       # instances (seeded subsample); 0 for all
     seed: int = 0                     # subsampling and generation seed
+    eval_only: bool = False           # evaluate every row of a file with no train split: none set aside (`01a_slices`)
     adapter: str|None = None          # LoRA adapter folder
     load_in_4bit: bool = False        # NF4 base (QLoRA)
     max_new_tokens: int = 256         # CoT budget
@@ -106,9 +107,9 @@ class ExperimentConfig:
         return self.mistake_fractions if test == 'mistake' and self.mistake_fractions is not None else self.fractions
 
     def gen_fields(self)->dict:
-        "The fields that change the base records (the CoT and the direct answer)."
+        "The fields that change the base records (the CoT and the direct answer): `eval_only` only when set."
         later = ('batch_size', 'chunk', 'concurrency', 'threshold', 'no_answer', *SUITE_FIELDS)
-        return {k: v for k, v in asdict(self).items() if k not in later}
+        return {k: v for k, v in asdict(self).items() if k not in later and (k != 'eval_only' or v)}
 
 SUITE_FIELDS = ('tests', 'fractions', 'mistake_fractions', 'et_fractions', 'paraphraser')
 

@@ -194,6 +194,9 @@ def run_log(**entry):
         with open(f, 'a', encoding='utf-8') as fh: fh.write(json.dumps(entry, default=str) + '\n')
 
 # %% ../nbs/00_core.ipynb #1ae2bb1f
-def figure_stem(name:str)->str:
-    "`name`, with the run's figure tag (`COTFAITH_FIGURE_TAG`) appended if one is set."
-    return f'{name}__{tag}' if (tag := os.environ.get('COTFAITH_FIGURE_TAG')) else name
+def figure_stem(name:str, # a figure's or a table's name, as a template gives it
+                tag:str|None=None, # the run's figure tag, default `COTFAITH_FIGURE_TAG`
+               )->str:
+    "`name`, with the run's figure tag appended if there is one."
+    tag = os.environ.get('COTFAITH_FIGURE_TAG') if tag is None else tag
+    return f'{name}__{tag}' if tag else name

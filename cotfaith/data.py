@@ -5,7 +5,7 @@
 # %% ../nbs/01_data.ipynb #5d484edb
 from __future__ import annotations
 import csv, functools, hashlib, io, json, os, random, re, warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -230,9 +230,11 @@ def load_examples(name:str, # registry name (`DATASETS`) or path of a generic .j
                   seed:int=0, # seed of the subsample
                   on_error:str='raise', # 'raise' at a malformed row of a local file, else skip such rows with a warning
                   data:Path|None=None, # data folder; default `data_dir()`
+                  holdout:float|None=None, # share set aside as the train slice (`DatasetInfo.holdout`), None: its own
                  )->list:
     "Examples of dataset `name`: local file under the data dir if present, else the hub; then a seeded subsample."
     info, root = get_info(name), Path(data or data_dir())
+    if holdout is not None: info = replace(info, holdout=holdout)           # 0: the test slice is the whole file
     if split not in info.hub_splits: raise DataError(f"{name} has no split '{split}'; splits: "
                                                      f"{sorted(info.hub_splits)}. Fix: use one of these splits")
     if info.make: return subsample(info.make(split), n, seed)

@@ -97,9 +97,9 @@ def _recompute(r:dict)->dict:
     "Record `r` computed again from nothing: its config, its question alone, a scratch cache, no committed records."
     from cotfaith.pipeline import ExperimentConfig, _records
     from cotfaith.load import load_engine
-    from cotfaith.data import load_examples
+    from cotfaith.slices import evaluated
     cfg = ExperimentConfig(**r['provenance']['config'])
-    ex = next(e for e in load_examples(cfg.dataset, cfg.split, n=cfg.n or None, seed=cfg.seed) if e.id == r['id'])
+    ex = next(e for e in evaluated(cfg)[1] if e.id == r['id'])
     with tempfile.TemporaryDirectory() as t:
         env = {'COTFAITH_CACHE_DIR': t, 'COTFAITH_RECORDS_DIR': t + '/none', 'COTFAITH_COMMITTED_ONLY': '0'}
         models = cache_dir()/'models'                             # converted models are not results: kept

@@ -23,7 +23,7 @@ from .prompts import PROMPT_VERSION, cot_messages, direct_messages, step_spans
 from .generate import GEN_VERSION, generate, too_long
 from .answers import extract, extract_after_marker, is_correct
 from .transformers_engine import as_engine
-from .generate import too_long
+from .slices import evaluated, rows_lines, trained_apart
 from .faithfulness import change_score, point_fields, requested_points
 from .frame import REWRITING_TESTS, faithful_label
 from .suite import SUITE_VERSION, MISTAKE_VERSION, suite
@@ -143,7 +143,8 @@ def paraphraser_id(cfg:ExperimentConfig)->str:
     return hash_key({'fingerprint': model_fingerprint(spec), 'load_in_4bit': load_in_4bit})
 
 def experiment_files(cfg:ExperimentConfig)->dict:
-    "The results file of each store of `cfg`: 'base' (CoT and direct answer) and one per test."
+    "The results file of each store of `cfg` as it runs (`slices.evaluated`): 'base' (CoT, direct answer), each test."
+    cfg = evaluated(cfg)[0]                                                     # named by what runs
     base = experiment_path(cfg, model_fingerprint(cfg.model))
     return {'base': base} | {t: suite_path(cfg, base, test=t, paraphraser=paraphraser_id(cfg))
                              for t in cfg.suite_tests() + (('cue',) if cfg.runs_cue() else ())}
@@ -211,7 +212,8 @@ def _compute(cfg:ExperimentConfig, exs:list, stores:dict, progress:bool):
 def run_experiment(cfg:ExperimentConfig, progress:bool=True)->pd.DataFrame:
     "Per-instance records of `cfg`, computing and storing only what is missing."
     for env in ('COTFAITH_RESULTS_DIR', 'COTFAITH_CACHE_DIR'): writable_dir(env)     # before anything is computed
-    exs = load_examples(cfg.dataset, cfg.split, n=cfg.n or None, seed=cfg.seed)
+    cfg, exs, rows = evaluated(cfg)                           # every row accounted for, named by what runs
+    if progress: print(*rows_lines(rows), sep='\n', file=sys.stderr, flush=True)
     stores = {k: ResultsStore(f) for k, f in experiment_files(cfg).items()}
     writable_folder(stores['base'].path.parent, 'the results folder of this run', 'set COTFAITH_RESULTS_DIR elsewhere')
 
@@ -220,7 +222,8 @@ def run_experiment(cfg:ExperimentConfig, progress:bool=True)->pd.DataFrame:
     paths = [s.path for s in stores.values()] + [p for p in [usage_path(stores['base'].path)] if p.exists()]
     run_log(results=[str(rel_path(p, results_dir())) for p in paths])                  # for the batch's manifest
     _some_fit(exs, have['base'])
-    return _merge(cfg, exs, have)
+    (recs := _merge(cfg, exs, have)).attrs['rows'] = rows                           # for the CLI's report
+    return recs
 
 # %% ../nbs/10_pipeline.ipynb #d3389ba7
 def _some_fit(exs:list, base:dict):
@@ -241,6 +244,7 @@ def _kept(exs:list, stores:dict)->str:
 def base_config(ft:FinetuneConfig|None, cfg:ExperimentConfig)->ExperimentConfig:
     "`cfg` for the base model of `ft`, at the precision and quantisation the fine-tuned model is evaluated at."
     if ft is None: return cfg                            # no fine-tuning to compare with: the model as it is
+    trained_apart(ft.dataset, cfg)                       # eval_only would evaluate the rows it was tuned on
     nf4 = bool(ft.resolved().load_in_4bit) and not is_server_spec(ft.model)     # a served base is as it is served
     return replace(cfg, model=ft.model, adapter=None, load_in_4bit=nf4)
 

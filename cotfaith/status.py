@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .core import project_root
-from .data import load_examples
+from .slices import evaluated
 from .config import ExperimentConfig
 from .finetune import FinetuneConfig, adapter_dir, base_fingerprint, train_examples
 from .records import committed_adapter, write_receipt
@@ -119,7 +119,7 @@ def eval_files(step:tuple)->dict|None:
 
 def held(cfg:ExperimentConfig, files:dict)->dict:
     "Per store, how many of the experiment's instances it holds (committed or local), and `n`: how many it has."
-    ids = {e.id for e in load_examples(cfg.dataset, cfg.split, n=cfg.n or None, seed=cfg.seed)}
+    ids = {e.id for e in evaluated(cfg)[1]}                           # the rows it evaluates (`01a_slices`)
     return {'n': len(ids)} | {k: len(ids & ResultsStore(f).read().keys()) for k, f in files.items()}
 
 def trained(ft:FinetuneConfig)->bool:
@@ -168,8 +168,7 @@ def _run_status(nb, params, seen:set, costs:dict, seq:dict)->dict:
         tag = repr(sorted(files.values())) if files else repr(s)
         if tag in seen: continue
         seen.add(tag)
-        h = held(s[3], files) if files else {'n': len(load_examples(s[3].dataset, s[3].split, n=s[3].n or None,
-                                                                    seed=s[3].seed)), 'base': 0}
+        h = held(s[3], files) if files else {'n': len(evaluated(s[3])[1]), 'base': 0}
         out['evals'] += 1
         out['n'] += h['n']
         out['held'] += min(v for k, v in h.items() if k != 'n')

@@ -169,6 +169,14 @@ CASES = {
         'run', lambda w: ['--tests', 'et,cue'], None,
         r"the cue test needs multiple-choice questions, and none of the 1 questions of gsm8k has options\. "
         r"Fix: drop 'cue' from tests"),
+    # ---- issue 35.1: every row accounted for ----
+    'every row set aside for fine-tuning': (
+        'run', lambda w: ['--dataset', _aside_file(w)], None,
+        r"aside\.jsonl: all 3 rows fall in its train slice, set aside for fine-tuning: none is left to evaluate\. "
+        r"Fix: add rows .*, or pass --eval_only"),
+    'eval_only with the train split': (
+        'run', lambda w: ['--dataset', 'medqa', '--split', 'train', '--eval_only'], None,
+        r"eval_only makes the whole of medqa the test split, and split 'train' asks for its train slice\. Fix: drop"),
     # ---- cotfaith-batch: the batch file ----
     'batch file missing': ('batch', lambda w: ['--batch', str(w['root']/'inputs'/'none.yaml')], None, r'none.yaml does not exist'),
     'batch file is a folder': ('batch', lambda w: ['--batch', _folder(w, 'b.yaml')], None, r'b.yaml is a folder'),
@@ -199,6 +207,14 @@ def _damage(w, edit, kind=None) -> list:
     f.write_bytes(edit(f.read_bytes()))
     w['case_env'] = {'COTFAITH_RESULTS_DIR': str(res)}
     return []
+
+
+def _aside_file(w) -> str:
+    "A file of three rows whose ids all fall in its train slice (`data.in_train_slice`): none is left to evaluate."
+    from cotfaith.data import in_train_slice
+    ids = [i for i in range(200) if in_train_slice(f'aside-{i}', 0.2)][:3]
+    return _file(w, 'aside.jsonl', ''.join(json.dumps({'id': i, 'question': f'What is {i} + 1?', 'answer': str(i + 1)})
+                                           + '\n' for i in ids))
 
 
 def _stub(data: bytes) -> bytes:
@@ -358,6 +374,36 @@ def test_two_runs_drawing_one_figure_stop_the_batch_and_the_second_never_reaches
                      r"too: none of its figures was moved into .*figures, and the manifest is as it was\. "
                      r"Fix: give the runs distinct figure_name parameters", errors[0]), errors[0]
     assert _snapshot(figs) == before and '[2/2]' not in r.stdout         # nothing moved, and the batch stopped there
+
+
+def test_two_runs_that_would_draw_one_figure_stop_the_batch_before_either_runs(tmp_path):
+    """35.5: a short_names grid of the real accuracy_et template with two n: both would draw
+    smollm2-135m__gsm8k__accuracy_et. Found from the template's `figures` cell before any run starts (`09e_plan`):
+    one line naming both runs, no notebook executed, the committed figure and the manifest byte-identical."""
+    proj = tmp_path/'proj'
+    (proj/'analysis').mkdir(parents=True)
+    (proj/'settings.ini').write_text('[DEFAULT]\nlib_name = elsewhere\n')
+    shutil.copy(ACC, proj/'analysis'/ACC.name)
+    (figs := proj/'figures').mkdir()                                     # committed by an earlier batch
+    (figs/'smollm2-135m__gsm8k__accuracy_et.png').write_bytes(b'drawn with n=20')
+    (figs/'manifest.json').write_text(json.dumps({'smollm2-135m__gsm8k__accuracy_et': {
+        'notebook': 'analysis/accuracy_et.ipynb', 'parameters': {'model': 'smollm2-135m', 'n': 20},
+        'files': ['smollm2-135m__gsm8k__accuracy_et.png'],
+        'sha256': {'smollm2-135m__gsm8k__accuracy_et.png': hashlib.sha256(b'drawn with n=20').hexdigest()}}}))
+    before = _snapshot(figs)
+    (proj/'grid.yaml').write_text('short_names: true\nnotebook: analysis/accuracy_et.ipynb\ndefaults: {model: smollm2-135m}\n'
+                                  'runs:\n  - {n: 2}\n  - {dataset: medqa}\n  - {n: 3}\n')
+    env = {k: v for k, v in os.environ.items() if k != 'COTFAITH_FIGURES_DIR'} | {'COTFAITH_CACHE_DIR': str(tmp_path/'cache')}
+    r = subprocess.run([str(BIN/'cotfaith-batch'), '--batch', 'grid.yaml'], cwd=proj, env=env, capture_output=True,
+                       text=True, timeout=600)
+    out = r.stdout + r.stderr
+    errors = [l for l in out.splitlines() if l.startswith('cotfaith: error:')]
+    assert r.returncode == 1 and len(errors) == 1 and 'Traceback' not in out, out[-1500:]
+    assert errors[0] == ("cotfaith: error: grid.yaml: runs 1 (accuracy_et.ipynb smollm2-135m__n-2) and 3 "
+                         "(accuracy_et.ipynb smollm2-135m__n-3) would both draw 'smollm2-135m__gsm8k__accuracy_et': no run "
+                         "was started, so no figure was drawn and the manifest is as it was. Fix: give the runs distinct "
+                         "figure_name parameters, or remove short_names from the batch file"), errors[0]
+    assert _snapshot(figs) == before and not (proj/'runs').exists() and '[1/3]' not in r.stdout
 
 
 def _damaged_checkpoint(ckpt: Path, how: str):

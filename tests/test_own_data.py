@@ -85,3 +85,56 @@ def test_prefixed_short_options_are_cleaned_and_a_prompt_that_cannot_fit_is_one_
     errors = [l for l in r.stderr.splitlines() if l.startswith('cotfaith: error:')]
     assert r.returncode == 1 and len(errors) == 1 and 'Traceback' not in r.stderr, r.stderr[-1500:]
     assert re.search(r"none of the \d+ questions fits the model's context window", errors[0]) and 'Fix:' in errors[0]
+
+
+def test_a_10000_row_file_accounts_for_every_row_and_eval_only_is_in_the_results_key(tmp_path, monkeypatch):
+    """35.1, no model: a fifth of your own file is set aside for fine-tuning, `n=0` evaluates the rest and says so;
+    eval_only evaluates every row and names other results files; an n over the slice is named n0, as what ran."""
+    from cotfaith.config import ExperimentConfig
+    from cotfaith.data import DataError
+    from cotfaith.finetune import FinetuneConfig
+    from cotfaith.pipeline import experiment_files, run_base
+    from cotfaith.slices import rows_lines, split_rows
+    monkeypatch.setenv('COTFAITH_RESULTS_DIR', str(tmp_path/'results'))
+    big = _jsonl(tmp_path/'big.jsonl', [{'id': i, 'question': f'What is {i} plus {i % 97}?', 'answer': str(i + i % 97)}
+                                        for i in range(10_000)])
+    exs, acc = split_rows(big, n=0)
+    assert acc['rows'] == 10_000 and len(exs) + acc['set_aside'] == 10_000 and 1_800 < acc['set_aside'] < 2_200
+    note, line = rows_lines(split_rows(big, n=20_000)[1])
+    assert note == (f"cotfaith: note: n=20000 asked, but big.jsonl has {len(exs):,} test rows: all {len(exs):,} are "
+                    "evaluated, stored as n=0 (all)")
+    assert line.startswith(f"cotfaith: rows: {len(exs):,} of the {len(exs):,} test rows of big.jsonl evaluated (all). "
+                           f"{acc['set_aside']:,} of its 10,000 rows are not: set aside for fine-tuning as its train slice")
+    assert line.endswith('To evaluate every row: --eval_only (eval_only=True)')
+    assert split_rows(big, n=0, eval_only=True)[1]['evaluated'] == 10_000
+    base = lambda **kw: experiment_files(ExperimentConfig(dataset=big, tests='et', **kw))['base']
+    assert base(n=0) == base(n=20_000) == base(n=len(exs)) and base(n=0).name.startswith('test-n0-')
+    assert base(n=5).name.startswith('test-n5-')
+    assert base(n=0, eval_only=True) != base(n=0) and base(n=5, eval_only=True) != base(n=5)      # never mixed
+    gsm = lambda **kw: experiment_files(ExperimentConfig(dataset='gsm8k', n=3, tests='et', **kw))
+    assert gsm(eval_only=True) == gsm()                               # GSM8K sets nothing aside: nothing changes
+    with pytest.raises(DataError, match='questions it was tuned on'):
+        run_base(FinetuneConfig(dataset=big), ExperimentConfig(dataset=big, eval_only=True))
+    assert not (tmp_path/'results').exists()
+
+
+def test_the_cli_says_which_rows_it_evaluates_names_an_n_too_large_n0_and_eval_only_evaluates_every_row(tmp_path):
+    "35.1 through the real CLI: the note and the account on stderr, the report's account, the files named by what ran."
+    f = _jsonl(tmp_path/'few.jsonl', [{'id': i, 'question': q, 'answer': a} for i, (q, a) in enumerate(YES_NO)])
+    env = os.environ | {'COTFAITH_RESULTS_DIR': str(tmp_path/'results'), 'OMP_NUM_THREADS': '1'}
+    quick = ['--max_new_tokens', '8', '--answer_tokens', '2', '--et_fractions', '0']
+    runs = [subprocess.run([CLI, '--dataset', f, *FAST, *quick, *flags], capture_output=True, text=True, env=env,
+                           timeout=600) for flags in (['--n', '50'], ['--eval_only'])]
+    for r in runs: assert r.returncode == 0 and 'Traceback' not in r.stderr, r.stderr[-1500:]
+    kept, every = runs
+    assert 'cotfaith: note: n=50 asked, but few.jsonl has 8 test rows: all 8 are evaluated, stored as n=0 (all)' in kept.stderr
+    assert ('cotfaith: rows: 8 of the 8 test rows of few.jsonl evaluated (all). 2 of its 10 rows are not: set aside for '
+            'fine-tuning as its train slice') in kept.stderr
+    assert ('cotfaith: rows: 10 of the 10 test rows of few.jsonl evaluated (all). None set aside (eval_only: every row '
+            'is evaluated, none kept for fine-tuning)') in every.stderr and 'note:' not in every.stderr
+    files = [Path(re.search(r'base \(CoT and direct answer\): (\S+)', r.stdout).group(1)) for r in runs]
+    assert [p.name[:8] for p in files] == ['test-n0-'] * 2 and files[0] != files[1]
+    assert [len(p.read_text().splitlines()) for p in files] == [8, 10]
+    reports = [json.loads(Path(re.search(r'with every per-instance label: (\S+)', r.stdout).group(1)).read_text())
+               for r in runs]
+    assert [(x['rows']['evaluated'], x['rows']['set_aside'], x['rows']['asked']) for x in reports] == [(8, 2, 50), (10, 0, 0)]

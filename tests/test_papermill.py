@@ -14,6 +14,7 @@ import papermill as pm
 import pytest
 
 from cotfaith.batch import batch_runs, run_batch
+from cotfaith.plan import figure_names
 from cotfaith.status import eval_files, needs, status
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,6 +73,9 @@ def test_ci_grid_runs_through_papermill_and_writes_the_figures(tmp_outputs):
                 for r in e['results']}
         assert files == read, (name, files ^ read)
     assert all(' done: ' in line or 'counted in the runs above' in line for line in status(ROOT/'params'/'ci.yaml')[:-1])
+    for nb, params, name in batch_runs(ROOT/'params'/'ci.yaml'):       # the names a batch checks first are the drawn ones
+        drew = sorted(f for f, e in manifest.items() if e['parameters'] == params and e['notebook'] == f'analysis/{nb.name}')
+        assert figure_names(nb, params) == drew, (name, figure_names(nb, params), drew)
 
 
 def test_a_served_model_runs_every_test_as_it_is_with_no_fine_tuned_side(tmp_outputs):
