@@ -124,8 +124,8 @@ def run_slurm(steps:list, batch_file:Path, kernel:str='cotfaith', force:bool=Fal
                             subprocess.run(['scontrol', 'update', f'JobId={jobs[t.key].job_id}',
                                             f"Dependency=afterok:{':'.join(deps(t))}"], capture_output=True)
                 else:
-                    ended[s.key] = f'{st}, log {j.paths.stdout}'
-                    print(f'[{i}/{len(todo)}] {s.label}: {st} (job {j.job_id}), log {j.paths.stdout}', flush=True)
+                    ended[s.key] = f'{st}{_why(j.paths.stdout)}, log {j.paths.stdout}'
+                    print(f'[{i}/{len(todo)}] {s.label}: {ended[s.key]} (job {j.job_id})', flush=True)
                     _cancel_after(s, todo, jobs, ended)
             _save(folder, todo, jobs, ended)
     except KeyboardInterrupt:
@@ -138,6 +138,12 @@ def run_slurm(steps:list, batch_file:Path, kernel:str='cotfaith', force:bool=Fal
         raise BatchError(f"{len(bad)} of {len(todo)} jobs failed or were not run: " +
                          '  '.join(f'{s.label} ({bad[s.key]})' for s in todo if s.key in bad))
     return seconds
+
+def _why(log:Path)->str:
+    "': <the last error line>' of a job's log (a user error is one line), or '' when it has none or cannot be read."
+    try: lines = [l for l in Path(log).read_text(errors='replace').splitlines() if 'Error: ' in l]
+    except OSError: return ' (its log cannot be read here: is the cache on a filesystem every node mounts?)'
+    return f': {lines[-1].strip()[:300]}' if lines else ''
 
 def _cancel_after(s, todo:list, jobs:dict, ended:dict):
     "Cancel the jobs that need step `s`, directly or not, and mark them not run."
@@ -164,8 +170,8 @@ def slurm_status(batch_file:Path)->list:
 # %% ../nbs/12b_slurm.ipynb #g014
 def _graph_run(batch, executor, kernel, force, detach, **overrides):
     "Build the graph and run it with `executor`: the wall time, the sum of its steps and its critical path."
-    t0, steps = time.time(), batch_graph(Path(batch), **overrides)
     if executor not in ('local', 'slurm'): raise BatchError(f"executor {executor!r}. Fix: local or slurm")
+    t0, steps = time.time(), batch_graph(Path(batch), **overrides)
     if executor == 'slurm': secs = run_slurm(steps, Path(batch), kernel, force, detach)
     else: secs = run_local(steps, kernel, force)
     if not detach:
@@ -188,5 +194,7 @@ def batch_main(batch:str='params/default.yaml', # batch file: notebook, defaults
     over = dict(model=model, n=n)
     if plan: return print(*_or_exit(lambda: plan_lines(batch_graph(Path(batch), **over), batch)), sep='\n')
     if status: return print(*_or_exit(slurm_status, Path(batch)), sep='\n')
+    if executor and committed: sys.exit('cotfaith: error: --committed redraws from the committed records, with no '
+                                        'graph to run. Fix: drop --executor')
     if executor: return _or_exit(_graph_run, batch, executor, 'cotfaith', force, detach, **over)
     return batch_cli(batch=batch, model=model, n=n, force=force, jobs=jobs, committed=committed)
