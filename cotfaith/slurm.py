@@ -4,7 +4,7 @@
 
 # %% ../nbs/12b_slurm.ipynb #g002
 from __future__ import annotations
-import json, os, socket, subprocess, sys, time
+import json, os, shutil, socket, subprocess, sys, time
 from pathlib import Path
 
 import yaml
@@ -72,7 +72,10 @@ def _submit(s, settings:dict, folder:Path, deps:list, args:tuple):
              partition=settings['partition'], account=settings['account'],
              dependency=f"afterok:{':'.join(deps)}" if deps else None, stderr_to_stdout=True)
     ex.update_parameters(**{k: v for k, v in p.items() if v is not None})
-    return ex.submit(run_job, s.work, _job_env(int(r['cpus'])), *args)
+    try: return ex.submit(run_job, s.work, _job_env(int(r['cpus'])), *args)
+    except Exception as e:
+        raise BatchError(f"sbatch refused the job of {s.label} ({' '.join(str(e).split())[:240]}). Fix: check that "
+                         "sinfo answers here and the partition and account of the batch file's cluster key") from None
 
 # %% ../nbs/12b_slurm.ipynb #g011
 def _scancel(ids:list):
@@ -93,6 +96,10 @@ def _save(folder:Path, steps:list, jobs:dict, ended:dict):
 def run_slurm(steps:list, batch_file:Path, kernel:str='cotfaith', force:bool=False, detach:bool=False,
               poll:float=2.0)->dict:
     "Run the steps not done as SLURM jobs: seconds per step, or {} when `detach`."
+    try: import submitit  # noqa: F401
+    except ImportError: raise BatchError("the SLURM executor needs submitit. Fix: pip install -e '.[slurm]'") from None
+    if not shutil.which('sbatch'):
+        raise BatchError("no sbatch here. Fix: run it on a machine of the SLURM cluster, or use --executor local")
     settings, folder = cluster_settings(batch_file), _folder(batch_file)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(marker := folder/'stores.json', json.dumps({'results': str(results_dir().resolve())}) + '\n')
@@ -128,8 +135,9 @@ def run_slurm(steps:list, batch_file:Path, kernel:str='cotfaith', force:bool=Fal
                     print(f'[{i}/{len(todo)}] {s.label}: {ended[s.key]} (job {j.job_id})', flush=True)
                     _cancel_after(s, todo, jobs, ended)
             _save(folder, todo, jobs, ended)
-    except KeyboardInterrupt:
+    except BaseException as e:
         _scancel([j.job_id for j in jobs.values()])
+        if not isinstance(e, KeyboardInterrupt): raise
         print(f'\ncotfaith: interrupted: cancelled the {len(jobs)} jobs it submitted (scancel '
               f'{" ".join(j.job_id for j in jobs.values())}). Rerun to go on: steps done are not run again.',
               file=sys.stderr, flush=True)
