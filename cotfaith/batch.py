@@ -28,7 +28,7 @@ class Terminated(KeyboardInterrupt):
     "SIGTERM, handled like Ctrl-C: what was kept is said, and the command exits with 143."
 
 # %% ../nbs/10a_batch.ipynb #7dd365e2
-BATCH_KEYS = ('notebook', 'defaults', 'runs', 'short_names')
+BATCH_KEYS = ('notebook', 'defaults', 'runs', 'short_names', 'cluster')     # cluster: read by 12b_slurm
 _FORMAT = 'Fix: a batch file is a YAML mapping with a list of runs; see params/default.yaml'
 
 def _spec(batch_file:Path)->dict:
@@ -308,6 +308,7 @@ def run_batch(batch_file:Path, # the batch YAML file: notebook, defaults and run
               force:bool=False, # rerun runs that are already done
               jobs:int=1, # runs at a time, each in a process of its own with cores / jobs threads
               committed:bool=False, # redraw the committed figures from the committed records alone, and check them
+              only:set|None=None, # only these runs ('<notebook stem>/<run name>'), the others left as they are
               **overrides, # values for every run (e.g. model, n); those that are None ignored
              )->list: # the executed notebooks of the runs done, skipped ones included
     "Execute the runs of a batch file that are not done yet through papermill; returns the executed notebooks' paths."
@@ -389,6 +390,7 @@ def run_batch(batch_file:Path, # the batch YAML file: notebook, defaults and run
         helpers, later = _helpers(jobs, batch_file, out_dir, kernel, overrides | {'committed': committed}, token), []
         try:
             for i, ((nb, params, name), out, lock) in enumerate(zip(runs, outs, locks), 1):
+                if only is not None and f'{nb.stem}/{name}' not in only: continue     # a graph's step
                 if not _free(lock):                  # another batch is running it: back to it when the rest is done
                     print(f'[{i}/{len(runs)}] {nb.name} {name}: running in another batch, back to it later', flush=True)
                     later.append(i)
