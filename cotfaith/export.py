@@ -179,8 +179,8 @@ def _sample(r:dict, tests:list, model:str):
     f = sample_fields(r, tests)
     msgs = [ChatMessageUser(content=f['messages'][0]['content']), ChatMessageAssistant(content=r['cot'], model=model)]
     out = ModelOutput.from_content(model, r['cot'], stop_reason=_STOP.get(r.get('cot_finish'), 'unknown'))
-    call = lambda o, what: ModelEvent(model=model, input=msgs[:1], tools=[], tool_choice='none', config=GenerateConfig(),
-                                      output=o, metadata={'cotfaith': what})
+    call = lambda o, what: ModelEvent(model=model, input=msgs[:1], tools=[], tool_choice='none',
+                                      config=GenerateConfig(), output=o, metadata={'cotfaith': what})
     events = [call(out, 'the chain'), call(ModelOutput.from_content(model, str(r.get('direct'))), 'the direct answer')]
     return EvalSample(id=f['id'], epoch=1, input=f['input'], choices=f['choices'], target=f['target'], messages=msgs,
                       output=out, scores={k: Score(**v) for k, v in f['scores'].items()}, metadata=f['metadata'],

@@ -138,7 +138,7 @@ def _row_flags(summary:pd.DataFrame, metric:str, datasets:list)->np.ndarray:
     return np.array([n_differs(summary.loc[summary['dataset'] == d, ncol]) for d in datasets])
 
 def _forest_points(ax, est:tuple, y, flag, color, label:str, marker:str='o', of=None):
-    "Points at `est` = (mean, lo, hi, n) with horizontal interval bars and n (of `of`); hollow where `flag`."
+    "Points at `est` = (mean, lo, hi, n) with horizontal interval bars and n (of `of`), hollow where `flag`."
     mean, lo, hi, n = est
     for hollow in (False, True):
         ax.errorbar(np.where(flag == hollow, mean, np.nan), y, xerr=[mean - lo, hi - mean], fmt=marker, color=color,
