@@ -126,7 +126,7 @@ def test_generation_cache_key_changes_with(field, change):
 OUTPUT_FIELDS = [f.name for f in fields(ExperimentConfig) if f.name not in ('batch_size', 'chunk', 'concurrency', 'threshold', 'no_answer', 'tests', 'fractions',
                                                                            'mistake_fractions', 'et_fractions', 'paraphraser')]
 CHANGED = {'model': 'org/other', 'dataset': 'medqa', 'split': 'train', 'n': 21, 'seed': 1, 'adapter': '/adapters/x-0123',
-           'load_in_4bit': True, 'max_new_tokens': 128, 'answer_tokens': 7}
+           'load_in_4bit': True, 'max_new_tokens': 128, 'answer_tokens': 7, 'eval_only': True}
 
 
 def test_every_output_field_of_an_experiment_is_covered_below():
@@ -136,7 +136,8 @@ def test_every_output_field_of_an_experiment_is_covered_below():
 @pytest.mark.parametrize('field', sorted(CHANGED))
 def test_results_file_changes_with(field, tmp_outputs):
     from conftest import write_adapter
-    cfg = ExperimentConfig(tests='et')
+    # eval_only changes what runs only where a dataset sets rows aside for fine-tuning (MedQA, not GSM8K: 01a_slices)
+    cfg = ExperimentConfig(tests='et', dataset='medqa' if field == 'eval_only' else 'gsm8k')
     value = write_adapter(tmp_outputs/'x-0123') if field == 'adapter' else CHANGED[field]
     assert experiment_path(replace(cfg, **{field: value}), 'fp') != experiment_path(cfg, 'fp')
 
