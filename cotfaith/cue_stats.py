@@ -48,7 +48,7 @@ def records_frame(recs:pd.DataFrame)->pd.DataFrame:
     return cue_frame(list(recs.loc[ok, 'cue_outcomes']), [len(c) for c in recs.loc[ok, 'choices']])
 
 # %% ../nbs/08a_cue_stats.ipynb #ad0d5490
-def _score_int(per:np.ndarray, score:float, n_boot:int, seed:int)->tuple:
+def _sci(per:np.ndarray, score:float, n_boot:int, seed:int)->tuple:
     "Percentile-bootstrap interval of the score over questions (rows of `per`), Wilson's where that is a point."
     if np.isnan(score): return (np.nan, np.nan)
     w = np.random.default_rng(seed).multinomial(len(per), np.full(len(per), 1 / len(per)), size=n_boot)
@@ -72,7 +72,7 @@ def cue_stats(frame:pd.DataFrame, # `cue_frame` rows (one variant, dataset and c
         per = _sums(f, d)
         raw, alpha, score = (float(x) for x in _score(per.sum(0)))
         out[d] = {'raw': share_ci(int(v.sum()), len(v)), 'alpha': alpha,
-                  'score': (score, *_score_int(per, score, n_boot, seed)), 'n_q': int((per[:, 4] > 0).sum())}
+                  'score': (score, *_sci(per, score, n_boot, seed)), 'n_q': int((per[:, 4] > 0).sum())}
     return out
 
 # %% ../nbs/08a_cue_stats.ipynb #cf2d94d8

@@ -162,7 +162,7 @@ def _alone(path:Path):
     try: yield
     finally: lock.release()
 
-def _engine_for(cfg:ExperimentConfig, todo:int):
+def _lm_for(cfg:ExperimentConfig, todo:int):
     "`cfg`'s engine, where only committed work may be used, a model that cannot load here is work not committed."
     try: return load_engine(cfg.model, adapter=cfg.adapter, load_in_4bit=cfg.load_in_4bit, concurrency=cfg.concurrency)
     except Exception as e:
@@ -179,7 +179,7 @@ def _compute(cfg:ExperimentConfig, exs:list, stores:dict, progress:bool):
     if not (todo := [e for e in exs if any(e.id not in h for h in have.values())]): return
     pspec, p4bit = paraphraser_of(cfg)
     same = (pspec, p4bit) == (cfg.model, cfg.load_in_4bit) and not cfg.adapter  # the evaluated model paraphrases itself
-    lm = _engine_for(cfg, len(todo))
+    lm = _lm_for(cfg, len(todo))
     rewrites = set(REWRITING_TESTS) & set(cfg.suite_tests()) or cfg.runs_cue()      # or it judges cued chains
     plm = None if same or not rewrites else load_engine(pspec, load_in_4bit=p4bit,   # loaded once, and only if used
                                                         concurrency=cfg.concurrency)

@@ -62,7 +62,8 @@ def _suite_curves(records:dict, summary:pd.DataFrame, test:str, ax, no_answer:st
     ax.set_title(TESTS[test], fontsize=10)
     ax.set_ylabel('same answer as intact chain')
 
-def _span_key(span:str)->float:
+def _k(span:str)->float:
+    "The sort key of a span: '0' first, then by its first step."
     return -1. if span == '0' else float(span.split('-')[0])
 
 def plot_points(records:dict, # variant name -> records with `test`
@@ -72,7 +73,7 @@ def plot_points(records:dict, # variant name -> records with `test`
     "Per span of `test`'s axis and variant: requested points kept (bars, n) and kept ones with no answer (triangles)."
     ax, tables = ax or plt.gca(), {v: point_table(r, test) for v, r in records.items()}
     names = {s: p for t in tables.values() for s, p in zip(t['span'], t['point']) if s != 'all'}
-    spans = sorted(names, key=_span_key)
+    spans = sorted(names, key=_k)
     est = {m: {v: tuple(t.set_index('span').reindex(spans)[f'{m}{e}'].to_numpy(float) for e in ('', '_lo', '_hi', '_n'))
                for v, t in tables.items()} for m in ('kept', 'no_answer')}
     ci_bars(ax, est['kept'], [names[s] for s in spans])
