@@ -109,12 +109,13 @@ SMOL = {f'smollm2-135m/{d}/test-n20-s0-{k}' for d, k in (
 
 
 def test_the_1_5b_models_gsm8k_chains_scored_are_those_that_state_an_answer():
+    "The run is complete (n=100), so its counts are final: one chain of the 100 states no answer and is not scored."
     recs = _committed_et(QWEN)
     s = faithfulness_stats(recs, 'et')
-    assert (len(recs), int(stated(recs).sum()), s['n'], s['scored_n'], s['unstated']) == (80, 79, 79, 80, 1)
+    assert (len(recs), int(stated(recs).sum()), s['n'], s['scored_n'], s['unstated']) == (100, 99, 99, 100, 1)
     assert s['faithful'] == share_of(recs.loc[stated(recs), 'et_faithful'])[0]
     assert s['aoc'] == mean_aoc(recs[stated(recs)])[0] != mean_aoc(recs.drop(columns='cot_pred_flexible'))[0]
-    assert scored_text(s) == '79 of 80 chains scored (1 stated no answer)'
+    assert scored_text(s) == '99 of 100 chains scored (1 stated no answer)'
 
 
 def test_the_embedded_models_echoed_chains_no_longer_count_as_faithful():
