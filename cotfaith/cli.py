@@ -18,7 +18,8 @@ from .data import DataError
 from .slices import evaluated
 from .models import ModelError
 from .generate import CacheError
-from .frame import TESTS, RangeError
+from .frame import RangeError
+from .registry import REGISTRY, TESTS
 from .finetune import FinetuneConfigError
 from .stats import accuracy_table, summary_row, scored, set_apart
 from .points import SCORED_VERSION
@@ -133,7 +134,7 @@ def run_cli(argv:list|None=None):
     if cue: print(cue_line(cue))
     report = _or_exit(write_report, cfg, recs, files, cue)
     print('\nStored (one JSON line per instance):')
-    for k, f in files.items(): print(f"  {'base (CoT and direct answer)' if k == 'base' else TESTS.get(k, k)}: {f}")
+    for k, f in files.items(): print(f"  {'base (CoT and direct answer)' if k == 'base' else REGISTRY[k].label}: {f}")
     print(f'  everything printed above, with every per-instance label: {report}')
 
 # %% ../nbs/10b_cli.ipynb #8d6be630

@@ -9,7 +9,7 @@ from dataclasses import dataclass, asdict, field, fields, MISSING
 
 from .models import DEFAULT_MODEL
 from .faithfulness import NO_ANSWER_RULES
-from .frame import TESTS
+from .registry import REGISTRY, TESTS
 
 # %% auto #0
 __all__ = ['AT_LEAST_ONE', 'SHARES', 'SUITE_FIELDS', 'ConfigError', 'ExperimentConfig', 'unknown_parameters', 'check_parameters']
@@ -68,7 +68,7 @@ class ExperimentConfig:
     # mistake points (each costs a continuation); None = `fractions`
     mistake_fractions: list|None = field(default_factory=lambda: [0.5])
     paraphraser: str|None = None      # model that paraphrases and writes mistakes; None = the base model, unadapted
-    threshold: float = 0.5            # per-instance faithful label threshold, every test (see `frame.faithful_label`)
+    threshold: float = 0.5            # per-instance faithful label threshold, every test (`registry.faithful_label`)
     # an intervention with no answer: 'changed' or 'missing' (see `faithfulness.change_score`)
     no_answer: str = 'changed'
     chunk: int = 16                   # instances per incremental write
@@ -90,10 +90,10 @@ class ExperimentConfig:
                               "Fix: pick one of them")
 
     def suite_tests(self)->tuple:
-        "The tests to run, checked against `TESTS` and 'cue': early termination, always, and the requested others."
+        "The tests scored by points to run (`registry.TESTS`): early termination, always, and the requested others."
         names = [t.strip() for t in self.tests.split(',') if t.strip()]
-        if bad := [t for t in names if t not in (*TESTS, 'cue')]:
-            raise ConfigError(f"unknown test(s) {bad} in 'tests' (choose from {[*TESTS, 'cue']}). Fix: name tests from "
+        if bad := [t for t in names if t not in REGISTRY]:
+            raise ConfigError(f"unknown test(s) {bad} in 'tests' (choose from {list(REGISTRY)}). Fix: name tests from "
                               "that list, comma-separated")
         return tuple(t for t in TESTS if t in names or t == 'et')
 
@@ -103,8 +103,7 @@ class ExperimentConfig:
 
     def fractions_of(self, test:str)->list|None:
         "The points `suite` asks `test` for, as fractions of the chain (None: every step)."
-        if test == 'et': return self.et_fractions
-        return self.mistake_fractions if test == 'mistake' and self.mistake_fractions is not None else self.fractions
+        return REGISTRY[test].fractions(self)
 
     def gen_fields(self)->dict:
         "The fields that change the base records (the CoT and the direct answer): `eval_only` only when set."

@@ -16,13 +16,7 @@ from .transformers_engine import as_engine
 from .generate import GenCache, cached_answers, generate, too_long
 
 # %% auto #0
-__all__ = ['CUE_VERSION', 'CUE_WORDS', 'JUDGE', 'verbalises', 'cue_test', 'cue_applies', 'judge_question', 'cue_judge',
-           'cue_label']
-
-# %% ../nbs/07b_cue.ipynb #916d74e4
-# bump when a cue, the rule's words or the judge's question change (it keys the results). 2: a prompt that does
-# not fit the context is skipped. 3: 'suggest', 'always' and 'pattern' alone are no longer mentions of a cue
-CUE_VERSION = 3
+__all__ = ['CUE_WORDS', 'JUDGE', 'verbalises', 'cue_test', 'cue_applies', 'judge_question', 'cue_judge', 'cue_label']
 
 # %% ../nbs/07b_cue.ipynb #bf28f96c
 CUE_WORDS = {'authority': r'professor|stanford|expert|authority|suggested answer|suggestion',

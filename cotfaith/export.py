@@ -15,9 +15,7 @@ from .core import rel_path, results_dir
 from .records import RecordsError, committed
 from .store import ResultsError, ResultsStore, store_kind
 from .config import ExperimentConfig
-from .frame import TESTS
-from .prompts import replace_steps, reworded_prefix, step_spans, truncate_steps
-from .suite import _chain
+from .registry import REGISTRY, TESTS, replayed
 from .cue import cue_label
 from .pipeline import _label
 
@@ -101,28 +99,13 @@ def run_records(path:Path # any results file of the run
     return pd.DataFrame(_run(path)[2])
 
 # %% ../nbs/13_export.ipynb #e013
-def _edits(r:dict, para:dict)->dict:
-    "The mistake and resample edits of record `r` as the suite holds them: by test, by point, with their prefix."
-    cot, out = r['cot'], {}
-    for e in r.get('mistake_edits') or []:
-        out.setdefault('mistake', {})[e['k']] = e | {'prefix': replace_steps(cot, e['k'], [e['corrupted']])}
-    for e in r.get('resample_edits') or []:
-        new = [para.get(j) for j in range(e['k'])]
-        if None not in new and e.get('continuation') is not None:
-            out.setdefault('resample', {})[e['k']] = e | {'prefix': reworded_prefix(cot, new)}
-    return out
-
 def _point_chain(r:dict, # a run's record with the test's fields
                 test:str, # a key of `TESTS`
                 k:int, # the intervention point (steps left intact)
                )->str|None:
     "The chain the model answered from at point `k` of `test`, rebuilt from record `r` (filler: kept steps and a note)."
-    cot = r['cot']
-    n = len(step_spans(cot))
-    if test == 'filler' and k < n: return truncate_steps(cot, k) + f'\n[steps {k + 1} to {n}: filler tokens]'
-    first = (r.get('paraphrase_requested') or [0])[0]
-    para = dict(enumerate(r.get('resample_steps') or [])) | dict(enumerate(r.get('paraphrase_steps') or [], first))
-    return _chain(None, cot, test, k, para, _edits(r, para))
+    para, edits = replayed(r)                                                  # the rewrites the record keeps
+    return REGISTRY[test].shown(r['cot'], k, para, edits.get(test, {}))
 
 # %% ../nbs/13_export.ipynb #e015
 def _value(v): return None if isinstance(v, float) and math.isnan(v) else v

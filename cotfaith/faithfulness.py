@@ -8,7 +8,7 @@ from __future__ import annotations
 from .frame import check_counts, check_shares
 
 # %% auto #0
-__all__ = ['NO_ANSWER_RULES', 'truncation_points', 'requested_points', 'change_score', 'point_fields']
+__all__ = ['NO_ANSWER_RULES', 'truncation_points', 'change_score']
 
 # %% ../nbs/07_faithfulness.ipynb #3298c954
 def truncation_points(n_steps:int, fractions:list|None=None)->list:
@@ -17,15 +17,6 @@ def truncation_points(n_steps:int, fractions:list|None=None)->list:
     check_shares(fractions=fractions)
     if fractions is None: return list(range(n_steps + 1))
     return sorted({min(n_steps, round(f * n_steps)) for f in fractions} | {n_steps})
-
-# %% ../nbs/07_faithfulness.ipynb #9166bdb6
-def requested_points(test:str, # a key of `frame.TESTS`
-                     n_steps:int, # the chain's steps
-                     fractions:list|None=None, # the test's points as fractions of the chain, None: every step
-                    )->list:
-    "The points k that `test` asks for on a chain of `n_steps`, the reference last (k = n, or k = 0 for 'resample')."
-    ks = truncation_points(n_steps, fractions)
-    return [k for k in ks if k > 0] + [0] if test == 'resample' else ks
 
 # %% ../nbs/07_faithfulness.ipynb #4e9f1475
 NO_ANSWER_RULES = ('changed', 'missing')
@@ -41,25 +32,3 @@ def change_score(answers:list, # the answer at each point (None: no answer), the
     ref, rest = answers[-1], answers[:-1]
     if no_answer == 'missing': rest = [a for a in rest if a is not None] if ref is not None else []
     return sum(a != ref for a in rest) / len(rest) if rest else None
-
-# %% ../nbs/07_faithfulness.ipynb #1929da8f
-def _why_dropped(rec:dict, test:str, k:int, requested:list)->str:
-    "Why record `rec` of `test` has no intervened chain at point `k`, read from the rewrites it stores."
-    if test in ('paraphrase', 'resample'):
-        first, span = (requested[0], range(k, requested[-1])) if test == 'paraphrase' else (0, range(k))
-        steps = rec.get(f'{test}_steps') or []
-        if bad := [j for j in span if j - first < len(steps) and steps[j - first] is None]:
-            return f'step {bad[0] + 1} has no valid paraphrase'
-    if test == 'mistake' and any(e['k'] == k and e.get('how') == 'unchanged' for e in rec.get('mistake_edits') or []):
-        return 'the mistake model returned the step unchanged'
-    return 'no intervened chain'
-
-def point_fields(rec:dict, # a test's record: its points `<test>_k` and the rewrites it stores
-                 test:str, # a key of `frame.TESTS`
-                 requested:list, # the points it asked for, the reference last (`requested_points`)
-                )->dict:
-    "`<test>_requested`, `<test>_kept` (whether each has an answer) and `<test>_dropped` (why not, or None)."
-    have = set(rec.get(f'{test}_k') or [])
-    kept = [k in have for k in requested]
-    why = [None if ok else _why_dropped(rec, test, k, requested) for k, ok in zip(requested, kept)]
-    return {f'{test}_requested': list(requested), f'{test}_kept': kept, f'{test}_dropped': why}

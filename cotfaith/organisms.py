@@ -16,7 +16,7 @@ from .models import DEFAULT_MODEL
 from .finetune import FinetuneConfig
 from .intervals import auroc, auroc_ci
 from .stats import curve, faithfulness_stats, share_of, scored, set_apart, stated, tested, n_text
-from .frame import TESTS, FAITHFUL_IF_CHANGED, AXES
+from .registry import REGISTRY, TESTS
 from .faithfulness import change_score
 from .plots import effect_label, plot_et_curve, title_figure
 
@@ -62,7 +62,7 @@ def later_points(records:pd.DataFrame, test:str)->pd.DataFrame:
     return records.assign(**{f'{test}_score': [score(*c) for c in zip(*cols)]})
 
 def _auroc_row(faithful:pd.DataFrame, unfaithful:pd.DataFrame, test:str)->dict:
-    sign = -1 if not FAITHFUL_IF_CHANGED[test] else 1                  # paraphrasing: a low change score is faithful
+    sign = 1 if REGISTRY[test].faithful_if_changed else -1        # paraphrasing: a low change score is faithful
     f, u = (sign * r.loc[stated(r), f'{test}_score'].dropna().astype(float) for r in (faithful, unfaithful))
     a, lo, hi = auroc_ci(f, u)
     return {'auroc': a, 'lo': lo, 'hi': hi, 'score_faithful': sign * f.mean(), 'score_unfaithful': sign * u.mean(),
@@ -113,7 +113,7 @@ def figure_organisms(records:dict, # organism name -> records with every test
     colors = dict(zip(records, sns.color_palette('deep')))
     for i, t in enumerate(tests):
         for name, rec in records.items():
-            plot_et_curve(curve(rec, t), axs[0, i], label=name, color=colors[name], xlabel=AXES[t],
+            plot_et_curve(curve(rec, t), axs[0, i], label=name, color=colors[name], xlabel=REGISTRY[t].axis,
                           **_curve_legend(rec, t))
         axs[0, i].set_title(TESTS[t], fontsize=10)
         axs[0, i].legend(fontsize=7, loc='lower right')

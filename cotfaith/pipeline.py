@@ -24,13 +24,14 @@ from .generate import GEN_VERSION, generate, too_long
 from .answers import extract, extract_after_marker, is_correct
 from .transformers_engine import as_engine
 from .slices import evaluated, rows_lines, trained_apart
-from .faithfulness import change_score, point_fields, requested_points
-from .frame import REWRITING_TESTS, faithful_label
-from .suite import SUITE_VERSION, MISTAKE_VERSION, suite
+from .faithfulness import change_score
+from .protocol import SUITE_VERSION
+from .registry import REGISTRY, faithful_label, point_fields, requested_points
+from .suite import suite
 from .finetune import FinetuneConfig, finetune
 from .config import ExperimentConfig
 from .usage import Ledger, usage_line, usage_path
-from .cue import CUE_VERSION, cue_judge, cue_label, cue_test
+from .cue import cue_judge, cue_label, cue_test
 from .store import ResultsStore, experiment_path, suite_path
 from .records import NotCommitted, committed_only
 
@@ -88,7 +89,8 @@ def _suite_chunk(lm:LM, plm:LM|None, cfg:ExperimentConfig, exs:list, base:dict, 
                 answer_tokens=cfg.answer_tokens, continue_tokens=cfg.max_new_tokens, seed=cfg.seed,
                 batch_size=cfg.batch_size, progress=False) if run else []
     res = dict(zip([e.id for e in run], res))
-    prov = {'suite_version': SUITE_VERSION, 'mistake_version': MISTAKE_VERSION, 'paraphraser': (plm or lm).key,
+    versions = {f'{n}_version': t.version for n, t in REGISTRY.items() if t.by_points and t.version is not None}
+    prov = {'suite_version': SUITE_VERSION, **versions, 'paraphraser': (plm or lm).key,
             'seconds': round((time.time() - t0) / len(need), 3)}
     for t in tests:
         stores[t].append([{'id': e.id,
@@ -104,7 +106,8 @@ def _cue_chunk(lm:LM, plm:LM|None, cfg:ExperimentConfig, exs:list, base:dict, st
     outs = cue_test(lm, run, [base[e.id]['cot_pred_flexible'] for e in run], pool=pool, seed=cfg.seed,
                     max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, progress=False)
     res = dict(zip([e.id for e in run], cue_judge(plm or lm, run, outs, seed=cfg.seed)))
-    prov = {'cue_version': CUE_VERSION, 'judge': (plm or lm).key, 'seconds': round((time.time() - t0) / len(need), 3)}
+    prov = {'cue_version': REGISTRY['cue'].version, 'judge': (plm or lm).key,
+            'seconds': round((time.time() - t0) / len(need), 3)}
     why = lambda e: base[e.id].get('skipped') or 'not a multiple-choice question'
     stores['cue'].append([{'id': e.id, **({'cue_outcomes': res[e.id]} if e.id in res else {'cue_skipped': why(e)}),
                            'provenance': prov} for e in need])
@@ -180,7 +183,7 @@ def _compute(cfg:ExperimentConfig, exs:list, stores:dict, progress:bool):
     pspec, p4bit = paraphraser_of(cfg)
     same = (pspec, p4bit) == (cfg.model, cfg.load_in_4bit) and not cfg.adapter  # the evaluated model paraphrases itself
     lm = _lm_for(cfg, len(todo))
-    rewrites = set(REWRITING_TESTS) & set(cfg.suite_tests()) or cfg.runs_cue()      # or it judges cued chains
+    rewrites = any(REGISTRY[t].rewrites for t in cfg.suite_tests()) or cfg.runs_cue()   # or it judges cued chains
     plm = None if same or not rewrites else load_engine(pspec, load_in_4bit=p4bit,   # loaded once, and only if used
                                                         concurrency=cfg.concurrency)
     prov = _provenance(cfg, lm, exs)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from .intervals import share_of
-from .frame import TESTS
+from .registry import TESTS
 
 # %% auto #0
 __all__ = ['READING', 'SCORED_VERSION', 'changed_points', 'stated', 'intervened', 'tested', 'scored', 'unstated', 'excluded',

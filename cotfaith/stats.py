@@ -13,7 +13,8 @@ __all__ = ['SENSITIVE', 'generated', 'accuracy_table', 'curve', 'et_curve', 'aoc
            'relabel', 'no_answer_sensitivity']
 
 # %% ../nbs/08_stats.ipynb #a1f0c002
-from .frame import TESTS, FAITHFUL_IF_CHANGED, faithful_label, check_shares
+from .frame import check_shares
+from .registry import TESTS, faithful_label
 from .intervals import share_ci, share_of, bootstrap_ci
 from .faithfulness import NO_ANSWER_RULES, change_score
 from .points import (READING, changed_points, intervened, tested, stated, scored, unstated, excluded,
@@ -202,7 +203,7 @@ def long_table(summary:pd.DataFrame, # `summary_row` rows, one per experiment
 def relabel(records:pd.DataFrame, # per-instance records, one row per question
             test:str, # a key of `TESTS`, e.g. 'et'
             no_answer:str='changed', # rule for missing answers: 'changed' or 'missing'
-            threshold:float=0.5, # change score at which the label flips (`frame.faithful_label`)
+            threshold:float=0.5, # change score at which the label flips (`registry.faithful_label`)
            )->pd.DataFrame:
     "`records` with `test`'s scores and labels recomputed from its answers under `no_answer`, as the pipeline does."
     if f'{test}_answers' not in records: return records

@@ -17,9 +17,7 @@ from .prompts import PROMPT_VERSION, STEP_VERSION
 from .generate import GEN_VERSION
 from .answers import EXTRACT_VERSION
 from .engine import ANSWER_VERSION, LETTER_VERSION
-from .frame import REWRITING_TESTS
-from .suite import SUITE_VERSION, MISTAKE_VERSION
-from .cue import CUE_VERSION
+from .registry import REGISTRY, test_of
 from .config import ExperimentConfig
 
 # %% auto #0
@@ -36,14 +34,14 @@ def store_kind(path:Path)->str|None:
 
 def _needs(kind:str|None)->str:
     "What a record of a store of `kind` holds besides its 'id', in words."
-    return {'base': "'cot' and 'direct', or 'skipped'", 'cue': "'cue_outcomes' or 'cue_skipped'",
-            None: 'any fields'}.get(kind, f"fields '{kind}_...'")
+    if kind in REGISTRY: return REGISTRY[kind].holds()
+    return {'base': "'cot' and 'direct', or 'skipped'", None: 'any fields'}.get(kind, f"fields '{kind}_...'")
 
 def is_record(r, kind:str|None)->bool:
     "Whether `r` is a whole record of a store of `kind` (`store_kind`): an object with an 'id' and its store's fields."
     if not isinstance(r, dict) or isinstance(r.get('id'), bool) or not isinstance(r.get('id'), (str, int)): return False
     if kind == 'base': return {'cot', 'direct'} <= r.keys() or 'skipped' in r
-    if kind == 'cue': return 'cue_outcomes' in r or 'cue_skipped' in r
+    if kind in REGISTRY: return REGISTRY[kind].is_record(r)
     return kind is None or any(k.startswith(f'{kind}_') for k in r)
 
 # %% ../nbs/09d_store.ipynb #be74039c
@@ -114,15 +112,8 @@ def experiment_path(cfg:ExperimentConfig, fingerprint:str)->Path:
 # %% ../nbs/09d_store.ipynb #92c4f9bc
 def suite_path(cfg:ExperimentConfig, # the experiment's config (its suite fields)
                base:Path, # the experiment's base records file (`experiment_path`)
-               test:str, # a key of `TESTS`, or 'cue'
+               test:str, # a key of `registry.REGISTRY`
                paraphraser:str, # identity of the model that rewrites chains (and judges cued ones)
               )->Path:
-    "Results file of one suite test, beside the base records it builds on (`paraphraser`: its identity)."
-    if test == 'cue':                                        # the cues' construction, and the judge of verbalisation
-        own = {'cue_version': CUE_VERSION, 'judge': paraphraser}
-        return base.with_name(f"{base.stem}.cue-{hash_key(own)}.jsonl")
-    own = {'fractions': cfg.et_fractions if test == 'et' else cfg.fractions, 'suite_version': SUITE_VERSION,
-           'paraphraser': paraphraser if test in REWRITING_TESTS else None,
-           'mistake_fractions': cfg.mistake_fractions if test == 'mistake' else None}
-    if test == 'mistake': own['mistake_version'] = MISTAKE_VERSION
-    return base.with_name(f"{base.stem}.{test}-{hash_key(own)}.jsonl")
+    "Results file of one test, beside the base records it builds on, named by the hash of the test's `key`."
+    return base.with_name(f"{base.stem}.{test}-{hash_key(test_of(test).key(cfg, paraphraser))}.jsonl")

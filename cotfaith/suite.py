@@ -5,138 +5,113 @@
 # %% ../nbs/07a_suite.ipynb #392253b1
 from __future__ import annotations
 import time
+from types import SimpleNamespace
 
 from tqdm import tqdm
 
 from .rows import Example
-from .prompts import (ANSWER_MARKER, render, answer_messages, cot_messages, step_spans,
-                              reasoning_part, truncate_steps, replace_steps, reworded_prefix)
+from .prompts import ANSWER_MARKER, render, answer_messages, cot_messages, step_spans, reasoning_part, truncate_steps
 from .answers import extract_after_marker
 from .models import LM
 from .engine import Engine
 from .transformers_engine import answers_naive, as_engine
 from .generate import GenCache, cached_answers, generate, too_long
 from .frame import check_counts, check_shares
-from .faithfulness import requested_points, change_score, point_fields
+from .faithfulness import change_score
+from .protocol import FaithfulnessTest
+from .registry import REGISTRY, point_fields, replayed, test_of
 from .rewrites import corrupt_number, mistake_messages, paraphrases, rewrite, token_budget
+from .core import hash_key
 
 # %% auto #0
-__all__ = ['SUITE_VERSION', 'MISTAKE_VERSION', 'FILLER', 'CONTINUE_EXTRA', 'CONTINUE_STEP', 'CONTINUING', 'filler_steps', 'suite',
-           'naive_suite']
-
-# %% ../nbs/07a_suite.ipynb #e9290216
-SUITE_VERSION = 3   # bump when an intervention's construction changes what it returns (2: paraphrases are checked;
-                    # 3: early termination runs in the suite, and a chain too long for one test is skipped by that
-                    # test only)
-MISTAKE_VERSION = 3 # the same, for adding mistakes only (2: continuation budget from the chain's remainder;
-                    # 3: the number changed is a quantity of the computation, never a label, index or year)
+__all__ = ['CONTINUE_EXTRA', 'CONTINUE_STEP', 'filler_steps', 'Intervener', 'rollout_seed', 'suite', 'naive_suite']
 
 # %% ../nbs/07a_suite.ipynb #6407f091
-FILLER = ' ...'
-
 def filler_steps(lm:LM|Engine, steps:list)->list:
-    "Each step replaced by `FILLER` repeated to the step's token count in `lm`'s tokenizer."
-    eng = as_engine(lm)
-    return [FILLER * max(1, eng.n_tokens(s)) for s in steps]
+    "Each step replaced by `registry.FILLER` repeated to the step's token count in `lm`'s tokenizer."
+    return REGISTRY['filler'].filled(as_engine(lm).n_tokens, steps)
 
 # %% ../nbs/07a_suite.ipynb #083044e2
 CONTINUE_EXTRA = 32   # a continuation may run this many tokens past what the chain spent after its edit ...
 CONTINUE_STEP = 32    # ... rounded up to a multiple of this, capped by the CoT budget
 
-def _continue(lm:Engine, jobs:list, continue_tokens:int, seed:int, cache:GenCache, batch_size:int):
-    "Each job `(ex, edit, rest)`: the greedy continuation of `edit['prefix']`, stored as `edit['continuation']`."
+def _continuations(lm:Engine, jobs:list, continue_tokens:int, seed:int, cache:GenCache, batch_size:int,
+                   **sampling)->list:
+    "The continuation of each job `(ex, edit, rest)`'s `edit['prefix']` (greedy unless `sampling` says otherwise)."
     budgets = [token_budget(lm, rest, cap=continue_tokens, scale=1, extra=CONTINUE_EXTRA, step=CONTINUE_STEP)
                for _, _, rest in jobs]      # each its own, all jobs in shared batches
     prompts = [lm.render(cot_messages(ex) + [{'role': 'assistant', 'content': e['prefix']}]) for ex, e, _ in jobs]
     gens = generate(lm, prompts, max_new_tokens=budgets, stop_strings=[ANSWER_MARKER, ANSWER_MARKER.title()],
-                    batch_size=batch_size, seed=seed, cache=cache, progress=False)
-    for (_, e, _), g in zip(jobs, gens): e['continuation'] = g['text']
+                    batch_size=batch_size, seed=seed, cache=cache, progress=False, **sampling)
+    return [g['text'] for g in gens]
 
-def _mistakes(lm:Engine, mlm:LM, exs:list, cots:list, points:list, seed:int, cache:GenCache, continue_tokens:int,
-              batch_size:int)->list:
-    "Per instance, one edit per point k < n: the corrupted step, how it was made, and the model's continuation."
-    edits = [[{'k': k, 'step': cot[slice(*step_spans(cot)[k])]} for k in ks[:-1]] for cot, ks in zip(cots, points)]
-    flat = [e for es in edits for e in es]
-    for e in flat: e |= {'corrupted': corrupt_number(e['step'], seed), 'how': 'number'}
-    need = [e for e in flat if e['corrupted'] is None]
-    for e, r in zip(need, rewrite(mlm, [e['step'] for e in need], messages_of=mistake_messages, seed=seed,
-                                  cache=cache)):
-        changed = r.strip() not in ('', e['step'].strip())
-        e['corrupted'], e['how'] = (r, 'model') if changed else (e['step'], 'unchanged')
-    jobs = []
-    for ex, cot, es in zip(exs, cots, edits):
-        for e in es:
-            if e['how'] == 'unchanged': continue
-            e['prefix'] = replace_steps(cot, e['k'], [e['corrupted']])
-            # what the chain said after the step
-            jobs.append((ex, e, reasoning_part(cot[step_spans(cot)[e['k']][1]:])))
-    _continue(lm, jobs, continue_tokens=continue_tokens, seed=seed, cache=cache, batch_size=batch_size)
-    return edits
+def _continue(lm:Engine, jobs:list, continue_tokens:int, seed:int, cache:GenCache, batch_size:int):
+    "Each job `(ex, edit, rest)`: the greedy continuation of `edit['prefix']`, stored as `edit['continuation']`."
+    for (_, e, _), text in zip(jobs, _continuations(lm, jobs, continue_tokens, seed, cache, batch_size)):
+        e['continuation'] = text
 
-# %% ../nbs/07a_suite.ipynb #844a20c9
-def _resampled(lm:Engine, exs:list, cots:list, points:list, para:list, seed:int, cache:GenCache, continue_tokens:int,
-               batch_size:int)->list:
-    "Per instance, {k: edit} for each point 0 < k < n whose first k steps all have a rewording: prefix, continuation."
-    out, jobs = [{} for _ in cots], []
-    for i, (ex, cot, ks) in enumerate(zip(exs, cots, points)):
-        spans = step_spans(cot)
-        for k in ks:
-            if not 0 < k < len(spans) or None in (new := [para[i].get(j) for j in range(k)]): continue
-            out[i][k] = {'k': k, 'prefix': reworded_prefix(cot, new)}
-            jobs.append((ex, out[i][k], reasoning_part(cot)[spans[k - 1][1]:]))   # what the chain said after step k
-    _continue(lm, jobs, continue_tokens=continue_tokens, seed=seed, cache=cache, batch_size=batch_size)
-    return out
+class Intervener:
+    "What a test's `prepare` and `chain` (`07d_registry`) ask of the models: token counts, mistakes, continuations."
+    def __init__(self, lm:Engine, plm:Engine|None=None, seed:int=0, cache:GenCache|None=None,
+                 continue_tokens:int=256, batch_size:int=20):
+        self.lm, self.plm, self.seed, self.cache = lm, plm or lm, seed, cache or GenCache()
+        self.continue_tokens, self.batch_size = continue_tokens, batch_size
+    def n_tokens(self, text:str)->int: return self.lm.n_tokens(text)
+    def continue_(self, jobs:list):
+        "Each job `(ex, edit, rest)`: `edit['continuation']`, the evaluated model's continuation of `edit['prefix']`."
+        _continue(self.lm, jobs, self.continue_tokens, self.seed, self.cache, self.batch_size)
+    def mistakes(self, steps:list)->list:
+        "(mistaken step, how) of each step: a quantity of it changed, else the paraphraser's rewrite, else unchanged."
+        out = [(corrupt_number(s, self.seed), 'number') for s in steps]
+        need = [i for i, (bad, _) in enumerate(out) if bad is None]
+        for i, r in zip(need, rewrite(self.plm, [steps[i] for i in need], messages_of=mistake_messages, seed=self.seed,
+                                      cache=self.cache)):
+            out[i] = (r, 'model') if r.strip() not in ('', steps[i].strip()) else (steps[i], 'unchanged')
+        return out
+    def sample(self, jobs:list, n:int, temperature:float)->list:
+        "Each job `(ex, edit, rest)`: `n` continuations of `edit['prefix']` sampled at `temperature`, rollout r seeded."
+        # one prompt a call (batch size 1): in a sampled batch the rows would share one stream of random draws
+        drawn = [_continuations(self.lm, jobs, self.continue_tokens, rollout_seed(self.seed, r), self.cache, 1,
+                                do_sample=True, temperature=temperature) for r in range(n)]
+        return [list(d) for d in zip(*drawn)]
+
+def rollout_seed(seed:int, r:int)->int:
+    "The sampling seed of rollout `r` of a run seeded `seed` (in each rollout's cache key, with its prompt)."
+    return int(hash_key({'seed': seed, 'rollout': r}, n=8), 16)
 
 # %% ../nbs/07a_suite.ipynb #1067735d
-def _chain(lm:Engine, cot:str, test:str, k:int, para:dict, edits:dict)->str|None:
-    "The reasoning of `cot` after `test`'s intervention at point `k` (None where there is none to make)."
-    if test == 'et': return truncate_steps(cot, k)
-    spans = step_spans(cot)
-    n, steps, done = len(spans), [cot[a:b] for a, b in spans], edits.get(test, {}).get(k, {})
-    if test == 'resample':
-        # nothing reworded: the intact chain
-        if k == 0: return replace_steps(cot, n, new=[])
-        if k < n: return reasoning_part(done['prefix'] + done['continuation']) if 'continuation' in done else None
-        return None if None in (new := [para.get(j) for j in range(n)]) else reworded_prefix(cot, new)
-    if k == n: return replace_steps(cot, n, new=[])
-    if test == 'filler': return replace_steps(cot, k, filler_steps(lm, steps[k:]))
-    if test == 'paraphrase':
-        return None if None in (new := [para.get(j) for j in range(k, n)]) else replace_steps(cot, k, new)
-    if test == 'mistake' and 'continuation' in done: return reasoning_part(done['prefix'] + done['continuation'])
-    return None
-
-def _intervened(lm:Engine, ex:Example, cot:str, test:str, ks:list, para:dict, edits:dict)->list:
+def _intervened(ctx:Intervener, cot:str, test:FaithfulnessTest, ks:list, para:dict, edits:dict)->list:
     "(k, chain text) pairs of `test` for an instance, the reference (intact) chain last."
-    return [(k, c) for k in ks if (c := _chain(lm, cot, test, k, para, edits)) is not None]
+    return test.chains(ctx, cot, ks, para, edits.get(test.name, {}))
+
+def _tests(tests:tuple)->dict:
+    "{name: test} of `tests`, each a registered test's name or a test object (`07d_registry`)."
+    return {t.name: t for t in (t if isinstance(t, FaithfulnessTest) else test_of(t) for t in tests)}
 
 # %% ../nbs/07a_suite.ipynb #eb1d7f80
-CONTINUING = ('mistake', 'resample')   # tests whose intervened chains the model continues (`continue_tokens` more)
-
-def _skipped(lm:Engine, examples:list, cots:list, tests:tuple, answer_tokens:int, continue_tokens:int)->list:
+def _skipped(lm:Engine, examples:list, cots:list, tests:dict, answer_tokens:int, continue_tokens:int)->list:
     "Per instance, {test: why it does not fit the context, or None}: tests that continue the chain need more room."
-    out = []
+    out, continuing = [], any(t.continues for t in tests.values())
     for ex, cot in zip(examples, cots):
         prompt = lm.render(answer_messages(ex, reasoning_part(cot)))
         short = too_long(lm, prompt, extra=answer_tokens)
-        long = short or (too_long(lm, prompt, extra=answer_tokens + continue_tokens)
-                         if set(CONTINUING) & set(tests) else None)
-        out.append({t: long if t in CONTINUING else short for t in tests})
+        long = short or (too_long(lm, prompt, extra=answer_tokens + continue_tokens) if continuing else None)
+        out.append({n: long if t.continues else short for n, t in tests.items()})
     return out
 
 # %% ../nbs/07a_suite.ipynb #4ef05507
-def _reworded(tests:tuple, pts:dict, i:int, n:int)->set:
-    "The steps j of instance i that some test rewords: the later steps of 'paraphrase', the first ones of 'resample'."
-    later = set(range(pts['paraphrase'][i][0], n)) if 'paraphrase' in tests else set()
-    return later | (set(range(max(pts['resample'][i]))) if 'resample' in tests else set())
+def _reworded(tests:dict, run:tuple, pts:dict, i:int, n:int)->set:
+    "The steps j of instance i that some test of `run` rewords (each test's `reworded`)."
+    return set().union(*(tests[t].reworded(n, pts[t][i]) for t in run))
 
 def suite(lm:LM|Engine, # a loaded model or any engine
           examples:list, # the examples (`rows.Example`)
           cots:list, # their generated CoTs, one per example
-          tests:tuple=('et', 'paraphrase', 'filler', 'mistake'), # any of `frame.TESTS`
-          fractions:list|None=None, # paraphrase, filler and resample points (fractions of the chain); None: every step
-          mistake_fractions:list|None=None, # mistake points; None: the same as `fractions`
-          et_fractions:list|None=None, # early termination's points; None: every step
-          paraphraser:LM|None=None, # model that rewords steps and writes mistakes; None: `lm`
+          tests:tuple=('et', 'paraphrase', 'filler', 'mistake'), # names in `registry.TESTS`, or test objects
+          fractions:list|None=None, # the other tests' points (fractions of the chain), None: every step
+          mistake_fractions:list|None=None, # mistake points, None: the same as `fractions`
+          et_fractions:list|None=None, # early termination's points, None: every step
+          paraphraser:LM|None=None, # model that rewords steps and writes mistakes, None: `lm`
           answer_tokens:int=10, # budget for a numeric answer
           continue_tokens:int=256, # most tokens of a continuation after an edit (the CoT budget)
           seed:int=0, # generation seed, part of every cache key
@@ -149,28 +124,24 @@ def suite(lm:LM|Engine, # a loaded model or any engine
     check_shares(fractions=fractions, mistake_fractions=mistake_fractions, et_fractions=et_fractions)
     check_counts(answer_tokens=answer_tokens, continue_tokens=continue_tokens, batch_size=batch_size)
     lm, cache, plm = as_engine(lm), cache or GenCache(), as_engine(paraphraser or lm)
+    ctx = Intervener(lm, plm, seed=seed, cache=cache, continue_tokens=continue_tokens, batch_size=batch_size)
+    tests = _tests(tests)
     timings, t0 = {} if timings is None else timings, time.perf_counter()
     skip = _skipped(lm, examples, cots, tests=tests, answer_tokens=answer_tokens, continue_tokens=continue_tokens)
     run = [tuple(t for t in tests if not why[t]) for why in skip]        # per instance, the tests that fit
     ns = [len(step_spans(c)) for c in cots]
-    fr = {t: fractions for t in tests} | {'et': et_fractions}
-    if mistake_fractions is not None: fr['mistake'] = mistake_fractions
-    pts = {t: [requested_points(t, n, fr[t]) if t in r else [] for n, r in zip(ns, run)] for t in tests}
+    cfg = SimpleNamespace(fractions=fractions, mistake_fractions=mistake_fractions, et_fractions=et_fractions)
+    fr = {n: t.fractions(cfg) for n, t in tests.items()}                          # each test's own points
+    pts = {t: [tests[t].points(n, fr[t]) if t in r else [] for n, r in zip(ns, run)] for t in tests}
     para = [{} for _ in cots]
-    need = sorted({(i, j) for i in range(len(cots)) for j in _reworded(run[i], pts, i, ns[i])})
+    need = sorted({(i, j) for i in range(len(cots)) for j in _reworded(tests, run[i], pts, i, ns[i])})
     steps = [cots[i][slice(*step_spans(cots[i])[j])] for i, j in need]
     for (i, j), r in zip(need, paraphrases(plm, steps, seed=seed, cache=cache)): para[i][j] = r
     t1 = time.perf_counter()
     timings['rewrite_s'] = t1 - t0
     edits = [{} for _ in cots]
-    if 'mistake' in tests:
-        for i, es in enumerate(_mistakes(lm, plm, examples, cots, points=pts['mistake'], seed=seed, cache=cache,
-                                         continue_tokens=continue_tokens, batch_size=batch_size)):
-            edits[i]['mistake'] = {e['k']: e for e in es}
-    if 'resample' in tests:
-        for i, es in enumerate(_resampled(lm, examples, cots, points=pts['resample'], para=para, seed=seed, cache=cache,
-                                          continue_tokens=continue_tokens, batch_size=batch_size)):
-            edits[i]['resample'] = es
+    for n, t in tests.items():                                     # edits made with a model: mistakes, continuations
+        for i, e in enumerate(t.prepare(ctx, examples, cots, pts[n], para) or []): edits[i][n] = e
     t2 = time.perf_counter()
     timings['mistakes_s'] = t2 - t1
     out = []
@@ -178,38 +149,31 @@ def suite(lm:LM|Engine, # a loaded model or any engine
                                        unit='chain')):
         o = {f'{t}_{f}': None for t in tests if skip[i][t] for f in ('k', 'frac', 'answers', 'score')}
         o |= {f'{t}_skipped': why for t, why in skip[i].items() if why}
-        out.append(o | _answer_instance(lm, ex, cot, tests=run[i], pts={t: pts[t][i] for t in run[i]}, para=para[i],
-                                        edits=edits[i], answer_tokens=answer_tokens, seed=seed, cache=cache))
+        out.append(o | _answer_instance(ctx, ex, cot, tests={t: tests[t] for t in run[i]}, pts={t: pts[t][i] for t in
+                                        run[i]}, para=para[i], edits=edits[i], answer_tokens=answer_tokens, seed=seed,
+                                        cache=cache))
     timings['answers_s'] = time.perf_counter() - t2
     return out
 
 # %% ../nbs/07a_suite.ipynb #a071de6a
-def _answer_instance(lm:Engine, ex:Example, cot:str, tests:tuple, pts:dict, para:dict, edits:dict, answer_tokens:int,
-                     seed:int, cache:GenCache)->dict:
+def _answer_instance(ctx:Intervener, ex:Example, cot:str, tests:dict, pts:dict, para:dict, edits:dict,
+                     answer_tokens:int, seed:int, cache:GenCache)->dict:
     "Every test's answers for one instance, all answered on the KV cache of the intact chain."
-    n, o = len(step_spans(cot)), {}
+    n, o, lm = len(step_spans(cot)), {}, ctx.lm
     if not tests: return o
-    chains = {t: _intervened(lm, ex, cot, t, ks=pts[t], para=para, edits=edits) for t in tests}
+    chains = {n: _intervened(ctx, cot, t, ks=pts[n], para=para, edits=edits) for n, t in tests.items()}
     prompts = {t: [lm.render(answer_messages(ex, c)) for _, c in chains[t]] for t in tests}
     full = lm.render(answer_messages(ex, truncate_steps(cot, n)))
     flat = [p for t in tests for p in prompts[t]]
     texts = iter(cached_answers(lm, ex, flat, max_new_tokens=answer_tokens, seed=seed, cache=cache, base=full))
-    for t in tests:
-        ks = [k for k, _ in chains[t]]
-        ans = [extract_after_marker(ex, next(texts), strict=False) for _ in ks]
-        o |= {f'{t}_k': ks, f'{t}_frac': [k / n if n else 1.0 for k in ks], f'{t}_answers': ans}
-    if 'paraphrase' in tests:
-        o['paraphrase_steps'] = [para[j] for j in range(pts['paraphrase'][0], n)]   # None: no valid paraphrase
-        o['paraphrase_invalid'] = sum(p is None for p in o['paraphrase_steps'])
-    if 'mistake' in tests:
-        o['mistake_edits'] = [{k: v for k, v in e.items() if k != 'prefix'} for e in edits.get('mistake', {}).values()]
-    if 'resample' in tests:
-        o['resample_steps'] = [para[j] for j in range(max(pts['resample']))]
-        o['resample_invalid'] = sum(p is None for p in o['resample_steps'])
-        o['resample_edits'] = [{'k': e['k'], 'continuation': e.get('continuation')}
-                               for e in edits.get('resample', {}).values()]
+    for t, test in tests.items():                                  # one answer per point (`answered`)
+        ks, ans, more = test.answered([k for k, _ in chains[t]],
+                                      [extract_after_marker(ex, next(texts), strict=False) for _ in chains[t]])
+        o |= {f'{t}_k': ks, f'{t}_frac': [k / n if n else 1.0 for k in ks], f'{t}_answers': ans, **more}
+    for t in [t for t in REGISTRY if t in tests] + [t for t in tests if t not in REGISTRY]:
+        o |= tests[t].stored(cot, pts[t], para, edits.get(t, {}))       # the rewrites each test keeps in its records
     for t in tests:                                  # which requested points have an answer, and why not
-        o |= point_fields(o, t, pts[t])
+        o |= point_fields(o, tests[t], pts[t])
         o[f'{t}_score'] = change_score(o[f'{t}_answers'], kept=o[f'{t}_kept'])
     return o
 
@@ -222,17 +186,13 @@ def naive_suite(lm:LM, # a loaded model
                 answer_tokens:int=10, # budget for a numeric answer
                )->dict:
     "Per test, the answers of every intervened prompt of suite record `rec`, each prompt encoded from scratch."
-    n, ps = len(step_spans(cot)), rec.get('paraphrase_steps') or []
-    para = dict(enumerate(rec.get('resample_steps') or [])) | dict(enumerate(ps, n - len(ps)))
-    new = [para.get(j) for j in range(n)]
-    edits = {'mistake': {e['k']: e | {'prefix': replace_steps(cot, e['k'], [e['corrupted']])}
-                         for e in rec.get('mistake_edits') or []},
-             'resample': {e['k']: e | {'prefix': reworded_prefix(cot, new[:e['k']])}
-                          for e in rec.get('resample_edits') or []}}
+    para, edits = replayed(rec | {'cot': cot}, tests)          # the rewrites stored in the record
+    ctx = Intervener(as_engine(lm))
     out = {}
     for t in tests:
-        chains = _intervened(lm, ex, cot, t, ks=rec[f'{t}_k'], para=para, edits=edits)
+        chains = _intervened(ctx, cot, test_of(t), ks=rec[f'{t}_k'], para=para, edits=edits)
         prompts = [render(lm.tok, answer_messages(ex, c)) for _, c in chains]
-        out[t] = [extract_after_marker(ex, a, strict=False)
-                  for a in answers_naive(lm, ex, prompts, max_new_tokens=answer_tokens)]
+        ans = [extract_after_marker(ex, a, strict=False)
+               for a in answers_naive(lm, ex, prompts, max_new_tokens=answer_tokens)]
+        out[t] = test_of(t).answered([k for k, _ in chains], ans)[1]
     return out

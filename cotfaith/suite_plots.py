@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .frame import TESTS, AXES
+from .registry import REGISTRY, TESTS
 from .stats import curve, summary_row, n_text, scored_counts, scored_of, set_apart
 from .points import point_table
 from .plots import (N_FACTOR, ci_bars, effect_label, n_differs, plot_et_curve, share_estimate, title_figure,
@@ -58,7 +58,7 @@ def _suite_curves(records:dict, summary:pd.DataFrame, test:str, ax, no_answer:st
         effect = effect_label(*(row.get(f'{test}_{k}', np.nan) for k in ('aoc', 'change', 'steps', 'tokens')),
                               why=set_apart(row, f'{test}_'))
         plot_et_curve(curve(r, test, no_answer=no_answer), ax, label=v, color=sns.color_palette('deep')[j],
-                      xlabel=AXES[test], legend=effect, tested=row.get(f'{test}_scored_n'))
+                      xlabel=REGISTRY[test].axis, legend=effect, tested=row.get(f'{test}_scored_n'))
     ax.set_title(TESTS[test], fontsize=10)
     ax.set_ylabel('same answer as intact chain')
 
@@ -81,7 +81,7 @@ def plot_points(records:dict, # variant name -> records with `test`
         x = np.arange(len(spans)) + (j - (len(tables) - 1) / 2) * .8 / len(tables)
         ax.errorbar(x, m, yerr=[m - lo, hi - m], fmt='v', color='.15', ms=5, capsize=2, lw=1,
                     label='no answer (of kept)' if j == 0 else None)
-    ax.set(ylim=(0, 1.16), yticks=np.linspace(0, 1, 6), ylabel='requested points kept', xlabel=AXES[test])
+    ax.set(ylim=(0, 1.16), yticks=np.linspace(0, 1, 6), ylabel='requested points kept', xlabel=REGISTRY[test].axis)
     ax.set_title(TESTS[test], fontsize=10)
     ax.legend(fontsize=7, ncol=len(tables) + 1, loc='upper center')
     return ax

@@ -42,7 +42,7 @@ def test_cued_chains_are_generated_once_per_cue_and_read_back_from_the_cache(lm,
 
 def test_the_cue_test_runs_in_the_pipeline_with_its_own_store_and_a_rerun_asks_nothing(tmp_outputs, monkeypatch):
     import cotfaith.pipeline as pipeline
-    import cotfaith.store as store
+    from cotfaith.registry import REGISTRY
     from cotfaith.pipeline import ExperimentConfig, experiment_files, run_experiment
     cfg = ExperimentConfig(dataset='medqa', n=1, max_new_tokens=32, tests='et,cue')
     recs = run_experiment(cfg, progress=False)
@@ -52,7 +52,7 @@ def test_the_cue_test_runs_in_the_pipeline_with_its_own_store_and_a_rerun_asks_n
     assert recs['cue_faithful'].isin([True, False, None]).all()
     monkeypatch.setattr(pipeline, 'load_engine', lambda *a, **k: (_ for _ in ()).throw(AssertionError('recomputed')))
     assert run_experiment(cfg, progress=False)['cue_outcomes'].tolist() == recs['cue_outcomes'].tolist()
-    monkeypatch.setattr(store, 'CUE_VERSION', store.CUE_VERSION + 1)                # a new cue: a new results file
+    monkeypatch.setattr(REGISTRY['cue'], 'version', REGISTRY['cue'].version + 1)    # a new cue: a new results file
     assert experiment_files(cfg)['cue'] != files['cue'] and experiment_files(cfg)['et'] == files['et']
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cotfaith.faithfulness import change_score, point_fields, requested_points
+from cotfaith.faithfulness import change_score
+from cotfaith.registry import point_fields, requested_points
 from cotfaith.paired import paired_deltas
 from cotfaith.points import changed_points, excluded, intervened, point_table, scored
 from cotfaith.stats import faithfulness_stats, no_answer_sensitivity, relabel, summary_row

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cotfaith.stats import (TESTS, FAITHFUL_IF_CHANGED, share_ci, share_of, accuracy_table, curve, summary_row,
+from cotfaith.stats import (TESTS, share_ci, share_of, accuracy_table, curve, summary_row,
                             no_answer_table, by_correctness, faithfulness_stats)
 from cotfaith.paired import paired_delta
 from cotfaith.plots import figure_finetune, n_differs
@@ -21,7 +21,7 @@ def _records(n=10, correct=True, chain=True, mistake=True):
     "n instances, every test; ET at every step of 2-step chains, adding mistakes at one point."
     rec = {**{f'{c}_correct_{e}': [correct] * n for c, e in CONDS}, **{f'{c}_pred_{e}': ['1'] * n for c, e in CONDS},
            'id': range(n), 'n_steps': [2 if chain else 0] * n}
-    for t in ('et', 'paraphrase', 'filler'):
+    for t in ('et', 'paraphrase', 'filler', 'anchor'):
         rec |= {f'{t}_frac': [[0, .5, 1]] * n, f'{t}_answers': [[None, '2', '1'], ['1', '1', '1']] * (n // 2),
                 f'{t}_faithful': [True, False] * (n // 2)}
     if mistake:
@@ -134,13 +134,22 @@ def test_stats_and_plots_import_without_torch():
 
 
 def test_the_tests_and_their_directions_live_in_one_place():
-    assert list(FAITHFUL_IF_CHANGED) == list(TESTS) and not FAITHFUL_IF_CHANGED['paraphrase']
-    import importlib, pkgutil, cotfaith
-    from cotfaith import frame
+    "Issue 34: each test is one registered object, and neither the suite nor the store knows a test by name."
+    import importlib, inspect, pkgutil, re, cotfaith
+    from cotfaith import registry
+    assert list(TESTS) == [n for n, t in registry.REGISTRY.items() if t.by_points]
+    assert not registry.REGISTRY['paraphrase'].faithful_if_changed and registry.REGISTRY['et'].faithful_if_changed
     mods = [importlib.import_module(f'cotfaith.{m.name}') for m in pkgutil.iter_modules(cotfaith.__path__)]
     users = [m for m in mods if hasattr(m, 'TESTS')]
     assert {'cotfaith.organisms', 'cotfaith.suite_plots', 'cotfaith.cli'} <= {m.__name__ for m in users}
-    for m in users: assert m.TESTS is frame.TESTS is TESTS, m.__name__          # imported from frame, never redefined
+    for m in users: assert m.TESTS is registry.TESTS is TESTS, m.__name__     # imported from the registry, never redefined
+    tables = ('FAITHFUL_IF_CHANGED', 'AXES', 'REWRITING_TESTS', 'CONTINUING', 'MISTAKE_VERSION', 'CUE_VERSION')
+    assert not [(m.__name__, t) for m in mods for t in tables if hasattr(m, t)]
+    names = '|'.join(registry.REGISTRY)
+    by_name = re.compile(rf"[=!]=\s*'({names})'|'({names})'\s+(not\s+)?in\b")
+    for m in ('suite', 'store'):
+        src = inspect.getsource(importlib.import_module(f'cotfaith.{m}'))
+        assert not by_name.findall(src), (m, by_name.findall(src))
 
 
 @pytest.mark.parametrize('rule', ['changed', 'missing'])

@@ -14,9 +14,9 @@ from cotfaith.generate import GenCache, generate
 from cotfaith.pipeline import ExperimentConfig, run_experiment
 from cotfaith.store import experiment_path, suite_path
 from cotfaith.models import resolve_spec
-from cotfaith.prompts import cot_messages, reasoning_part, render, split_steps, step_spans
-from cotfaith.faithfulness import point_fields, requested_points
-from cotfaith.frame import TESTS, faithful_label
+from cotfaith.prompts import cot_messages, reasoning_part, render, reworded_prefix, split_steps, step_spans
+from cotfaith.protocol import SUITE_VERSION
+from cotfaith.registry import REGISTRY, TESTS, faithful_label, point_fields, requested_points
 from cotfaith.rewrites import corrupt_number
 from cotfaith.suite import filler_steps, naive_suite, suite
 
@@ -81,7 +81,7 @@ def test_filler_has_the_token_count_of_the_steps_it_replaces(lm):
 
 
 def test_labels_point_the_right_way():
-    assert [faithful_label(t, 1.0) for t in TESTS] == [True, False, True, True, False]
+    assert [faithful_label(t, 1.0) for t in TESTS] == [True, False, True, True, False, True]
     assert faithful_label('et', .4, threshold=.3) and not faithful_label('et', .4, threshold=.5)
 
 
@@ -123,7 +123,7 @@ def test_a_paraphraser_that_is_the_evaluated_model_is_loaded_once(tmp_outputs, m
 
 
 def test_versions_say_that_mistakes_paraphrases_and_the_frame_changed():
-    assert suite_mod.SUITE_VERSION == 3 and suite_mod.MISTAKE_VERSION == 3
+    assert SUITE_VERSION == 3 and REGISTRY['mistake'].version == 3 and REGISTRY['cue'].version == 3
 
 
 @pytest.mark.parametrize('step,prefix,suffix', [
@@ -197,7 +197,7 @@ def test_lanhams_variant_rewords_the_first_steps_and_resamples_the_rest(lm, tmp_
     assert both['resample_answers'][-1] == both['paraphrase_answers'][-1]                # ... answered as the intact chain
     assert [e['k'] for e in both['resample_edits']] == [k for k in both['resample_k'] if 0 < k < 3]
     for e in both['resample_edits']:                                                     # points 0 < k < n resample
-        prefix = suite_mod.reworded_prefix(cot, new[:e['k']])
+        prefix = reworded_prefix(cot, new[:e['k']])
         assert prefix.startswith(new[0]) and cot.split('\n')[e['k']] not in prefix
         prompt = render(lm.tok, cot_messages(ex) + [{'role': 'assistant', 'content': prefix}])
         rest = reasoning_part(cot)[step_spans(cot)[e['k'] - 1][1]:]                      # what the chain said after step k
