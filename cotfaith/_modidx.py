@@ -732,4 +732,9 @@ d = { 'settings': { 'branch': 'main',
                                 'cotfaith.usage.ledger_total': ('usage.html#ledger_total', 'cotfaith/usage.py'),
                                 'cotfaith.usage.usage_cost': ('usage.html#usage_cost', 'cotfaith/usage.py'),
                                 'cotfaith.usage.usage_line': ('usage.html#usage_line', 'cotfaith/usage.py'),
-                                'cotfaith.usage.usage_path': ('usage.html#usage_path', 'cotfaith/usage.py')}}}
+                                'cotfaith.usage.usage_path': ('usage.html#usage_path', 'cotfaith/usage.py')},
+            'cotfaith.vllm': { 'cotfaith.vllm._rank': ('vllm.html#_rank', 'cotfaith/vllm.py'),
+                               'cotfaith.vllm._ready': ('vllm.html#_ready', 'cotfaith/vllm.py'),
+                               'cotfaith.vllm.run_vllm_group': ('vllm.html#run_vllm_group', 'cotfaith/vllm.py'),
+                               'cotfaith.vllm.serve_vllm': ('vllm.html#serve_vllm', 'cotfaith/vllm.py'),
+                               'cotfaith.vllm.vllm_command': ('vllm.html#vllm_command', 'cotfaith/vllm.py')}}}

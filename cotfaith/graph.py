@@ -14,6 +14,7 @@ from .pipeline import base_config, run_base, run_finetuned
 from .finetune import finetune
 from .openai_engine import LLAMA
 from .load import serve_together
+from .vllm import run_vllm_group
 from .status import adapter_path, eval_files, held, needs, trained
 
 # %% auto #0
@@ -59,7 +60,7 @@ def _eval_step(s:tuple)->Step:
 # %% ../nbs/12a_graph.ipynb #g007
 def batch_graph(batch_file:Path, # the batch YAML file
                 out_dir:Path|None=None, # folder of the executed notebooks (default `<root>/runs`)
-                group:bool=True, # a `llama.cpp:` base's evaluations and its adapters' as one step (`group_evals`)
+                group:bool=False, # a `llama.cpp:` base's evaluations and its adapters' as one step (`group_evals`)
                 **overrides, # values for every run (e.g. model, n), as `run_batch` takes them
                )->list: # the steps, each after the steps it needs
     "The steps of a batch file, each once, in an order where every step comes after the steps it needs."
@@ -133,6 +134,7 @@ def run_step(work:tuple, # a step's `work`
         with serve_together(work[1], [finetune(w[1]) for w in todo if w[2] == 'adapter']):
             for w in todo: run_step(w, kernel, force)
         return
+    if work[0] == 'vllm': return run_vllm_group(*work[1:])      # a GPU job's group on vLLM (`11a_vllm`, not tested)
     if work[0] == 'eval':
         _, ft, side, cfg = work
         if side == '': return run_base(ft, cfg, progress=False)

@@ -92,7 +92,8 @@ class LoraPick(OpenAIEngine):
             raise ServerError(f"{self.url} has no LoRA adapter {self.lora}. Fix: start it with the adapter "
                               "(serve_together)")
         pick = [{'id': a['id'], 'scale': float(a['id'] == self.lora)} for a in have]
-        self._raw.setdefault('extra_body', {})['lora'] = pick          # every request names every adapter's scale
+        body = self._raw.setdefault('extra_body', {})
+        body |= {'lora': pick, 'id_slot': self.lora + 1}    # every adapter's scale, and a slot of its own (its cache)
         path = self.props.get('model_path', '')
         model = f'gguf-sha256:{d}' if (d := model_digest(path)) else f'{self.url}|{path}'
         loras = [(model_digest(a.get('path', '')) or a.get('path'), 1.0) for a in have if a['id'] == self.lora]
@@ -106,7 +107,9 @@ def serve_together(model:str, # a `llama.cpp:` model without its prefix: a GGUF 
     "One llama.cpp server for `model` and every adapter: `load_engine` asks it for each, every request naming its own."
     base = gguf_path(model)
     loras = tuple(dict.fromkeys(adapter_gguf(a, base) for a in adapters if not receipt_fingerprint(a)))
-    srv = start_server(model, threads=OWN_THREADS, alias=_alias(model), lora=loras, per_request=True)
+    n = len(loras) + 1                                      # a slot each, of the context a server alone has
+    srv = start_server(model, threads=OWN_THREADS, alias=_alias(model), lora=loras, per_request=True, parallel=n,
+                       ctx=8192 * n)
     _GROUPS[model] = (srv, loras)
     try: yield srv
     finally:

@@ -105,8 +105,8 @@ def test_one_llama_cpp_server_for_a_base_and_its_adapters_computes_the_records_o
 
 def test_the_evaluations_of_a_llama_cpp_base_and_its_adapters_are_one_step_and_one_server(tmp_path, monkeypatch):
     monkeypatch.setenv('COTFAITH_RESULTS_DIR', str(tmp_path/'res'))
-    grouped = batch_graph(CI, model='llama.cpp:smollm2-135m')
-    alone = batch_graph(CI, model='llama.cpp:smollm2-135m', group=False)
+    grouped = batch_graph(CI, model='llama.cpp:smollm2-135m', group=True)
+    alone = batch_graph(CI, model='llama.cpp:smollm2-135m')                   # the default: a step each
     one = [s for s in grouped if s.kind == 'eval']
     each = [s for s in alone if s.kind == 'eval']
     assert len(one) == 1 and len(one[0].work[2]) == len(each) == 11 and 'and 3 adapters on one server' in one[0].label
