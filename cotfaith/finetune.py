@@ -220,6 +220,18 @@ def _check_init(c:FinetuneConfig):
     r = json.loads((d/'adapter_config.json').read_text())['r']
     if r != c.rank: raise ValueError(f'init_adapter {d.name} has rank {r}, the config says {c.rank}. Fix: set rank={r}')
 
+# %% ../nbs/06_finetune.ipynb #nb37cd01
+def _name_base(adapter:Path, # a peft adapter folder
+               model:str, # the model spec it was trained from
+               fingerprint:str, # the base weights' fingerprint
+              )->Path:
+    "Name the base in `adapter`'s config by `model` (a name or hub id) or, for a path, by `fingerprint`: no folder."
+    f, m = Path(adapter)/'adapter_config.json', model.removeprefix(LLAMA)
+    local = m.startswith(('.', '/', '~')) or m.endswith('.gguf') or Path(m).expanduser().exists()
+    cfg = json.loads(f.read_text()) | {'base_model_name_or_path': fingerprint if local else m}
+    atomic_write(f, json.dumps(cfg, indent=2, sort_keys=True) + '\n')
+    return f
+
 # %% ../nbs/06_finetune.ipynb #607fb55b
 def trained_weights(model:str)->str:
     "The weights a fine-tune of `model` trains: a `llama.cpp:` model's GGUF file (dequantised), else `model`."
@@ -249,6 +261,7 @@ def finetune(cfg:FinetuneConfig, root:Path|None=None, # adapters folder; default
         work.mkdir(exist_ok=True)
         lm, t0 = load_model(weights, load_in_4bit=c.load_in_4bit), time.time()
         log = _train(lm, c, exs, work)
+        _name_base(work/'adapter', c.model, lm.fingerprint)
         for f in (work/'adapter').glob('adapter_*'): shutil.copy2(f, work/f.name)
         atomic_write(work/'train_log.json', json.dumps(log))
         atomic_write(work/'meta.json', json.dumps({'config': asdict(c), 'base_fingerprint': lm.fingerprint,

@@ -12,10 +12,13 @@ from .core import hash_key, project_root
 from .batch import BatchError, batch_runs, code_fingerprint, _done_file, _is_done, run_batch
 from .pipeline import base_config, run_base, run_finetuned
 from .finetune import finetune
+from .openai_engine import LLAMA
+from .load import serve_together
+from .vllm import run_vllm_group
 from .status import adapter_path, eval_files, held, needs, trained
 
 # %% auto #0
-__all__ = ['Step', 'batch_graph', 'plan_lines', 'run_step', 'critical_path', 'run_local']
+__all__ = ['Step', 'batch_graph', 'group_evals', 'plan_lines', 'run_step', 'critical_path', 'run_local']
 
 # %% ../nbs/12a_graph.ipynb #g005
 @dataclass
@@ -57,6 +60,7 @@ def _eval_step(s:tuple)->Step:
 # %% ../nbs/12a_graph.ipynb #g007
 def batch_graph(batch_file:Path, # the batch YAML file
                 out_dir:Path|None=None, # folder of the executed notebooks (default `<root>/runs`)
+                group:bool=False, # a `llama.cpp:` base's evaluations and its adapters' as one step (`group_evals`)
                 **overrides, # values for every run (e.g. model, n), as `run_batch` takes them
                )->list: # the steps, each after the steps it needs
     "The steps of a batch file, each once, in an order where every step comes after the steps it needs."
@@ -78,7 +82,33 @@ def batch_graph(batch_file:Path, # the batch YAML file
         if s.kind == 'train' and s.work[1].init_adapter in paths: s.after = (paths[s.work[1].init_adapter],)
     order = [s for s in steps.values() if s.kind == 'train']
     order = [s for s in order if not s.after] + [s for s in order if s.after]
-    return order + [s for s in steps.values() if s.kind != 'train']
+    order += [s for s in steps.values() if s.kind != 'train']
+    return group_evals(order) if group else order
+
+# %% ../nbs/12a_graph.ipynb #nb37cd07
+def _served_base(s:Step)->str|None:
+    "The `llama.cpp:` model an evaluate step runs, on the base or an adapter, or None (another model, a served tune)."
+    if s.kind != 'eval' or s.work[0] != 'eval' or s.work[2] not in ('', 'adapter'): return None
+    m = _eval_config(s.work).model
+    return m[len(LLAMA):] if m.startswith(LLAMA) else None
+
+def group_evals(steps:list)->list:
+    "`steps` with the evaluate steps to run of each `llama.cpp:` base and its adapters as one step, on one server."
+    by, into = {}, {}
+    for s in steps:
+        if not s.done and (m := _served_base(s)): by.setdefault(m, []).append(s)
+    for m, group in by.items():
+        n = len({adapter_path(s.work[1]) for s in group if s.work[2] == 'adapter'})     # adapters, each once
+        if len(group) < 2 or not n: continue
+        g = Step(f'group:{hash_key([s.key for s in group])}', 'eval', f'eval {LLAMA}{m}, its base and {n} adapters on '
+                 f'one server: {len(group)} evaluations', after=tuple(dict.fromkeys(k for s in group for k in s.after)),
+                 work=('group', m, tuple(s.work for s in group)))
+        into |= {s.key: g for s in group}
+    out = {}
+    for s in steps:
+        s = into.get(s.key) or replace(s, after=tuple(dict.fromkeys(into[k].key if k in into else k for k in s.after)))
+        out.setdefault(s.key, s)
+    return list(out.values())
 
 # %% ../nbs/12a_graph.ipynb #g009
 def plan_lines(steps:list, batch_name:str='')->list:
@@ -99,6 +129,12 @@ def run_step(work:tuple, # a step's `work`
             ):
     "Do one step of a batch's graph in this process."
     if work[0] == 'train': return finetune(work[1])
+    if work[0] == 'group':                          # the evaluations of one base and its adapters, on one server
+        todo = [w for w in work[2] if not _eval_done(w)]
+        with serve_together(work[1], [finetune(w[1]) for w in todo if w[2] == 'adapter']):
+            for w in todo: run_step(w, kernel, force)
+        return
+    if work[0] == 'vllm': return run_vllm_group(*work[1:])      # a GPU job's group on vLLM (`11a_vllm`, not tested)
     if work[0] == 'eval':
         _, ft, side, cfg = work
         if side == '': return run_base(ft, cfg, progress=False)

@@ -5,6 +5,7 @@
 # %% ../nbs/03g_load.ipynb #0ac3950e
 from __future__ import annotations
 import atexit
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from .server import gguf_digest, gguf_path, start_server
 from .openai_engine import LLAMA, PREFIX, OpenAIEngine, ServerError, is_server_spec, llama_identity, model_digest
 
 # %% auto #0
-__all__ = ['OWN_THREADS', 'ReceiptEngine', 'load_engine', 'model_fingerprint']
+__all__ = ['OWN_THREADS', 'ReceiptEngine', 'load_engine', 'model_fingerprint', 'LoraPick', 'serve_together']
 
 # %% ../nbs/03g_load.ipynb #rcpt0cd1
 class ReceiptEngine(TransformersEngine):
@@ -43,14 +44,18 @@ def load_engine(spec:str, # a model spec: a short name, folder, hub id, or 'open
         if adapter and (fp := receipt_fingerprint(adapter)):                   # committed records only (`00c_records`)
             return ReceiptEngine(load_model(spec, None, load_in_4bit), adapter, fp)
         return as_engine(load_model(spec, adapter, load_in_4bit))
-    threads = None                                  # not known for a server found by its address
+    threads, pick = None, None                      # threads: not known for a server found by its address
     if spec.startswith(LLAMA):
         model, threads = spec[len(LLAMA):], OWN_THREADS
-        lora = (adapter_gguf(adapter, gguf_path(model)),) if adapter else ()
-        spec, adapter = f'{PREFIX}{model}@{_own_server(model, lora).url}', None
+        lora = adapter_gguf(adapter, gguf_path(model)) if adapter else None
+        srv, loras = _GROUPS.get(model, (None, ()))     # a server of `serve_together` that has the adapter, or its own
+        if srv and (lora is None or lora in loras): pick = loras.index(lora) if lora else -1
+        else: srv = _own_server(model, (lora,) if lora else ())
+        spec, adapter = f'{PREFIX}{model}@{srv.url}', None
     if adapter or load_in_4bit:
         raise ServerError(f"{spec}: an adapter or 4-bit loading applies to a model loaded here, not to a server. "
                           "Fix: serve the adapted model, or drop --adapter / --load_in_4bit")
+    if pick is not None: return LoraPick(spec, pick, concurrency=concurrency, threads=threads)
     return OpenAIEngine(spec, concurrency=concurrency, threads=threads)
 
 def model_fingerprint(spec:str)->str:
@@ -64,11 +69,49 @@ def model_fingerprint(spec:str)->str:
 
 OWN_THREADS = 1     # CPU threads of the servers started for `llama.cpp:` specs (they change the numbers)
 _SERVERS = {}
+_GROUPS = {}    # model -> (its server, the GGUF LoRAs it loads), while `serve_together` holds it
 
 def _own_server(model:str, lora:tuple=()):
     "The server this process started for `model` and `lora` (started at the first call, stopped at exit)."
     if (model, lora) not in _SERVERS:
-        alias = Path(model).name.removesuffix('.gguf')
-        _SERVERS[model, lora] = start_server(model, threads=OWN_THREADS, alias=alias, lora=lora)
+        _SERVERS[model, lora] = start_server(model, threads=OWN_THREADS, alias=_alias(model), lora=lora)
         atexit.register(_SERVERS[model, lora].stop)
     return _SERVERS[model, lora]
+
+def _alias(model:str)->str: return Path(model).name.removesuffix('.gguf')
+
+# %% ../nbs/03g_load.ipynb #nb37cd03
+class LoraPick(OpenAIEngine):
+    "A llama.cpp server's model with one of its LoRA adapters at scale 1, the others at 0 (`lora` -1: none, the base)."
+    def __init__(self, spec:str, lora:int, **kw):
+        self.lora = lora
+        super().__init__(spec, **kw)
+    def _identity(self)->dict:
+        have = [a for a in self._get('/lora-adapters') or [] if isinstance(a, dict)]
+        if self.lora not in [-1, *(a.get('id') for a in have)]:
+            raise ServerError(f"{self.url} has no LoRA adapter {self.lora}. Fix: start it with the adapter "
+                              "(serve_together)")
+        pick = [{'id': a['id'], 'scale': float(a['id'] == self.lora)} for a in have]
+        body = self._raw.setdefault('extra_body', {})
+        body |= {'lora': pick, 'id_slot': self.lora + 1}    # every adapter's scale, and a slot of its own (its cache)
+        path = self.props.get('model_path', '')
+        model = f'gguf-sha256:{d}' if (d := model_digest(path)) else f'{self.url}|{path}'
+        loras = [(model_digest(a.get('path', '')) or a.get('path'), 1.0) for a in have if a['id'] == self.lora]
+        return llama_identity(model, loras, self.threads, self.url)      # as a server loading that adapter alone
+
+# %% ../nbs/03g_load.ipynb #nb37cd04
+@contextmanager
+def serve_together(model:str, # a `llama.cpp:` model without its prefix: a GGUF file, a short or a fetched name
+                   adapters:list, # peft adapter folders trained on it (a receipt without weights is left out)
+                  ):
+    "One llama.cpp server for `model` and every adapter: `load_engine` asks it for each, every request naming its own."
+    base = gguf_path(model)
+    loras = tuple(dict.fromkeys(adapter_gguf(a, base) for a in adapters if not receipt_fingerprint(a)))
+    n = len(loras) + 1                                      # a slot each, of the context a server alone has
+    srv = start_server(model, threads=OWN_THREADS, alias=_alias(model), lora=loras, per_request=True, parallel=n,
+                       ctx=8192 * n)
+    _GROUPS[model] = (srv, loras)
+    try: yield srv
+    finally:
+        del _GROUPS[model]
+        srv.stop()

@@ -44,6 +44,8 @@ def serve_parser()->argparse.ArgumentParser:
     ap.add_argument('--alias', default=None, help='the model id the server reports (default: the file path)')
     ap.add_argument('--lora', action='append', default=[],
                     help='a GGUF LoRA adapter to apply (03d_lora_gguf); repeatable')
+    ap.add_argument('--lora-per-request', action='store_true',
+                    help="load the --lora adapters at scale 0: each request names its own (llama.cpp's 'lora' field)")
     ap.add_argument('--quiet', action='store_true', help="hide llama.cpp's log")
     ap.add_argument('--watch-stdin', action='store_true', help='exit when stdin closes (the parent process is gone)')
     return ap
@@ -60,7 +62,9 @@ def _params(a:argparse.Namespace):
     p.n_ubatch = 1          # one token at a time: a reused prefix gives the numbers a fresh prompt gives (03f)
     p.n_threads_http = 4 * a.parallel + 4      # idle keep-alive connections hold HTTP threads: keep spares
     if a.alias: p.model_alias = {a.alias}
-    if a.lora: p.lora_adapters = [xlc.CommonAdapterLoraInfo(str(Path(f).resolve()), 1.0) for f in a.lora]
+    scale = 0.0 if a.lora_per_request else 1.0          # a request that names no adapter gets the base
+    if a.lora: p.lora_adapters = [xlc.CommonAdapterLoraInfo(str(Path(f).resolve()), scale) for f in a.lora]
+    if a.lora_per_request: p.cache_ram_mib = 0        # its prompt cache keeps no adapter: a state of A could serve B
     if a.quiet: p.verbosity = 0
     return p
 
@@ -96,12 +100,13 @@ def start_server(model:str=DEFAULT_MODEL, # a .gguf file, or the embedded defaul
                  port:int=0, # 0: any free port
                  alias:str|None=None, # the model id the server reports
                  lora:tuple=(), # GGUF LoRA adapters to apply, each at scale 1
+                 per_request:bool=False, # load `lora` at scale 0: each request names the one it applies
                  timeout:float=300, # seconds to wait for the model to load
                 )->Server:
     "Start `cotfaith-serve` as a child process and wait until it listens; it ends with this process."
     argv = ['--model', str(model), '--port', str(port), '--threads', str(threads), '--parallel', str(parallel),
             '--ctx', str(ctx), '--watch-stdin'] + (['--alias', alias] if alias else [])
-    argv += [a for f in lora for a in ('--lora', str(f))]
+    argv += [a for f in lora for a in ('--lora', str(f))] + (['--lora-per-request'] if per_request else [])
     # llama.cpp logs every request: to a file, since a pipe nobody reads would fill up and stall the server
     log = Path(tempfile.mkstemp(prefix='cotfaith-server-', suffix='.log')[1])
     with open(log, 'w') as err:

@@ -176,10 +176,10 @@ def slurm_status(batch_file:Path)->list:
     return lines + [f"{Path(batch_file).name}: {len(state)} jobs, " + ', '.join(f'{v} {k}' for k, v in count.items())]
 
 # %% ../nbs/12b_slurm.ipynb #g014
-def _graph_run(batch, executor, kernel, force, detach, **overrides):
+def _graph_run(batch, executor, kernel, force, detach, group=False, **overrides):
     "Build the graph and run it with `executor`: the wall time, the sum of its steps and its critical path."
     if executor not in ('local', 'slurm'): raise BatchError(f"executor {executor!r}. Fix: local or slurm")
-    t0, steps = time.time(), batch_graph(Path(batch), **overrides)
+    t0, steps = time.time(), batch_graph(Path(batch), group=group, **overrides)
     if executor == 'slurm': secs = run_slurm(steps, Path(batch), kernel, force, detach)
     else: secs = run_local(steps, kernel, force)
     if not detach:
@@ -197,12 +197,14 @@ def batch_main(batch:str='params/default.yaml', # batch file: notebook, defaults
                executor:str=None, # run the graph: local (in this process) or slurm (a job per step)
                detach:bool=False, # with --executor slurm: submit the jobs and return
                status:bool=False, # where the jobs of the last SLURM run of the batch stand
+               group:bool=False, # one step and llama.cpp server for a base and its adapters (memory, not time)
               ):
     "Run a batch file: each run through papermill (as before), or as a graph of steps (--executor local or slurm)."
     over = dict(model=model, n=n)
-    if plan: return print(*_or_exit(lambda: plan_lines(batch_graph(Path(batch), **over), batch)), sep='\n')
+    graph = lambda: batch_graph(Path(batch), group=group, **over)
+    if plan: return print(*_or_exit(lambda: plan_lines(graph(), batch)), sep='\n')
     if status: return print(*_or_exit(slurm_status, Path(batch)), sep='\n')
     if executor and committed: sys.exit('cotfaith: error: --committed redraws from the committed records, with no '
                                         'graph to run. Fix: drop --executor')
-    if executor: return _or_exit(_graph_run, batch, executor, 'cotfaith', force, detach, **over)
+    if executor: return _or_exit(_graph_run, batch, executor, 'cotfaith', force, detach, group, **over)
     return batch_cli(batch=batch, model=model, n=n, force=force, jobs=jobs, committed=committed)

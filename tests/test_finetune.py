@@ -124,3 +124,23 @@ def test_a_step_in_pieces_gives_the_whole_batchs_loss_and_gradient(tmp_path):
     # float order only: the vocabulary's backward over a few kept rows sums in another order (~1e-4 of the largest
     # gradient measured; the forward's logits are bit-identical); a wrong shift or normalisation is off by O(1)
     assert worst < 1e-3, worst
+
+
+def test_the_same_adapter_trained_under_two_caches_names_the_same_results_files(tmp_path, monkeypatch):
+    """Issue 37: peft wrote the base's folder in the cache into adapter_config.json, part of the adapter's fingerprint,
+    so a SLURM job's cache and a laptop's named the results of the same weights apart."""
+    import subprocess
+    from cotfaith.core import cache_dir
+    from cotfaith.models import adapter_fingerprint
+    from cotfaith.pipeline import ExperimentConfig, experiment_files
+    monkeypatch.setenv('COTFAITH_RESULTS_DIR', str(tmp_path/'results'))
+    models, seen = cache_dir()/'models', []
+    for side in ('laptop', 'cluster'):
+        (tmp_path/side).mkdir()
+        if models.exists(): subprocess.run(['cp', '-al', str(models), str(tmp_path/side/'models')], check=True)
+        monkeypatch.setenv('COTFAITH_CACHE_DIR', str(tmp_path/side))
+        a = finetune(FinetuneConfig(n_train=2, batch_size=2, rank=2, max_length=160, load_in_4bit=False))
+        named = json.loads((a/'adapter_config.json').read_text())['base_model_name_or_path']
+        files = {k: f.name for k, f in experiment_files(ExperimentConfig(n=2, adapter=str(a), tests='et')).items()}
+        seen.append((adapter_fingerprint(a), files, named))
+    assert seen[0] == seen[1] and seen[0][2] == 'smollm2-135m', seen

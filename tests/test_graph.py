@@ -1,10 +1,12 @@
 "The batch as a graph (12a_graph): `cotfaith-batch --plan` on the real CI grid, each step once, what is done not run."
-import os, subprocess
+import json, os, subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cotfaith.batch import BatchError, batch_runs
+from cotfaith.core import cache_dir
 from cotfaith.graph import batch_graph, critical_path, plan_lines, run_step
 from cotfaith.slurm import cluster_settings
 from cotfaith.status import needs
@@ -62,3 +64,52 @@ def test_a_job_that_cannot_see_the_stores_stops_with_one_line_before_any_work(tm
     with pytest.raises(SettingError, match=r"cannot see the stores .*Fix: put COTFAITH_CACHE_DIR") as e:
         run_job(('train', None), {}, str(tmp_path/'elsewhere'/'stores.json'))    # a train of None would fail
     assert '\n' not in str(e.value)
+
+
+def _records(results: Path) -> dict:
+    "Every results file under `results` by its path, its lines with the seconds each record took masked."
+    def line(l):
+        r = json.loads(l)
+        if 'seconds' in r.get('provenance', {}): r['provenance']['seconds'] = '*'
+        return json.dumps(r, sort_keys=True)
+    return {f.relative_to(results).as_posix(): [line(l) for l in f.read_text().splitlines()]
+            for f in sorted(results.rglob('*.jsonl')) if not f.name.endswith('.usage.jsonl')}
+
+
+@pytest.mark.slow
+def test_one_llama_cpp_server_for_a_base_and_its_adapters_computes_the_records_one_server_each_computes(tmp_path,
+                                                                                                      monkeypatch):
+    """Issue 37, item 4: the CI grid's rank ablation (a base and two adapters) on llama.cpp, grouped (one server) and
+    not (a server per evaluation), each from an empty generation cache: the same results files, record for record.
+    (Fast check of the same property: `03g_load`'s example, in `make nbtest`.)"""
+    batch = tmp_path/'ablation.yaml'
+    spec = yaml.safe_load(CI.read_text())
+    spec['runs'] = [r | {'notebook': str(ROOT/r['notebook'])} for r in spec['runs']
+                    if r.get('notebook') == 'analysis/rank_ablation.ipynb']
+    batch.write_text(yaml.safe_dump(spec))
+    cache, got = tmp_path/'cache', {}
+    cache.mkdir()
+    if (models := cache_dir()/'models').exists(): subprocess.run(['cp', '-al', str(models), str(cache)], check=True)
+    monkeypatch.setenv('COTFAITH_CACHE_DIR', str(cache))            # one cache: the adapters trained once, same paths
+    for way in ('grouped', 'ungrouped'):
+        if (cache/'generations').exists(): (cache/'generations').rename(cache/f'generations-before-{way}')
+        monkeypatch.setenv('COTFAITH_RESULTS_DIR', str(tmp_path/way))
+        steps = [s for s in batch_graph(batch, model='llama.cpp:smollm2-135m', group=way == 'grouped')
+                 if s.kind != 'figure']
+        evals = [s for s in steps if s.kind == 'eval']
+        assert len(evals) == (1 if way == 'grouped' else 3), [s.label for s in evals]     # base, rank 8, rank 16
+        for s in steps: run_step(s.work)
+        got[way] = _records(tmp_path/way)
+    assert len(got['grouped']) == 6 and got['grouped'] == got['ungrouped']         # base and et stores of 3 evaluations
+
+
+def test_the_evaluations_of_a_llama_cpp_base_and_its_adapters_are_one_step_and_one_server(tmp_path, monkeypatch):
+    monkeypatch.setenv('COTFAITH_RESULTS_DIR', str(tmp_path/'res'))
+    grouped = batch_graph(CI, model='llama.cpp:smollm2-135m', group=True)
+    alone = batch_graph(CI, model='llama.cpp:smollm2-135m')                   # the default: a step each
+    one = [s for s in grouped if s.kind == 'eval']
+    each = [s for s in alone if s.kind == 'eval']
+    assert len(one) == 1 and len(one[0].work[2]) == len(each) == 11 and 'and 3 adapters on one server' in one[0].label
+    assert set(one[0].after) == {s.key for s in alone if s.kind == 'train'}
+    assert all(s.after == tuple(dict.fromkeys(one[0].key if k.startswith('eval:') else k for k in t.after))
+               for s, t in zip([s for s in grouped if s.kind == 'figure'], [s for s in alone if s.kind == 'figure']))
