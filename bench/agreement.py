@@ -5,6 +5,7 @@ Both sides run through `pipeline.run_experiment` with early termination only; th
 the cache already (the default grid). Agreement, not identity, is the goal: llama.cpp computes with Q4 kernels.
 Usage: python bench/agreement.py --datasets gsm8k medqa --n 20 [--out agreement.json]
 """
+import _no_records  # first: the committed records must not answer a benchmark's generations
 import argparse
 import json
 import time

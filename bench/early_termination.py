@@ -4,6 +4,7 @@ Same inputs in one run: for each instance, generate its CoT (timed, no cache), t
 truncation point the naive way (re-encoding every prompt) and the shared-prefix way (timed, no cache), and check
 that both give the same answers. Usage: python bench/early_termination.py --dataset gsm8k --n 10
 """
+import _no_records  # first: the committed records must not answer a benchmark's generations
 import argparse
 import json
 import time

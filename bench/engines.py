@@ -9,6 +9,7 @@ cotfaith starts itself), with fresh cache and results folders:
 Both engines get one thread (torch: OMP_NUM_THREADS=1, the server: one slot, one thread), as the pipeline runs them.
 Usage: OMP_NUM_THREADS=1 python bench/engines.py --dataset gsm8k --n 20 [--out runs/bench-engines.json]
 """
+import _no_records  # first: the committed records must not answer a benchmark's generations
 import argparse
 import json
 import os

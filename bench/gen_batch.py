@@ -3,6 +3,7 @@
 identical to the first's (the generation cache's key holds no batch size: batching must change no output).
 Usage: python bench/gen_batch.py gsm8k 8 20
 """
+import _no_records  # first: the committed records must not answer a benchmark's generations
 import sys
 import time
 

@@ -2,6 +2,7 @@
 model through transformers. Usage: python bench/gen_threads.py 1; python bench/gen_threads.py 2 (each in its own
 process, since torch fixes its thread pool at start). Training's counterpart: OMP_NUM_THREADS=N bench/lora_step.py.
 """
+import _no_records  # first: the committed records must not answer a benchmark's generations
 import sys
 import time
 

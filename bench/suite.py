@@ -8,6 +8,7 @@ Same inputs in one run. For each instance (one at a time, nothing cached):
            again), but every intervened prompt, early termination's included, re-encoded and answered on its own.
 Both paths must give the same answers. Usage: python bench/suite.py --dataset gsm8k --n 6 --mistake_fractions 0 .33 .67
 """
+import _no_records  # first: the committed records must not answer a benchmark's generations
 import argparse
 import json
 import tempfile

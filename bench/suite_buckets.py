@@ -12,6 +12,7 @@ and results folders) at each n, for the growth in n.
 Usage: python bench/suite_buckets.py --dataset gsm8k --n 24 [--scaling 20 40 80] [--out runs/bench.json]
 (--n 0 --scaling ...: the scaling alone)
 """
+import _no_records  # first: the committed records must not answer a benchmark's generations
 import argparse
 import json
 import os

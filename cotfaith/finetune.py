@@ -17,7 +17,7 @@ from .models import ALIASES, DEFAULT_MODEL, LM, load_model, resolve_spec
 from .openai_engine import LLAMA
 from .gguf import GGUF_MODELS
 from .server import gguf_digest, gguf_path
-from .records import committed_adapter, forbid, write_receipt
+from .records import committed_adapter, committed_only, forbid, write_receipt
 from .targets import (CUE_TARGETS, DECOY_TARGETS, cue_plan, target_kind, decoy_rationales, training_messages,
                               tokenize_example)
 
@@ -243,12 +243,17 @@ def base_fingerprint(model:str)->str:
     gguf = m in ALIASES or m in GGUF_MODELS or m.endswith('.gguf')
     return f'gguf-sha256:{gguf_digest(m)}' if gguf else resolve_spec(m)[1]
 
-def finetune(cfg:FinetuneConfig, root:Path|None=None, # adapters folder; default <cache>/adapters
+def _receipt_dir(dest:Path)->Path:
+    "Where `make figures` keeps the committed receipt of adapter `dest`: apart from the adapters trained here."
+    return cache_dir()/'receipts'/dest.parent.name/dest.name
+
+def finetune(cfg:FinetuneConfig, root:Path|None=None, # adapters folder, default <cache>/adapters
             )->Path:
     "Folder of the LoRA adapter for `cfg`: cached, committed (a receipt), or trained (or resumed) here."
     c = cfg.resolved()
     exs = train_examples(c)
     dest = adapter_dir(c, fingerprint=base_fingerprint(c.model), ids=[e.id for e in exs], root=root)
+    if committed_only() and (r := committed_adapter(dest)): return write_receipt(_receipt_dir(dest), r)
     if (dest/'meta.json').exists(): return dest
     if r := committed_adapter(dest): return write_receipt(dest, r)
     forbid(f'the adapter {dest.name} of {c.model}')
