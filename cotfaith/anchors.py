@@ -62,9 +62,9 @@ class StepAnchors(FaithfulnessTest):
 
 # %% ../nbs/07e_anchors.ipynb #c007
 def _tv(p:list, q:list)->float:
-    "Total variation distance between the empirical distributions of answer lists `p` and `q`."
-    cp, cq = Counter(p), Counter(q)
-    return sum(abs(cp[a] / len(p) - cq[a] / len(q)) for a in set(p) | set(q)) / 2
+    "Total variation distance between the empirical distributions of answer lists `p` and `q` (counted exactly)."
+    cp, cq = Counter(p), Counter(q)              # whole numbers summed, one division: the same in any order
+    return sum(abs(cp[a] * len(q) - cq[a] * len(p)) for a in cp.keys() | cq.keys()) / (2 * len(p) * len(q))
 
 def step_importance(rec:dict # a record of the 'anchor' test (its points, rollout answers and answers)
                    )->list:
