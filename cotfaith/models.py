@@ -178,6 +178,7 @@ def _named_base(adapter:Path)->tuple:
     "(name, weights fingerprint) of the base peft's `adapter_config.json` names; fingerprint None where not found."
     name = json.loads((adapter/'adapter_config.json').read_text()).get('base_model_name_or_path')
     if not name: return None, None
+    if name.startswith(('gguf-sha256:', 'folder:', 'hub:')): return name, name   # `finetune` names a path by weights
     try: return name, resolve_spec(name)[1] if name in ALIASES or Path(name).expanduser().is_dir() else None
     except ModelError: return name, None
 
