@@ -9,7 +9,6 @@ the same, record for record, with the seconds each record took masked.
 Usage: OMP_NUM_THREADS=1 python bench/group.py [--batch params/ci.yaml] [--dir /tmp/bench-group]
 """
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -20,18 +19,9 @@ from pathlib import Path
 import cotfaith.load as load
 from cotfaith.core import cache_dir
 from cotfaith.graph import batch_graph, run_step
+from cotfaith.records import masked_results
 
 MODEL = 'llama.cpp:smollm2-135m'
-
-
-def records(results: Path) -> dict:
-    "Every results file by its path, its lines with the seconds each record took masked."
-    def line(l):
-        r = json.loads(l)
-        if 'seconds' in r.get('provenance', {}): r['provenance']['seconds'] = '*'
-        return json.dumps(r, sort_keys=True)
-    return {f.relative_to(results).as_posix(): [line(l) for l in f.read_text().splitlines()]
-            for f in sorted(results.rglob('*.jsonl')) if not f.name.endswith('.usage.jsonl')}
 
 
 def main(batch: Path, root: Path):
@@ -59,7 +49,7 @@ def main(batch: Path, root: Path):
         t0 = time.perf_counter()
         for s in steps: run_step(s.work)
         wall = time.perf_counter() - t0
-        got[way] = records(root/way)
+        got[way] = masked_results(root/way)
         print(f'{way}: {len(steps)} evaluate steps in {wall:.0f} s, {len(starts)} servers started '
               f'({sum(starts):.1f} s starting them), {len(got[way])} results files', flush=True)
     print('the same records:', got['grouped'] == got['ungrouped'], flush=True)

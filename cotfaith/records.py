@@ -13,7 +13,7 @@ from .core import atomic_write, cache_dir, records_dir, rel_path, results_dir
 # %% auto #0
 __all__ = ['KINDS', 'RECEIPT', 'RecordsError', 'packs', 'write_pack', 'read_pack', 'committed', 'committed_records',
            'committed_generation', 'committed_adapter', 'NotCommitted', 'committed_only', 'forbid',
-           'receipt_fingerprint', 'write_receipt', 'loadable']
+           'receipt_fingerprint', 'write_receipt', 'loadable', 'masked_results']
 
 # %% ../nbs/00c_records.ipynb #c005
 # each kind of pack, with the fields every row of it has
@@ -146,3 +146,14 @@ def loadable(folder:Path)->Path:
                            f"keys is not committed. Fix: delete {folder}: the next run trains the adapter again (and "
                            "computes its records anew)")
     return Path(folder)
+
+# %% ../nbs/00c_records.ipynb #mask02
+def masked_results(results:Path # a results folder
+                  )->dict:
+    "Each results file under `results` by its path: its records, keys sorted and `provenance.seconds` masked."
+    def line(text:str)->str:
+        r = json.loads(text)
+        if 'seconds' in r.get('provenance', {}): r['provenance']['seconds'] = '*'
+        return json.dumps(r, sort_keys=True)
+    return {f.relative_to(results).as_posix(): [line(t) for t in f.read_text().splitlines()]
+            for f in sorted(Path(results).rglob('*.jsonl')) if not f.name.endswith('.usage.jsonl')}  # usage: tokens

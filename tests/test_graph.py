@@ -1,5 +1,5 @@
 "The batch as a graph (12a_graph): `cotfaith-batch --plan` on the real CI grid, each step once, what is done not run."
-import json, os, subprocess
+import os, subprocess
 from pathlib import Path
 
 import pytest
@@ -8,6 +8,7 @@ import yaml
 from cotfaith.batch import BatchError, batch_runs
 from cotfaith.core import cache_dir
 from cotfaith.graph import batch_graph, critical_path, plan_lines, run_step
+from cotfaith.records import masked_results
 from cotfaith.slurm import cluster_settings
 from cotfaith.status import needs
 
@@ -66,16 +67,6 @@ def test_a_job_that_cannot_see_the_stores_stops_with_one_line_before_any_work(tm
     assert '\n' not in str(e.value)
 
 
-def _records(results: Path) -> dict:
-    "Every results file under `results` by its path, its lines with the seconds each record took masked."
-    def line(l):
-        r = json.loads(l)
-        if 'seconds' in r.get('provenance', {}): r['provenance']['seconds'] = '*'
-        return json.dumps(r, sort_keys=True)
-    return {f.relative_to(results).as_posix(): [line(l) for l in f.read_text().splitlines()]
-            for f in sorted(results.rglob('*.jsonl')) if not f.name.endswith('.usage.jsonl')}
-
-
 @pytest.mark.slow
 def test_one_llama_cpp_server_for_a_base_and_its_adapters_computes_the_records_one_server_each_computes(tmp_path,
                                                                                                       monkeypatch):
@@ -99,7 +90,7 @@ def test_one_llama_cpp_server_for_a_base_and_its_adapters_computes_the_records_o
         evals = [s for s in steps if s.kind == 'eval']
         assert len(evals) == (1 if way == 'grouped' else 3), [s.label for s in evals]     # base, rank 8, rank 16
         for s in steps: run_step(s.work)
-        got[way] = _records(tmp_path/way)
+        got[way] = masked_results(tmp_path/way)
     assert len(got['grouped']) == 6 and got['grouped'] == got['ungrouped']         # base and et stores of 3 evaluations
 
 
