@@ -4,28 +4,25 @@
 
 # %% ../nbs/10a_batch.ipynb #430a23ee
 from __future__ import annotations
-import json, logging, os, shutil, signal, subprocess, sys, time
-from contextlib import contextmanager
-from functools import lru_cache
+import json, os, shutil, signal, subprocess, sys, time
 from pathlib import Path
 
 import yaml
 from filelock import FileLock, Timeout
 
-from .core import (COMMITTED_FIGURES, absolute_dirs, atomic_write, cache_dir, figures_dir, file_sha256,
-                           hash_key, package_versions, project_root, rel_path, slug, writable_dir)
-from .plan import figure_clash
+from .core import (COMMITTED_FIGURES, absolute_dirs, atomic_write, cache_dir, figures_dir, hash_key,
+                           project_root, rel_path, slug, writable_dir)
+from .plan import _declared, figure_clash
+from .manifest import (_checked, _done_file, _expected, _is_done, _manifest_at, _manifest_lock, _rel, _tried,
+                               _unlike, code_fingerprint, mark_checked, update_manifest)
+from .execute import Terminated, _env, _run_one, _signals_remembered
 
 # %% auto #0
-__all__ = ['BATCH_KEYS', 'BatchError', 'Terminated', 'batch_runs', 'figure_tag', 'code_fingerprint', 'update_manifest',
-           'mark_checked', 'run_batch']
+__all__ = ['BATCH_KEYS', 'BatchError', 'batch_runs', 'figure_tag', 'run_batch']
 
 # %% ../nbs/10a_batch.ipynb #8d412a78
 class BatchError(RuntimeError):
     "Some runs of a batch failed (the others completed and were recorded)."
-
-class Terminated(KeyboardInterrupt):
-    "SIGTERM, handled like Ctrl-C: what was kept is said, and the command exits with 143."
 
 # %% ../nbs/10a_batch.ipynb #7dd365e2
 BATCH_KEYS = ('notebook', 'defaults', 'runs', 'short_names', 'cluster')     # cluster: read by 12b_slurm
@@ -48,12 +45,7 @@ def _spec(batch_file:Path)->dict:
         raise BatchError(f"{p}: 'runs' must be a list of mappings and 'defaults' a mapping. {_FORMAT}")
     return spec
 
-@lru_cache(maxsize=None)
-def _declared(notebook:Path)->tuple:
-    "The parameter names of an analysis notebook's `parameters` cell."
-    import papermill as pm
-    return tuple(pm.inspect_notebook(str(notebook)))
-
+# %% ../nbs/10a_batch.ipynb #ba000004
 def batch_runs(batch_file:Path, **overrides)->list:
     "(notebook, parameters, run name) triples of a batch file, with `overrides` (those not None) applied to every run."
     spec, root, out = _spec(batch_file), project_root(Path(batch_file).parent), []
@@ -74,6 +66,7 @@ def batch_runs(batch_file:Path, **overrides)->list:
         out.append((nb, params, name))
     return out
 
+# %% ../nbs/10a_batch.ipynb #ba000008
 def figure_tag(batch_file:Path, # the batch YAML file
                params:dict, # the run's parameters (hashed into the tag)
                **overrides, # command-line overrides (e.g. model, n); any not None means a tag
@@ -82,102 +75,12 @@ def figure_tag(batch_file:Path, # the batch YAML file
     short = _spec(batch_file).get('short_names') is True and all(v is None for v in overrides.values())
     return '' if short else f'p-{hash_key(params, n=8)}'
 
+# %% ../nbs/10a_batch.ipynb #ba000011
 def _check_kernel(name:str):
     from jupyter_client.kernelspec import KernelSpecManager
     if name not in KernelSpecManager().find_kernel_specs():
         raise BatchError(f"no Jupyter kernel '{name}'. Fix: python -m ipykernel install --sys-prefix --name {name} "
                          "(make install does this)")
-
-# %% ../nbs/10a_batch.ipynb #9e0bae75
-def code_fingerprint(notebook:Path)->str:
-    "Hash of a template's cell sources and of every module of the installed `cotfaith` package."
-    import cotfaith
-    cells = [''.join(c['source']) for c in json.loads(Path(notebook).read_text())['cells']]
-    mods = [(f.name, f.read_text()) for f in sorted(Path(cotfaith.__file__).parent.glob('*.py'))]
-    return hash_key([cells, mods])
-
-def _done_file(out:Path)->Path: return out.with_suffix('.done.json')
-
-def _rel(notebook:Path)->str:
-    "How the manifest names a notebook: relative to its own project, wherever the batch runs from."
-    return str(rel_path(Path(notebook).resolve(), project_root(Path(notebook).parent)))
-
-def _manifest_lock(path:Path)->FileLock:
-    "The lock of the manifest `path`, in the cache (figures/ is committed), one per path in a process, re-entrant."
-    lock = cache_dir()/'locks'/f'manifest-{hash_key(str(Path(path).resolve()))}.lock'
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(lock), is_singleton=True)
-
-def _drawn_intact(figs:list)->bool:
-    "Whether every file of `figs` is in the figures folder with the content the run that drew it recorded."
-    return all((p := figures_dir()/x).exists() and file_sha256(p) == g.get('sha256', {}).get(x)
-               for g in figs for x in g['files'])
-
-def _is_done(out:Path, params:dict, code:str)->bool:
-    "Whether the run `out` finished with these parameters and code, and its figures are still the ones it drew."
-    f = _done_file(out)
-    if not f.exists(): return False
-    d = json.loads(f.read_text())
-    return d['parameters'] == params and d['code'] == code and _drawn_intact(d['figures'])
-
-def _read_log(log:Path, folder:Path|None=None)->tuple:
-    "The figures (files and their sha256, read in `folder`, default the figures folder) and results a run's log names."
-    entries = [json.loads(l) for l in log.read_text().splitlines()] if log.exists() else []
-    figs = {}
-    for e in entries:
-        if 'figure' in e: figs.setdefault(e['figure'], {'figure': e['figure'], 'files': []})['files'] += e['files']
-    figs = [f | {'files': sorted(set(f['files']))} for f in figs.values()]
-    for f in figs: f['sha256'] = {x: file_sha256(Path(folder or figures_dir())/x) for x in f['files']}
-    return figs, sorted({r for e in entries for r in e.get('results', [])})
-
-def update_manifest(notebook:Path, # the analysis notebook that ran
-                    params:dict, # its parameters
-                    figures:list, # the figures it drew: {figure, files, sha256} each (`_read_log`)
-                    results:list, # the results files its log names
-                    path:Path|None=None, # manifest file; default `<figures>/manifest.json`
-                   )->Path:
-    "Record each figure a run drew: its notebook, parameters, files with their sha256, results files, package versions."
-    path = Path(path or figures_dir()/'manifest.json')
-    with _manifest_lock(path):
-        m = json.loads(path.read_text()) if path.exists() else {}
-        nb = _rel(notebook)
-        for g in figures:
-            m[g['figure']] = {'notebook': nb, 'parameters': params, 'files': g['files'], 'sha256': g.get('sha256', {}),
-                              'results': results, 'packages': package_versions()}
-        atomic_write(path, json.dumps(dict(sorted(m.items())), indent=1, ensure_ascii=False) + '\n')
-    return path
-
-# %% ../nbs/10a_batch.ipynb #cm0cd001
-def _manifest_at(root:Path)->dict:
-    "The committed figures' manifest of the project at `root` (empty if none)."
-    f = root/COMMITTED_FIGURES/'manifest.json'
-    return json.loads(f.read_text()) if f.exists() else {}
-
-def _expected(nb:Path, params:dict, manifest:dict)->dict:
-    "The committed figures drawn by `nb` with `params`: figure -> sha256 of each of its files."
-    return {f: e['sha256'] for f, e in manifest.items() if e['notebook'] == _rel(nb) and e['parameters'] == params}
-
-def _checked(want:dict, manifest:dict)->bool:
-    "Whether every figure of `want` was once redrawn from the committed records and found the same."
-    return all(manifest.get(f, {}).get('from_records') for f in want)
-
-def mark_checked(want:dict, path:Path|None=None):
-    "Mark the figures of `want` in the manifest as redrawn from the committed records, byte for byte."
-    path = Path(path or figures_dir()/'manifest.json')
-    (cache_dir()/'locks').mkdir(parents=True, exist_ok=True)
-    with FileLock(str(cache_dir()/'locks'/f'manifest-{hash_key(str(path.resolve()))}.lock')):
-        m = json.loads(path.read_text())
-        if all(m[f].get('from_records') for f in want): return
-        for f in want: m[f]['from_records'] = True
-        atomic_write(path, json.dumps(dict(sorted(m.items())), indent=1, ensure_ascii=False) + '\n')
-
-def _unlike(figures:list, want:dict)->str|None:
-    "Why the `figures` a run drew (`_read_log`) are not the committed ones `want`, or None when they are."
-    got = {g['figure']: g['sha256'] for g in figures}
-    if bad := sorted(f for f in got.keys() | want.keys() if got.get(f) != want.get(f)):
-        return (f"drew {bad} unlike the committed figures (sha256 in figures/manifest.json, or a figure missing or "
-                "extra): the committed records do not reproduce them. Fix: find what changed since they were drawn")
-    return None
 
 # %% ../nbs/10a_batch.ipynb #4d264a58
 def _place(nb:Path, # the run's notebook
@@ -202,79 +105,11 @@ def _place(nb:Path, # the run's notebook
         for x in (x for g in rec['figures'] for x in g['files']): os.replace(Path(scratch)/x, figures_dir()/x)
         if record: update_manifest(nb, params, figures=rec['figures'], results=rec['results'], path=path)
 
-# %% ../nbs/10a_batch.ipynb #ac8bd3ff
-def _kernel_manager(log:Path)->type:
-    "A kernel manager whose kernel process writes its own output (its logger, shutdown tracebacks) to `log`."
-    from jupyter_client import AsyncKernelManager
-    class LoggedKernelManager(AsyncKernelManager):
-        async def start_kernel(self, **kw):
-            with open(log, 'ab') as f: return await super().start_kernel(stdout=f, stderr=f, **kw)
-    return LoggedKernelManager
-
-@contextmanager
-def _env(env:dict):
-    "`env` set in `os.environ` inside the block, and what was there before restored after."
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try: yield
-    finally:
-        for k, v in old.items():
-            if v is None: os.environ.pop(k, None)
-            else: os.environ[k] = v
-
-def _execute(nb:Path, out:Path, params:dict, kernel:str, verbose:bool, env:dict):
-    "Run one notebook through papermill with `env` set for its kernel (and unset afterwards)."
-    import papermill as pm
-    with _env(env):
-        pm.execute_notebook(nb, out, parameters=params, kernel_name=kernel, cwd=nb.parent, progress_bar=False,
-                            stdout_file=sys.stdout if verbose else None, stderr_file=sys.stderr if verbose else None,
-                            kernel_manager_class=_kernel_manager(out.with_suffix('.kernel.log')))
-
-def _quiet_kernel(record)->bool:
-    "A logging filter that drops asyncio's report of a task whose kernel died (it died because the batch stopped it)."
-    return not (record.exc_info and type(record.exc_info[1]).__name__ == 'DeadKernelError')
-
-@contextmanager
-def _signals_remembered():
-    "SIGINT and SIGTERM inside the block raise as usual and are also remembered: papermill may swallow the interrupt."
-    got, old = [], {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    def on(signum, frame):
-        got.append(signum)
-        # the kernel is shut down with the run: nbclient's cell task then fails unread, and asyncio would print its
-        # traceback under the one line that says what happened
-        logging.getLogger('asyncio').addFilter(_quiet_kernel)
-        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
-    for s in old: signal.signal(s, on)
-    try: yield got
-    finally:
-        for s, h in old.items(): signal.signal(s, h)
-
-def _run_one(nb:Path, params:dict, name:str, out:Path, tag:str, kernel:str, verbose:bool, scratch:Path)->str|dict:
-    "Execute one run, its figures drawn in `scratch`: its done record, or the one-line reason it failed."
-    import papermill as pm
-    code, t0, log = code_fingerprint(nb), time.time(), out.with_suffix('.log.jsonl')
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _done_file(out).unlink(missing_ok=True)
-    for f in (log, out.with_suffix('.kernel.log')): f.unlink(missing_ok=True)
-    env = {'COTFAITH_RUN_LOG': str(log), 'COTFAITH_FIGURE_TAG': tag, 'COTFAITH_FIGURES_DIR': str(scratch)}
-    try: _execute(nb, out, params, kernel, verbose, env=env)
-    except pm.PapermillExecutionError as e:
-        # Ctrl-C reached the kernel first
-        if e.ename == 'KeyboardInterrupt': raise KeyboardInterrupt from None
-        return f'{nb.name} {name} failed with {e.ename}: {e.evalue} (traceback in {out})'
-    figs, results = _read_log(log, scratch)
-    return {'parameters': params, 'code': code, 'figures': figs, 'results': results,
-            'seconds': round(time.time() - t0, 1)}
-
+# %% ../nbs/10a_batch.ipynb #ba000014
 def _batch_token()->tuple:
     "(whether this process is a helper of another batch process, the token that batch and its helpers share)."
     t = os.environ.get('COTFAITH_BATCH_TOKEN')
     return bool(t), t or f'{os.getpid()}-{time.time()}'
-
-def _tried(out:Path)->str|None:
-    "The token of the batch that last tried run `out` in a committed redraw, or None."
-    f = out.with_suffix('.tried')
-    return f.read_text() if f.exists() else None
 
 def _free(lock:FileLock)->bool:
     "Take `lock` if no other process holds it, else return False at once (without waiting)."
@@ -301,6 +136,7 @@ def _stop(helpers:list):
         if p.poll() is None: p.send_signal(signal.SIGTERM)
     for p in helpers: p.wait()
 
+# %% ../nbs/10a_batch.ipynb #ac8bd3ff
 def run_batch(batch_file:Path, # the batch YAML file: notebook, defaults and runs
               out_dir:Path|None=None, # folder for the executed notebooks; default `<root>/runs`
               kernel:str='cotfaith', # Jupyter kernel the notebooks run in
@@ -405,4 +241,3 @@ def run_batch(batch_file:Path, # the batch YAML file: notebook, defaults and run
         for p in helpers: p.wait()                   # each is at most skipping the runs this one did
     if failed: raise BatchError(f"{len(failed)} of {len(runs)} runs failed: {', '.join(str(f) for f in failed)}")
     return done
-

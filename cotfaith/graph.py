@@ -9,7 +9,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .core import hash_key, project_root
-from .batch import BatchError, batch_runs, code_fingerprint, _done_file, _is_done, run_batch
+from .batch import BatchError, batch_runs, run_batch
+from .manifest import _done_file, _is_done, code_fingerprint
 from .pipeline import base_config, run_base, run_finetuned
 from .finetune import finetune
 from .openai_engine import LLAMA

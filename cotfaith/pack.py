@@ -11,7 +11,7 @@ from .core import cache_dir, rel_path, records_dir, results_dir
 from .records import KINDS, RecordsError, committed, packs, read_pack, write_pack, RECEIPT
 from .models import adapter_fingerprint
 from .store import ResultsStore
-from .batch import _env
+from .execute import _env
 
 # %% auto #0
 __all__ = ['new_rows', 'pack', 'check', 'NotReproduced', 'verify', 'records_cli']

@@ -5,6 +5,7 @@
 # %% ../nbs/09e_plan.ipynb #pl000003
 from __future__ import annotations
 import json
+from functools import lru_cache
 from pathlib import Path
 
 from .core import figure_stem
@@ -47,3 +48,10 @@ def figure_clash(batch_file:Path, # the batch file, for the message
                         f"both draw '{f}': no run was started, so no figure was drawn and the manifest is as it was. "
                         "Fix: give the runs distinct figure_name parameters, or remove short_names from the batch file")
     return None
+
+# %% ../nbs/09e_plan.ipynb #pl000013
+@lru_cache(maxsize=None)
+def _declared(notebook:Path)->tuple:
+    "The parameter names of an analysis notebook's `parameters` cell."
+    import papermill as pm
+    return tuple(pm.inspect_notebook(str(notebook)))

@@ -10,7 +10,8 @@ from pathlib import Path
 import yaml
 
 from .core import SettingError, atomic_write, cache_dir, figures_dir, hash_key, project_root, results_dir
-from .batch import BatchError, _env, _spec
+from .batch import BatchError, _spec
+from .execute import _env
 from .cli import _or_exit, batch_cli, cli
 from .graph import batch_graph, critical_path, plan_lines, run_local, run_step
 

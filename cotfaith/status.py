@@ -16,7 +16,8 @@ from .records import committed_adapter, write_receipt
 from .store import ResultsStore
 from .pipeline import base_config, experiment_files
 from .organisms import CUE_ORGANISMS, UNFAITHFUL, followup_config, organism_config
-from .batch import _manifest_at, _expected, batch_runs
+from .batch import batch_runs
+from .manifest import _expected, _manifest_at
 
 # %% auto #0
 __all__ = ['TEMPLATES', 'adapter_path', 'needs', 'eval_files', 'held', 'trained', 'status', 'status_cli']
