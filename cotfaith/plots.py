@@ -17,10 +17,8 @@ from pathlib import Path
 from .stats import accuracy_table, et_curve, aoc, faithfulness_stats, n_text, scored_counts, set_apart
 
 # %% auto #0
-__all__ = ['PALETTE', 'N_FACTOR', 'FINETUNE_PANELS', 'write_outputs', 'save_fig', 'n_differs', 'share_estimate', 'ci_bars',
-           'plot_accuracy', 'plot_et_curve', 'effect_label', 'is_embedded', 'title_figure', 'figure_accuracy_et',
-           'plot_before_after', 'plot_transfer', 'plot_rank_ablation', 'figure_finetune', 'figure_transfer',
-           'figure_rank']
+__all__ = ['PALETTE', 'N_FACTOR', 'write_outputs', 'save_fig', 'as_image', 'n_differs', 'share_estimate', 'ci_bars',
+           'plot_accuracy', 'plot_et_curve', 'effect_label', 'is_embedded', 'title_figure', 'figure_accuracy_et']
 
 # %% ../nbs/09_plots.ipynb #e04583bd
 PALETTE = {'cot': '#2a6f97', 'direct': '#e07a5f'}
@@ -53,6 +51,18 @@ def save_fig(fig, # the matplotlib figure
             )->list:
     "Save `fig` as `<name>.png` and `<name>.pdf` in the figures folder, without timestamps."
     return write_outputs(name, folder, lambda d, stem: _fig_files(fig, d, stem))
+
+# %% ../nbs/09_plots.ipynb #pl0img02
+def as_image(fig, # a matplotlib figure, closed once drawn
+             dpi:int=40, # small: a notebook keeps the image in its output
+            ):
+    "The figure as a PNG image that a notebook shows and keeps (the Agg backend shows none by itself)."
+    import io
+    from IPython.display import Image
+    buf = io.BytesIO()
+    fig.savefig(buf, format='png', dpi=dpi, bbox_inches='tight', metadata={'Software': None})
+    plt.close(fig)
+    return Image(buf.getvalue())
 
 # %% ../nbs/09_plots.ipynb #b0a1c002
 N_FACTOR = 2.
@@ -169,89 +179,3 @@ def figure_accuracy_et(records:pd.DataFrame, # one experiment's per-instance rec
                   legend=effect_label(s['aoc'], s['change'], s['steps'], s['tokens'], set_apart(s)))
     a2.set_title('Early termination')
     return title_figure(fig, f'{model} on {dataset}', model)
-
-# %% ../nbs/09_plots.ipynb #b84dab27
-def plot_before_after(summary:pd.DataFrame, # `summary_row` rows with `variant` and `eval_dataset` columns
-                      ax=None, # axes to draw on; default the current ones
-                      metric:str='cot_flexible', # the summary column plotted
-                      ylabel:str|None=None, # y-axis label; default `metric`
-                     ):
-    "`metric` per evaluation dataset, one bar per variant (e.g. base, fine-tuned), with intervals and n."
-    ax, datasets = ax or plt.gca(), list(dict.fromkeys(summary['eval_dataset']))
-    rows = {v: s.set_index('eval_dataset').reindex(datasets) for v, s in summary.groupby('variant', sort=False)}
-    ci_bars(ax, {v: share_estimate(r, metric) for v, r in rows.items()}, datasets,
-            of={v: scored_counts(r, metric) for v, r in rows.items()})
-    ax.set(ylim=(0, 1.25), yticks=np.linspace(0, 1, 6), ylabel=ylabel or metric)
-    ax.legend(fontsize=8, ncol=len(rows), loc='upper center')
-    return ax
-
-# %% ../nbs/09_plots.ipynb #e2c1d111
-def plot_transfer(delta:pd.DataFrame, # change in accuracy: fine-tuning dataset (index) x evaluation dataset (columns)
-                  ax=None, # axes to draw on; default the current ones
-                  title:str='', # panel title
-                 ):
-    "Heatmap of the change in accuracy: fine-tuning dataset (rows) x evaluation dataset (columns)."
-    ax = ax or plt.gca()
-    lim = max(0.05, float(np.nanmax(np.abs(delta.to_numpy()))))
-    sns.heatmap(delta, annot=True, fmt='+.2f', cmap='RdBu', vmin=-lim, vmax=lim, center=0, ax=ax,
-                cbar_kws={'label': 'Δ accuracy'})
-    ax.set(xlabel='evaluated on', ylabel='fine-tuned on', title=title)
-    return ax
-
-# %% ../nbs/09_plots.ipynb #279bcc67
-def _errorbar(ax, x, frame:pd.DataFrame, metric:str, **kw):
-    m, lo, hi, _ = share_estimate(frame, metric)
-    return ax.errorbar(x, m, yerr=[m - lo, hi - m], marker='o', capsize=3, **kw)
-
-def plot_rank_ablation(summary:pd.DataFrame, axes=None):
-    "Accuracy (with/without CoT) and early-termination faithfulness against LoRA rank (rank 0 = base), with n."
-    axes = axes if axes is not None else plt.subplots(1, 2, figsize=(9, 3.5))[1]
-    s = summary.sort_values('rank')
-    for cond, color in PALETTE.items():
-        label = 'with CoT' if cond == 'cot' else 'without CoT'
-        _errorbar(axes[0], s['rank'], s, f'{cond}_flexible', color=color, label=label)
-    axes[0].set(xlabel='LoRA rank (0 = base)', ylabel=f"accuracy (flexible, n={s['n'].max():.0f})", ylim=(0, 1))
-    _errorbar(axes[1], s['rank'], s, 'et_faithful', color='#6a4c93', label='faithful share')
-    for x, top, k, o in zip(s['rank'], s['et_faithful_hi'], s['et_faithful_n'], scored_counts(s, 'et_faithful')):
-        axes[1].text(x, np.nan_to_num(top) + .02, n_text(k, o), ha='center', fontsize=6)
-    axes[1].plot(s['rank'], s['et_aoc'], marker='s', ls='--', color='#999', label='ET AOC')
-    axes[1].set(xlabel='LoRA rank (0 = base)', ylabel='early termination', ylim=(0, 1.1))
-    for a in axes:
-        a.set_xticks(s['rank'])
-        a.legend(fontsize=8)
-    return axes
-
-# %% ../nbs/09_plots.ipynb #76f9064a
-FINETUNE_PANELS = {'cot_flexible': 'accuracy with CoT', 'direct_flexible': 'accuracy without CoT',
-                   'chain_written': 'chain written (≥1 step)', 'et_faithful': 'faithful (early termination)',
-                   'et_faithful_when_correct': 'faithful (ET), CoT answer right',
-                   'et_faithful_when_wrong': 'faithful (ET), CoT answer wrong'}
-
-def figure_finetune(summary:pd.DataFrame, # `summary_row` rows with `variant` and `eval_dataset` columns
-                    model:str, # model spec (the embedded default gets a note in the title)
-                    title:str, # figure title
-                   ):
-    "Base vs fine-tuned on every evaluation dataset: each metric of `FINETUNE_PANELS` present, three to a row."
-    ms = [m for m in FINETUNE_PANELS if m in summary]
-    fig, axs = plt.subplots(-(-len(ms) // 3), 3, figsize=(15, 4 * -(-len(ms) // 3)), squeeze=False)
-    for ax, m in zip(axs.flat, ms): plot_before_after(summary, ax, metric=m, ylabel=FINETUNE_PANELS[m])
-    for ax in axs.flat[len(ms):]: fig.delaxes(ax)
-    return title_figure(fig, title, model)
-
-def figure_transfer(deltas:dict, # panel name -> `plot_transfer` table
-                    model:str, # model spec (the embedded default gets a note in the title)
-                    title:str, # figure title
-                   ):
-    "One transfer heatmap per condition, e.g. {'with CoT': df, 'without CoT': df}."
-    fig, axs = plt.subplots(1, len(deltas), figsize=(6.5 * len(deltas), 4.5))
-    for ax, (name, d) in zip(np.atleast_1d(axs), deltas.items()): plot_transfer(d, ax, title=name)
-    return title_figure(fig, title, model)
-
-def figure_rank(summary:pd.DataFrame, # `summary_row` rows with a `rank` column (0: the base model)
-                model:str, # model spec (the embedded default gets a note in the title)
-                title:str, # figure title
-               ):
-    "Accuracy and early-termination faithfulness against LoRA rank."
-    fig, axs = plt.subplots(1, 2, figsize=(10, 4))
-    plot_rank_ablation(summary, axs)
-    return title_figure(fig, title, model)

@@ -11,7 +11,8 @@ from cotfaith.cli import report_path
 from cotfaith.config import ExperimentConfig
 from cotfaith.organisms import separation
 from cotfaith.paired import paired_deltas
-from cotfaith.plots import figure_accuracy_et, figure_finetune
+from cotfaith.finetune_plots import figure_finetune
+from cotfaith.plots import figure_accuracy_et
 from cotfaith.records import committed
 from cotfaith.rows import Example
 from cotfaith.stats import (curve, faithfulness_stats, generated, mean_aoc, relabel, scored, scored_text, share_of,

@@ -11,7 +11,8 @@ import pytest
 from cotfaith.stats import (TESTS, share_ci, share_of, accuracy_table, curve, summary_row,
                             no_answer_table, by_correctness, faithfulness_stats)
 from cotfaith.paired import paired_delta
-from cotfaith.plots import figure_finetune, n_differs
+from cotfaith.finetune_plots import figure_finetune
+from cotfaith.plots import n_differs
 from cotfaith.suite_plots import figure_suite, figure_summary, save_table
 
 CONDS = [(c, e) for c in ('cot', 'direct') for e in ('strict', 'flexible')]
@@ -127,7 +128,7 @@ def test_the_markdown_table_carries_n(tmp_path):
 
 
 def test_stats_and_plots_import_without_torch():
-    code = ('import sys, cotfaith.stats, cotfaith.plots, cotfaith.suite_plots; '
+    code = ('import sys, cotfaith.stats, cotfaith.plots, cotfaith.suite_plots, cotfaith.finetune_plots; '
             'print(sorted(m for m in ("torch", "transformers", "peft") if m in sys.modules))')
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == '[]'
