@@ -106,7 +106,8 @@ def run_slurm(steps:list, batch_file:Path, kernel:str='cotfaith', force:bool=Fal
     atomic_write(marker := folder/'stores.json', json.dumps({'results': str(results_dir().resolve())}) + '\n')
     todo = [s for s in steps if not s.done or (force and s.kind == 'figure')]
     keys, jobs, ended, seconds, tries = {s.key for s in todo}, {}, {}, {}, {}
-    deps = lambda s: [jobs[k].job_id for k in s.after if k in keys]
+    # the jobs a step waits for: those of the steps it needs not done yet (a retried one's new job)
+    deps = lambda s: [jobs[k].job_id for k in s.after if k in keys and ended.get(k) != 'done']
     try:
         for s in todo: jobs[s.key] = _submit(s, settings, folder, deps(s), (str(marker), kernel, force))
         _save(folder, todo, jobs, ended)
@@ -124,7 +125,7 @@ def run_slurm(steps:list, batch_file:Path, kernel:str='cotfaith', force:bool=Fal
                     print(f'[{i}/{len(todo)}] {s.label}: done in {seconds[s.key]:.0f} s (job {j.job_id})', flush=True)
                 elif tries.get(s.key, 0) < settings['retries']:
                     tries[s.key] = tries.get(s.key, 0) + 1
-                    jobs[s.key] = _submit(s, settings, folder, [], (str(marker), kernel, force))
+                    jobs[s.key] = _submit(s, settings, folder, deps(s), (str(marker), kernel, force))
                     print(f'[{i}/{len(todo)}] {s.label}: {st} (job {j.job_id}, log {j.paths.stdout}), tried again '
                           f'({tries[s.key]} of {settings["retries"]}) as job {jobs[s.key].job_id}', flush=True)
                     for t in todo:                         # its later jobs wait for the new one
