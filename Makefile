@@ -63,8 +63,9 @@ verify: install
 figures-fresh: install
 	$(BIN)/cotfaith-batch --batch params/default.yaml
 
+# the 1.5B model's adapters (an hour of a core each) are committed with their weights, other adapters as receipts
 records: install
-	$(BIN)/cotfaith-records pack
+	$(BIN)/cotfaith-records pack --weights 'llama.cpp--*/*'
 
 # Where the committed grids stand: per run done, partial or missing, the adapters left to train, and the time left.
 status: install

@@ -13,11 +13,12 @@ from filelock import FileLock
 
 from .core import atomic_write, cache_dir, hash_key, slug, set_seed, run_metadata, umask_files
 from .data import Example, load_examples, slice_rule, dataset_identity
-from .models import ALIASES, DEFAULT_MODEL, LM, load_model, resolve_spec
+from .models import ALIASES, DEFAULT_MODEL, LM, adapter_fingerprint, load_model, resolve_spec
 from .openai_engine import LLAMA
 from .gguf import GGUF_MODELS
 from .server import gguf_digest, gguf_path
-from .records import committed_adapter, committed_only, forbid, write_receipt
+from .records import (RecordsError, committed_adapter, committed_only, committed_weights, forbid,
+                              receipt_fingerprint, restore_adapter, write_receipt)
 from .targets import (CUE_TARGETS, DECOY_TARGETS, cue_plan, target_kind, decoy_rationales, training_messages,
                               tokenize_example)
 
@@ -247,15 +248,25 @@ def _receipt_dir(dest:Path)->Path:
     "Where `make figures` keeps the committed receipt of adapter `dest`: apart from the adapters trained here."
     return cache_dir()/'receipts'/dest.parent.name/dest.name
 
+def _restored(dest:Path, r:dict)->Path:
+    "The committed adapter `r` written into `dest` (`00c_records`), its weights checked against its fingerprint."
+    d = restore_adapter(dest, r)
+    if receipt_fingerprint(d) or (fp := adapter_fingerprint(d)) == r['fingerprint']: return d
+    shutil.rmtree(d)
+    raise RecordsError(f"{committed_weights(dest)}: these weights are not the adapter the records name (fingerprint "
+                       f"{fp}, the receipt says {r['fingerprint']}). Fix: `git checkout` that folder, or delete it "
+                       "to train the adapter again")
+
 def finetune(cfg:FinetuneConfig, root:Path|None=None, # adapters folder, default <cache>/adapters
             )->Path:
-    "Folder of the LoRA adapter for `cfg`: cached, committed (a receipt), or trained (or resumed) here."
+    "Folder of the LoRA adapter for `cfg`: cached, committed (weights, or a receipt), or trained (or resumed) here."
     c = cfg.resolved()
     exs = train_examples(c)
     dest = adapter_dir(c, fingerprint=base_fingerprint(c.model), ids=[e.id for e in exs], root=root)
     if committed_only() and (r := committed_adapter(dest)): return write_receipt(_receipt_dir(dest), r)
-    if (dest/'meta.json').exists(): return dest
-    if r := committed_adapter(dest): return write_receipt(dest, r)
+    restorable = receipt_fingerprint(dest) and committed_weights(dest)     # a receipt here, weights committed since
+    if (dest/'meta.json').exists() and not restorable: return dest
+    if r := committed_adapter(dest): return _restored(dest, r)
     forbid(f'the adapter {dest.name} of {c.model}')
     if c.init_adapter: _check_init(c)
     weights = trained_weights(c.model)

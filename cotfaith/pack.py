@@ -4,11 +4,12 @@
 
 # %% ../nbs/10c_pack.ipynb #c002
 from __future__ import annotations
-import argparse, json, random, sys, tempfile
+import argparse, fnmatch, json, random, shutil, sys, tempfile
 from pathlib import Path
 
 from .core import cache_dir, rel_path, records_dir, results_dir
-from .records import KINDS, RecordsError, committed, packs, read_pack, write_pack, RECEIPT
+from .records import (KINDS, RecordsError, committed, packs, read_pack, write_pack, RECEIPT, WEIGHTS_MB,
+                              WEIGHT_FILES)
 from .models import adapter_fingerprint
 from .store import ResultsStore
 from .execute import _env
@@ -50,9 +51,28 @@ def new_rows(results:Path|None=None, # results dir (default: the setting)
     results, cache = Path(results or results_dir()), Path(cache or cache_dir())
     return {'results': _results(results), 'generations': _generations(cache), 'adapters': _adapters(cache)}
 
-def pack(results:Path|None=None, cache:Path|None=None)->dict:
+def _weights(cache:Path, glob:str, root:Path)->list:
+    "Copy the weights of the finished adapters of `cache` matching `glob` that the records lack: the folders written."
+    out = []
+    for m in sorted((cache/'adapters').glob('*/*/adapter_model.safetensors')):
+        d, rel = m.parent, m.parent.relative_to(cache/'adapters').as_posix()
+        if not fnmatch.fnmatch(rel, glob) or not (d/'meta.json').exists() or (root/'weights'/rel).exists(): continue
+        if (mb := m.stat().st_size / 2**20) > WEIGHTS_MB:
+            print(f'{rel}: weights of {mb:.0f} MB, over {WEIGHTS_MB} MB: not committed (a receipt only)', file=sys.stderr)
+            continue
+        (w := root/'weights'/f'{rel}.partial').mkdir(parents=True, exist_ok=True)
+        for f in WEIGHT_FILES: shutil.copyfile(d/f, w/f)
+        out.append(w.rename(w.with_name(d.name)))
+    return out
+
+def pack(results:Path|None=None, cache:Path|None=None,
+         weights:str|None=None, # also commit the weights of the adapters whose `<model>/<dir>` matches this glob
+        )->dict:
     "Write a new pack of each kind with what no pack holds, per kind the new pack (or None) and its rows."
-    return {k: (write_pack(k, rows), len(rows)) for k, rows in new_rows(results, cache).items()}
+    made = {k: (write_pack(k, rows), len(rows)) for k, rows in new_rows(results, cache).items()}
+    if weights is None: return made
+    w = _weights(Path(cache or cache_dir()), weights, records_dir())
+    return made | {'weights': (w[-1].parent.parent if w else None, len(w))}
 
 # %% ../nbs/10c_pack.ipynb #c009
 def _differ(kind:str, root:Path)->list:
@@ -69,8 +89,11 @@ def _differ(kind:str, root:Path)->list:
 def check(root:Path|None=None)->list:
     "Per kind: packs, rows and megabytes of the records dir, and the keys two packs disagree on."
     root = Path(root or records_dir())
+    ws = [f for f in (root/'weights').glob('*/*/*') if f.is_file()]
     return [{'kind': k, 'packs': len(ps := packs(k, root)), 'rows': sum(len(read_pack(p)) for p in ps),
-             'MB': round(sum(p.stat().st_size for p in ps) / 1e6, 2), 'differ': _differ(k, root)} for k in KINDS]
+             'MB': round(sum(p.stat().st_size for p in ps) / 1e6, 2), 'differ': _differ(k, root)} for k in KINDS] + \
+           [{'kind': 'weights', 'packs': len({f.parent for f in ws}), 'rows': len({f.parent for f in ws}),
+             'MB': round(sum(f.stat().st_size for f in ws) / 1e6, 2), 'differ': []}]
 
 # %% ../nbs/10c_pack.ipynb #c012
 class NotReproduced(RuntimeError):
@@ -131,6 +154,8 @@ def records_cli(argv:list|None=None):
     ap.add_argument('--k', type=int, default=2, help='verify: committed base records to recompute from nothing')
     ap.add_argument('--seed', type=int, default=None, help='verify: seed of the draw (default: a new one, printed)')
     ap.add_argument('--model', default=None, help='verify: only records of this model')
+    ap.add_argument('--weights', default=None, metavar='GLOB',
+                    help="pack: also commit the weights of the adapters whose '<model>/<dir>' matches GLOB")
     a = ap.parse_args(argv)
     try:
         if a.what == 'verify':
@@ -139,7 +164,7 @@ def records_cli(argv:list|None=None):
             for f, i in verify(a.k, seed, a.model): print(f'{i} of {f}: reproduced, every field')
             return
         if a.what == 'pack':
-            for k, (p, n) in pack().items():
+            for k, (p, n) in pack(weights=a.weights).items():
                 print(f"{k}: {n} new rows" + (f" -> {rel_path(p, Path.cwd())}" if p else ''))
         for r in check():
             differ = f", {len(r['differ'])} keys differ between packs: {r['differ'][:3]}" if r['differ'] else ''

@@ -4,16 +4,16 @@
 
 # %% ../nbs/00c_records.ipynb #c002
 from __future__ import annotations
-import gzip, hashlib, json, os, time, zlib
+import gzip, hashlib, json, os, shutil, time, zlib
 from functools import lru_cache
 from pathlib import Path
 
 from .core import atomic_write, cache_dir, records_dir, rel_path, results_dir
 
 # %% auto #0
-__all__ = ['KINDS', 'RECEIPT', 'RecordsError', 'packs', 'write_pack', 'read_pack', 'committed', 'committed_records',
-           'committed_generation', 'committed_adapter', 'NotCommitted', 'committed_only', 'forbid',
-           'receipt_fingerprint', 'write_receipt', 'loadable', 'masked_results']
+__all__ = ['KINDS', 'RECEIPT', 'WEIGHTS_MB', 'WEIGHT_FILES', 'RecordsError', 'packs', 'write_pack', 'read_pack', 'committed',
+           'committed_records', 'committed_generation', 'committed_adapter', 'NotCommitted', 'committed_only', 'forbid',
+           'receipt_fingerprint', 'committed_weights', 'write_receipt', 'restore_adapter', 'loadable', 'masked_results']
 
 # %% ../nbs/00c_records.ipynb #c005
 # each kind of pack, with the fields every row of it has
@@ -129,12 +129,32 @@ def receipt_fingerprint(folder:Path)->str|None:
     f = Path(folder)/RECEIPT
     return json.loads(f.read_text())['fingerprint'] if f.is_file() else None
 
+WEIGHTS_MB = 40   # an adapter's weights are committed only under this size (git hosts refuse files over 50 or 100 MB)
+WEIGHT_FILES = ('adapter_model.safetensors', 'adapter_config.json')   # the bytes its fingerprint hashes
+
+def committed_weights(folder:Path)->Path|None:
+    "The committed weights folder (`records/weights/<dir>`) of the adapter whose cache folder is `folder`, or None."
+    rel = rel_path(Path(folder).resolve(), cache_dir()/'adapters')
+    w = records_dir()/'weights'/rel
+    return w if not rel.is_absolute() and all((w/f).is_file() for f in WEIGHT_FILES) else None
+
 def write_receipt(folder:Path, r:dict)->Path:
     "Write the committed receipt `r` into the adapter folder `folder` (meta.json last: its presence means done)."
     d = Path(folder)
     atomic_write(d/'adapter_config.json', json.dumps(r['adapter_config']))
     atomic_write(d/'train_log.json', json.dumps(r['train_log']))
     atomic_write(d/RECEIPT, json.dumps({'fingerprint': r['fingerprint']}))
+    atomic_write(d/'meta.json', json.dumps(r['meta']))
+    return d
+
+def restore_adapter(folder:Path, r:dict)->Path:
+    "The committed adapter `r` in `folder`: its weights where the records hold them (then no receipt), else a receipt."
+    w, d = committed_weights(folder), Path(folder)
+    if w is None: return write_receipt(d, r)
+    d.mkdir(parents=True, exist_ok=True)
+    (d/RECEIPT).unlink(missing_ok=True)
+    for f in WEIGHT_FILES: shutil.copyfile(w/f, d/f)
+    atomic_write(d/'train_log.json', json.dumps(r['train_log']))
     atomic_write(d/'meta.json', json.dumps(r['meta']))
     return d
 

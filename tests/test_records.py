@@ -154,3 +154,33 @@ def test_a_fine_tuned_model_known_by_its_committed_receipt_is_re_read_with_no_we
     monkeypatch.delenv('COTFAITH_COMMITTED_ONLY')
     with pytest.raises(RecordsError, match='is a receipt of committed records'):     # a new question needs the weights
         run_finetuned(ft, ExperimentConfig(n=2, **CFG), progress=False)
+
+
+def test_committed_adapter_weights_are_restored_checked_and_not_trained_again(machine, monkeypatch):
+    "A grid continued on another machine finds a committed adapter's weights (the 1.5B grid's), not a receipt only."
+    from cotfaith.finetune import FinetuneConfig, finetune
+    from cotfaith.models import adapter_fingerprint
+    ft = FinetuneConfig(n_train=8, max_length=256, batch_size=8)                      # one training step
+    a = finetune(ft)                                                                 # machine A trains it
+    trained = {f: (a/f).read_bytes() for f in ('adapter_model.safetensors', 'adapter_config.json')}
+    made = pack(weights='nothing-matches/*')
+    assert made['adapters'][1] == 1 and made['weights'] == (None, 0)                  # a receipt, no weights
+    assert pack(weights='smollm2-135m/*')['weights'][1] == 1                          # weights added to the receipt
+    assert pack(weights='smollm2-135m/*')['weights'][1] == 0                          # written once
+    meta = json.loads((a/'meta.json').read_text())
+    shutil.rmtree(machine/'cache'/'adapters')                                       # machine B: no adapter at all
+    b = finetune(ft)
+    assert b == a and {f: (b/f).read_bytes() for f in trained} == trained             # the same bytes, restored
+    assert json.loads((b/'meta.json').read_text())['train_seconds'] == meta['train_seconds']   # not trained again
+    assert adapter_fingerprint(b) == adapter_fingerprint(machine/'records'/'weights'/'smollm2-135m'/a.name)
+    # a receipt left by an earlier run (before the weights were committed) is completed with them
+    (b/'adapter_model.safetensors').unlink()
+    (b/'receipt.json').write_text(json.dumps({'fingerprint': 'f00d'}))
+    assert (finetune(ft)/'adapter_model.safetensors').read_bytes() == trained['adapter_model.safetensors']
+    # weights that are not the ones the receipt names are one error, and nothing is left that looks trained
+    shutil.rmtree(machine/'cache'/'adapters')
+    w = machine/'records'/'weights'/'smollm2-135m'/a.name/'adapter_model.safetensors'
+    w.write_bytes(w.read_bytes()[:-8] + b'\0' * 8)
+    with pytest.raises(RecordsError, match='these weights are not the adapter the records name'):
+        finetune(ft)
+    assert not a.exists()
