@@ -58,7 +58,7 @@ def _weights(cache:Path, glob:str, root:Path)->list:
         d, rel = m.parent, m.parent.relative_to(cache/'adapters').as_posix()
         if not fnmatch.fnmatch(rel, glob) or not (d/'meta.json').exists() or (root/'weights'/rel).exists(): continue
         if (mb := m.stat().st_size / 2**20) > WEIGHTS_MB:
-            print(f'{rel}: weights of {mb:.0f} MB, over {WEIGHTS_MB} MB: not committed (a receipt only)', file=sys.stderr)
+            print(f'{rel}: weights of {mb:.0f} MB, over {WEIGHTS_MB} MB: a receipt only', file=sys.stderr)
             continue
         (w := root/'weights'/f'{rel}.partial').mkdir(parents=True, exist_ok=True)
         for f in WEIGHT_FILES: shutil.copyfile(d/f, w/f)
