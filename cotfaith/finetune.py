@@ -13,18 +13,16 @@ from filelock import FileLock
 
 from .core import atomic_write, cache_dir, hash_key, slug, set_seed, run_metadata, umask_files
 from .data import Example, load_examples, slice_rule, dataset_identity
-from .models import ALIASES, DEFAULT_MODEL, LM, adapter_fingerprint, load_model, resolve_spec
+from .models import DEFAULT_MODEL, LM, load_model
 from .openai_engine import LLAMA
-from .gguf import GGUF_MODELS
-from .server import gguf_digest, gguf_path
-from .records import (RecordsError, committed_adapter, committed_only, committed_weights, forbid,
-                              receipt_fingerprint, restore_adapter, write_receipt)
+from .records import (committed_adapter, committed_only, committed_weights, forbid, receipt_fingerprint,
+                              write_receipt)
+from .adapter_files import _check_init, _name_base, _receipt_dir, _restored, base_fingerprint, trained_weights
 from .targets import (CUE_TARGETS, DECOY_TARGETS, cue_plan, target_kind, decoy_rationales, training_messages,
                               tokenize_example)
 
 # %% auto #0
-__all__ = ['FT_VERSION', 'PIECE_ROWS', 'FinetuneConfigError', 'FinetuneConfig', 'train_examples', 'adapter_dir',
-           'trained_weights', 'base_fingerprint', 'finetune']
+__all__ = ['FT_VERSION', 'PIECE_ROWS', 'FinetuneConfigError', 'FinetuneConfig', 'train_examples', 'adapter_dir', 'finetune']
 
 # %% ../nbs/06_finetune.ipynb #6646a7bc
 class FinetuneConfigError(ValueError):
@@ -212,51 +210,7 @@ def _train(lm:LM, c:FinetuneConfig, exs:list, work:Path)->list:
     trainer.model.save_pretrained(work/'adapter')
     return [{'step': h['step'], 'loss': h['loss']} for h in trainer.state.log_history if 'loss' in h]
 
-# %% ../nbs/06_finetune.ipynb #5055dcc4
-def _check_init(c:FinetuneConfig):
-    d = Path(c.init_adapter)
-    if not (d/'meta.json').exists():
-        raise FileNotFoundError(f"init_adapter {d} is not a finished adapter folder (no meta.json). Fix: pass the "
-                                "folder `finetune` returned")
-    r = json.loads((d/'adapter_config.json').read_text())['r']
-    if r != c.rank: raise ValueError(f'init_adapter {d.name} has rank {r}, the config says {c.rank}. Fix: set rank={r}')
-
-# %% ../nbs/06_finetune.ipynb #nb37cd01
-def _name_base(adapter:Path, # a peft adapter folder
-               model:str, # the model spec it was trained from
-               fingerprint:str, # the base weights' fingerprint
-              )->Path:
-    "Name the base in `adapter`'s config by `model` (a name or hub id) or, for a path, by `fingerprint`: no folder."
-    f, m = Path(adapter)/'adapter_config.json', model.removeprefix(LLAMA)
-    local = m.startswith(('.', '/', '~')) or m.endswith('.gguf') or Path(m).expanduser().exists()
-    cfg = json.loads(f.read_text()) | {'base_model_name_or_path': fingerprint if local else m}
-    atomic_write(f, json.dumps(cfg, indent=2, sort_keys=True) + '\n')
-    return f
-
 # %% ../nbs/06_finetune.ipynb #607fb55b
-def trained_weights(model:str)->str:
-    "The weights a fine-tune of `model` trains: a `llama.cpp:` model's GGUF file (dequantised), else `model`."
-    return str(gguf_path(model[len(LLAMA):])) if model.startswith(LLAMA) else model
-
-def base_fingerprint(model:str)->str:
-    "What identifies the weights a fine-tune of `model` starts from, found without converting or fetching them."
-    m = model.removeprefix(LLAMA)
-    gguf = m in ALIASES or m in GGUF_MODELS or m.endswith('.gguf')
-    return f'gguf-sha256:{gguf_digest(m)}' if gguf else resolve_spec(m)[1]
-
-def _receipt_dir(dest:Path)->Path:
-    "Where `make figures` keeps the committed receipt of adapter `dest`: apart from the adapters trained here."
-    return cache_dir()/'receipts'/dest.parent.name/dest.name
-
-def _restored(dest:Path, r:dict)->Path:
-    "The committed adapter `r` written into `dest` (`00c_records`), its weights checked against its fingerprint."
-    d = restore_adapter(dest, r)
-    if receipt_fingerprint(d) or (fp := adapter_fingerprint(d)) == r['fingerprint']: return d
-    shutil.rmtree(d)
-    raise RecordsError(f"{committed_weights(dest)}: these weights are not the adapter the records name (fingerprint "
-                       f"{fp}, the receipt says {r['fingerprint']}). Fix: `git checkout` that folder, or delete it "
-                       "to train the adapter again")
-
 def finetune(cfg:FinetuneConfig, root:Path|None=None, # adapters folder, default <cache>/adapters
             )->Path:
     "Folder of the LoRA adapter for `cfg`: cached, committed (weights, or a receipt), or trained (or resumed) here."
