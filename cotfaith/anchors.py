@@ -4,29 +4,25 @@
 
 # %% ../nbs/07e_anchors.ipynb #c002
 from __future__ import annotations
-import copy
 from collections import Counter
 
-from .frame import RangeError, check_counts
 from .prompts import step_spans, replace_steps, reasoning_part
-from .protocol import FaithfulnessTest
+from .frame import Setting, at_least_one, between
+from .protocol import FRACTIONS, FaithfulnessTest
 
 # %% auto #0
-__all__ = ['StepAnchors', 'step_importance']
+__all__ = ['ROLLOUTS', 'TEMPERATURE', 'StepAnchors', 'step_importance']
 
 # %% ../nbs/07e_anchors.ipynb #c005
+ROLLOUTS = Setting('anchor_rollouts', 4, 'anchor: sampled continuations per point', at_least_one, 'rollouts')
+TEMPERATURE = Setting('anchor_temperature', 0.7, 'anchor: the temperature they are sampled at', between(0, 2, 0.7),
+                      'temperature')
+
 class StepAnchors(FaithfulnessTest):
     name, label, version, continues = 'anchor', 'resampling the rest', 1, True
     axis = 'fraction of CoT steps kept (the rest resampled)'
-    rollouts, temperature = 4, 0.7      # sampled continuations per point, and their temperature
-    def with_settings(self, rollouts:int|None=None, temperature:float|None=None)->StepAnchors:
-        "A copy of this test with other settings, checked."
-        t = copy.copy(self)
-        if rollouts is not None: check_counts(rollouts=rollouts)
-        if temperature is not None and not (isinstance(temperature, (int, float)) and 0 < temperature <= 2):
-            raise RangeError(f"temperature must be a number in (0, 2], got {temperature!r}. Fix: pass 0.7, say")
-        t.rollouts, t.temperature = rollouts or self.rollouts, temperature or self.temperature
-        return t
+    settings = (FRACTIONS, ROLLOUTS, TEMPERATURE)
+    rollouts, temperature = ROLLOUTS.default, TEMPERATURE.default      # `with_settings` and `configured` change them
     def key(self, cfg, paraphraser:str)->dict:
         return super().key(cfg, paraphraser) | {'rollouts': self.rollouts, 'temperature': self.temperature}
     def prepare(self, ctx, exs:list, cots:list, points:list, para:list)->list:

@@ -61,23 +61,18 @@ def cli(func):
     return _f
 
 # %% ../nbs/10b_cli.ipynb #36b9ce5e
-def _floats(s:str)->list|None:
-    "A list flag's value: comma-separated numbers (`0,0.25,0.5`), or `none`."
-    if s.strip().lower() == 'none': return None
-    try: return [float(x) for x in s.split(',') if x.strip()]
-    except ValueError: raise argparse.ArgumentTypeError(f"'{s}' is not comma-separated numbers or 'none'") from None
-
 def config_parser(prog:str='cotfaith-run')->argparse.ArgumentParser:
-    "A flag per field of `ExperimentConfig`, its default and its comment as help: the notebooks' settings, one source."
+    "A flag per field of `ExperimentConfig`, its default and its comment (a test's setting: its help) as help."
     p = argparse.ArgumentParser(prog=prog, description='Run one experiment (see 10_pipeline).',
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     helps = docments(ExperimentConfig)
     for f in fields(ExperimentConfig):
         d = f.default_factory() if f.default is MISSING else f.default
+        s = f.metadata.get('setting')                       # a test's own setting (`registry.SETTINGS`)
         if isinstance(d, bool): kw = dict(action='store_true')
-        elif f.name.endswith('fractions'): kw = dict(type=_floats, metavar='X,Y,...|none')
+        elif s and s.parse: kw = dict(type=s.parse, metavar=s.metavar)
         else: kw = dict(type=str if d is None else type(d))
-        p.add_argument(f'--{f.name}', default=d, help=helps.get(f.name) or f.name, **kw)
+        p.add_argument(f'--{f.name}', default=d, help=(s.help if s else helps.get(f.name)) or f.name, **kw)
     p.error = lambda msg: sys.exit(f'cotfaith: error: {msg}. Fix: see {prog} --help')
     return p
 

@@ -4,15 +4,16 @@
 
 # %% ../nbs/09c_config.ipynb #e199bb94
 from __future__ import annotations
-import ast
+import ast, copy
 from dataclasses import dataclass, asdict, field, fields, MISSING
+from functools import partial
 
 from .models import DEFAULT_MODEL
 from .faithfulness import NO_ANSWER_RULES
-from .registry import REGISTRY, TESTS
+from .registry import REGISTRY, SETTINGS, TESTS
 
 # %% auto #0
-__all__ = ['AT_LEAST_ONE', 'SHARES', 'SUITE_FIELDS', 'ConfigError', 'ExperimentConfig', 'unknown_parameters', 'check_parameters']
+__all__ = ['AT_LEAST_ONE', 'SUITE_FIELDS', 'ConfigError', 'ExperimentConfig', 'unknown_parameters', 'check_parameters']
 
 # %% ../nbs/09c_config.ipynb #2b4b2c94
 class ConfigError(ValueError):
@@ -27,11 +28,6 @@ def _type_ok(v, default)->bool:
     return isinstance(v, (int, float) if isinstance(default, float) else type(default))
 
 AT_LEAST_ONE = ('max_new_tokens', 'answer_tokens', 'batch_size', 'chunk', 'concurrency')
-SHARES = ('threshold', 'et_fractions', 'fractions', 'mistake_fractions')   # values (or lists of values) in [0, 1]
-
-def _outside_unit(v)->bool:
-    vals = v if isinstance(v, list) else [] if v is None else [v]
-    return any(isinstance(x, bool) or not isinstance(x, (int, float)) or not 0 <= x <= 1 for x in vals)
 
 def _check_ranges(cfg):
     "A `ConfigError` naming the first field outside its range."
@@ -39,14 +35,22 @@ def _check_ranges(cfg):
     for k in AT_LEAST_ONE:
         if getattr(cfg, k) < 1: raise ConfigError(f"parameter '{k}' must be at least 1, got {getattr(cfg, k)}. Fix: "
                                                   f"pass {k} >= 1")
-    for k in SHARES:
-        v = getattr(cfg, k)
-        if _outside_unit(v):
-            raise ConfigError(f"parameter '{k}' must be a number in [0, "
-                              f"1]{' or a list of them' if k != 'threshold' else ''}, got {v!r}. Fix: use values "
-                              "from 0 to 1")
+    if isinstance(cfg.threshold, bool) or not 0 <= cfg.threshold <= 1:
+        raise ConfigError(f"parameter 'threshold' must be a number in [0, 1], got {cfg.threshold!r}. Fix: use values "
+                          "from 0 to 1")
+    for s in SETTINGS.values():                                 # each test's own, checked by its own check
+        if s.check and (bad := s.check(v := getattr(cfg, s.name))):
+            raise ConfigError(f"parameter '{s.name}' must be {bad[0]}, got {v!r}. Fix: {bad[1]}")
+
+def _with_settings(cls):
+    "`cls` with a field for every setting the registered tests declare (`registry.SETTINGS`), before `dataclass`."
+    for s in SETTINGS.values():
+        cls.__annotations__[s.name] = 'object'
+        setattr(cls, s.name, field(default_factory=partial(copy.deepcopy, s.default), metadata={'setting': s}))
+    return cls
 
 @dataclass
+@_with_settings
 class ExperimentConfig:
     "One experiment: a model evaluated on a slice of a dataset."
     # short name, local folder, hub id, or 'openai:<model>[@<base url>]' (a model behind an OpenAI-compatible server)
@@ -61,18 +65,14 @@ class ExperimentConfig:
     max_new_tokens: int = 256         # CoT budget
     answer_tokens: int = 10           # budget for an answer after 'Final answer:'
     batch_size: int = 20              # generation batch size (changes no output: `04_generate`)
-    et_fractions: list|None = None    # early termination: None = every step, else fractions of the chain
     tests: str = 'et,paraphrase,filler,mistake'  # faithfulness tests, comma-separated, and 'cue' (et always runs)
-    # paraphrase and filler points (fractions kept intact); None = every step
-    fractions: list|None = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75])
-    # mistake points (each costs a continuation); None = `fractions`
-    mistake_fractions: list|None = field(default_factory=lambda: [0.5])
     paraphraser: str|None = None      # model that paraphrases and writes mistakes; None = the base model, unadapted
     threshold: float = 0.5            # per-instance faithful label threshold, every test (`registry.faithful_label`)
     # an intervention with no answer: 'changed' or 'missing' (see `faithfulness.change_score`)
     no_answer: str = 'changed'
     chunk: int = 16                   # instances per incremental write
     concurrency: int = 4              # requests in flight at once to a server (`openai:` models)
+    # and each test's settings (`registry.SETTINGS`): et_fractions, fractions, mistake_fractions, anchor_rollouts, ...
 
     def __post_init__(self):
         for f in fields(self):
@@ -110,7 +110,7 @@ class ExperimentConfig:
         later = ('batch_size', 'chunk', 'concurrency', 'threshold', 'no_answer', *SUITE_FIELDS)
         return {k: v for k, v in asdict(self).items() if k not in later and (k != 'eval_only' or v)}
 
-SUITE_FIELDS = ('tests', 'fractions', 'mistake_fractions', 'et_fractions', 'paraphraser')
+SUITE_FIELDS = ('tests', 'paraphraser', *SETTINGS)      # in the tests' keys, not in the base records'
 
 # %% ../nbs/09c_config.ipynb #e749d9c2
 def _assigned(source:str)->set:

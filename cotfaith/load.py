@@ -16,7 +16,8 @@ from .transformers_engine import TransformersEngine, as_engine
 from .records import loadable, receipt_fingerprint
 from .lora_gguf import adapter_gguf
 from .server import gguf_digest, gguf_path, start_server
-from .openai_engine import LLAMA, PREFIX, OpenAIEngine, ServerError, is_server_spec, llama_identity, model_digest
+from .served import LLAMA, PREFIX, ServerError, is_server_spec, llama_identity, model_digest, served_key
+from .openai_engine import OpenAIEngine
 
 # %% auto #0
 __all__ = ['OWN_THREADS', 'ReceiptEngine', 'load_engine', 'model_fingerprint', 'LoraPick', 'serve_together']
@@ -59,13 +60,13 @@ def load_engine(spec:str, # a model spec: a short name, folder, hub id, or 'open
     return OpenAIEngine(spec, concurrency=concurrency, threads=threads)
 
 def model_fingerprint(spec:str)->str:
-    "What identifies `spec`'s weights in a results key: `models.resolve_spec`'s, or a server engine's identity."
+    "What identifies `spec`'s weights in a results key: `models.resolve_spec`'s, or a served model's (no engine built)."
     if not is_server_spec(spec): return resolve_spec(spec)[1]
     if spec.startswith(LLAMA):
         digest = gguf_digest(spec[len(LLAMA):])                     # no 1.1 GB file needed to name its records
         ident = llama_identity(f'gguf-sha256:{digest}', threads=OWN_THREADS)          # the adapter keys apart itself
         return 'server:' + canonical_json(ident)
-    return 'server:' + canonical_json(OpenAIEngine(spec, concurrency=1).key)
+    return 'server:' + canonical_json(served_key(spec))                # the key its engine will have
 
 OWN_THREADS = 1     # CPU threads of the servers started for `llama.cpp:` specs (they change the numbers)
 _SERVERS = {}

@@ -4,38 +4,23 @@
 
 # %% ../nbs/03f_openai_engine.ipynb #93ad4e42
 from __future__ import annotations
-import json, os, threading, warnings
+import json, threading, warnings
 from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache, partial
-from pathlib import Path
-from urllib.parse import urlsplit
+from functools import partial
 
 import httpx
 from fastcore.basics import patch
 
-from .core import canonical_json, file_sha256, hash_key
-from .models import ModelError, served_tokenizer
+from .core import canonical_json
 from .rows import Example
 from .prompts import ANSWER_MARKER, render as render_chat
 from .engine import ANSWER_VERSION, Engine, answer_text, best_letter
+# LLAMA, PREFIX, is_server_spec, llama_identity, model_digest: importable from here too, as before
+from .served import (LLAMA, PREFIX, ServerError, api_key, is_server_spec, llama_identity, model_digest,
+                             parse_spec, probe, served_identity, server_get)
 
 # %% auto #0
-__all__ = ['PREFIX', 'LLAMA', 'ELICIT_ANSWER', 'ELICIT_CONTINUE', 'is_server_spec', 'parse_spec', 'user_turn', 'llama_identity',
-           'ServerError', 'model_digest', 'OpenAIEngine']
-
-# %% ../nbs/03f_openai_engine.ipynb #add5708d
-PREFIX = 'openai:'
-
-LLAMA = 'llama.cpp:'
-
-def is_server_spec(spec:str)->bool: return isinstance(spec, str) and spec.startswith((PREFIX, LLAMA))
-
-def parse_spec(spec:str)->tuple:
-    "(model name, base URL or None for OpenAI's API) of an `openai:` spec."
-    name, _, url = spec[len(PREFIX):].partition('@')
-    if not name or (url and urlsplit(url).scheme not in ('http', 'https')):
-        raise ValueError(f"model spec '{spec}' is not 'openai:<model>' or 'openai:<model>@http://host:port/v1'")
-    return name, url or None
+__all__ = ['ELICIT_ANSWER', 'ELICIT_CONTINUE', 'user_turn', 'OpenAIEngine']
 
 # %% ../nbs/03f_openai_engine.ipynb #9d790709
 ELICIT_ANSWER = ('Here is a reasoning for this question:\n\n{chain}\n\nBased on this reasoning only, reply with your '
@@ -57,31 +42,6 @@ def user_turn(messages:list)->list:
     ask = ELICIT_ANSWER.format(chain=chain or '(no reasoning)', form=form)
     return head + [{'role': 'user', 'content': f"{question or user['content']}\n\n{ask}"}]
 
-# %% ../nbs/03f_openai_engine.ipynb #0a5c7ac4
-def llama_identity(model:str, # the GGUF file's digest (where known; else the server and the path)
-                   loras:list=(), # (digest, scale) of each LoRA adapter the server applies
-                   threads:int|None=None, # the server's CPU threads, where known (servers cotfaith starts: n_ubatch 1)
-                   url:str|None=None, # the server's address: it stands for the unknown thread count
-                  )->dict:
-    "The identity of a llama.cpp server serving `model`, asked one request at a time."
-    lora = {'lora': [list(a) for a in loras]} if loras else {}
-    # the thread count changes the numbers: unknown for a server found by its address, whose requests reuse nothing
-    where = {'threads': threads, 'n_ubatch': 1} if threads else {'url': url, 'cache_prompt': False}
-    return {'backend': 'llama.cpp', 'model': model, 'elicitation': 'prefill'} | where | lora
-
-class ServerError(ModelError):
-    "A server that refuses the key, does not know the model or cannot be reached; the message says what to do."
-
-def model_digest(path:str)->str|None:
-    "SHA-256 of a model file the server reports, when it is readable here (memoised by path, size and time)."
-    p = Path(path)
-    if not p.is_file(): return None
-    st = p.stat()
-    return _sha(str(p.resolve()), st.st_size, st.st_mtime_ns)
-
-@lru_cache(maxsize=None)
-def _sha(path:str, size:int, mtime:int)->str: return file_sha256(Path(path))
-
 # %% ../nbs/03f_openai_engine.ipynb #0d9e37a8
 class OpenAIEngine(Engine):
     "A model behind an OpenAI-compatible server (`openai:<model>[@<base url>]`)."
@@ -94,12 +54,12 @@ class OpenAIEngine(Engine):
                 ):
         from openai import OpenAI
         self.spec, (self.name, self.url), self.threads = spec, parse_spec(spec), threads
-        key = os.environ.get('OPENAI_API_KEY') or (None if self.url is None else 'none')   # a local server takes any
+        key = api_key(self.url)                                  # a local server takes any
         if key is None: raise ServerError(f"{spec}: OPENAI_API_KEY is not set. Fix: export OPENAI_API_KEY=<your key>")
         self.client = OpenAI(api_key=key, base_url=self.url, max_retries=max_retries, timeout=timeout)
         self.concurrency, self.usage, self._lock = concurrency, {'requests': 0, 'prompt_tokens': 0,
                                                                   'completion_tokens': 0}, threading.Lock()
-        self.props, self.tok = self._check()                # tok: (name, tokenizer) where the template is rendered here
+        self.props, self.tok = self._check(key)      # tok: (name, tokenizer) where the template is rendered here
         self.elicitation = 'prefill' if self.props or self.tok else 'user-turn'
         if self.url and self.elicitation == 'user-turn':
             warnings.warn(f"{spec}: no tokenizer named '{self.name}' loads here to render its chat template, so "
@@ -119,46 +79,17 @@ def _root(self:OpenAIEngine)->str:
 @patch
 def _get(self:OpenAIEngine, path:str):
     "GET a llama.cpp endpoint; None where the server has none."
-    try: return httpx.get(f'{self._root()}{path}', timeout=30).json()
-    except (httpx.HTTPError, ValueError): return None
+    return server_get(self.url, path)
 
 @patch
-def _check(self:OpenAIEngine)->tuple:
+def _check(self:OpenAIEngine, key:str)->tuple:
     "llama.cpp's `/props` (empty for a server without them), and the tokenizer that renders the template here, if any."
-    from openai import APIConnectionError, APIStatusError, AuthenticationError, PermissionDeniedError
-    where = self.url or "OpenAI's API"
-    probe = self.client.with_options(max_retries=min(self.client.max_retries, 1))      # a closed port: known at once
-    try: ids = {m.id: m.model_extra or {} for m in probe.models.list()}
-    except (AuthenticationError, PermissionDeniedError) as e:
-        raise ServerError(f"{where} refused the API key ({e.status_code}). "
-                          "Fix: set OPENAI_API_KEY to a valid key") from None
-    except APIConnectionError:
-        raise ServerError(f"cannot reach {where}. Fix: start the server (make serve) or check the URL") from None
-    except APIStatusError as e:
-        raise ServerError(f"{where} answered {e.status_code} when asked for its models. Fix: check the URL, or "
-                          "retry once the server is up") from None
-    props = {}
-    if self.url:
-        props = self._get('/props')
-        if not isinstance(props, dict) or 'chat_template' not in props: props = {}
-    if not props and self.name not in ids:          # llama.cpp serves one model whatever the name
-        raise ServerError(f"{where} has no model '{self.name}' (404). Fix: pick one of {list(ids)[:10]}")
-    m = ids.get(self.name, {})                      # vLLM names a LoRA module's base as its parent
-    return props, served_tokenizer([self.name, m.get('parent'), m.get('root')]) if self.url and not props else None
+    return probe(self.name, self.url, key, base=str(self.client.base_url), retries=min(self.client.max_retries, 1))
 
 @patch
 def _identity(self:OpenAIEngine)->dict:
-    "What makes this engine's outputs what they are (never the API key)."
-    if self.props:
-        digest = model_digest(self.props.get('model_path', ''))
-        adapters = self._get('/lora-adapters')
-        loras = [(model_digest(a.get('path', '')) or a.get('path'), a.get('scale'))
-                 for a in adapters or [] if isinstance(a, dict)]
-        model = f'gguf-sha256:{digest}' if digest else f"{self.url}|{self.props.get('model_path')}"
-        return llama_identity(model, loras, self.threads, self.url)
-    if self.tok: return {'backend': 'openai', 'url': self.url, 'model': self.name, 'elicitation': 'prefill',
-                         'template': [self.tok[0], hash_key(self.tok[1].chat_template)]}
-    return {'backend': 'openai', 'url': self.url, 'model': self.name, 'elicitation': 'user-turn', 'tokens': 'chars/4'}
+    "What makes this engine's outputs what they are (never the API key): `served.served_identity`."
+    return served_identity(self.name, self.url, self.props, self.tok, self.threads)
 
 # %% ../nbs/03f_openai_engine.ipynb #0573a65c
 def _post(self:OpenAIEngine, path:str, body:dict)->dict:

@@ -84,7 +84,8 @@ def _suite_chunk(lm:LM, plm:LM|None, cfg:ExperimentConfig, exs:list, base:dict, 
     need, t0 = [e for e in exs if any(e.id not in have[t] for t in tests)], time.time()
     if not need: return
     run = [e for e in need if base[e.id].get('cot') is not None]                  # not a question skipped as too long
-    res = suite(lm, run, [base[e.id]['cot'] for e in run], tests=tests, fractions=cfg.fractions,
+    own = tuple(REGISTRY[t].configured(cfg) for t in tests)                 # each with the settings `cfg` gives it
+    res = suite(lm, run, [base[e.id]['cot'] for e in run], tests=own, fractions=cfg.fractions,
                 mistake_fractions=cfg.mistake_fractions, et_fractions=cfg.et_fractions, paraphraser=plm,
                 answer_tokens=cfg.answer_tokens, continue_tokens=cfg.max_new_tokens, seed=cfg.seed,
                 batch_size=cfg.batch_size, progress=False) if run else []

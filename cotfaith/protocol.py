@@ -4,14 +4,19 @@
 
 # %% ../nbs/07d_protocol.ipynb #c002
 from __future__ import annotations
+import copy
 
-from .frame import check_shares
+from .frame import RangeError, Setting, check_shares, floats, shares
 from .prompts import step_spans, truncate_steps, replace_steps, reasoning_part, reworded_prefix
 from .faithfulness import truncation_points
 
 # %% auto #0
-__all__ = ['SUITE_VERSION', 'FILLER', 'FaithfulnessTest', 'EarlyTermination', 'Paraphrasing', 'Filler', 'AddingMistakes',
-           'Resampling', 'CueTest']
+__all__ = ['FRACTIONS', 'SUITE_VERSION', 'ET_FRACTIONS', 'FILLER', 'MISTAKE_FRACTIONS', 'FaithfulnessTest', 'EarlyTermination',
+           'Paraphrasing', 'Filler', 'AddingMistakes', 'Resampling', 'CueTest']
+
+# %% ../nbs/07d_protocol.ipynb #c004t
+FRACTIONS = Setting('fractions', [0.0, 0.25, 0.5, 0.75], 'paraphrase and filler points (fractions kept intact), None = '
+                    'every step', shares, parse=floats, metavar='X,Y,...|none')
 
 # %% ../nbs/07d_protocol.ipynb #c005
 SUITE_VERSION = 3   # bump when an intervention's construction changes what it returns (2: paraphrases are checked,
@@ -29,8 +34,22 @@ class FaithfulnessTest:
     continues = False           # the evaluated model continues its edited chains (`continue_tokens` more context)
     by_points = True            # scored by its change score over intervention points
     fractions_field = 'fractions'                       # the config field that places its points
+    settings = (FRACTIONS,)     # what its user chooses (`Setting`): config fields and CLI flags
 
     def __repr__(self): return f'<test {self.name!r}: {self.label}>'
+    def with_settings(self, **values)->FaithfulnessTest:
+        "A copy of this test with other values of its settings, by attribute (`rollouts=8`), each checked."
+        t, own = copy.copy(self), {s.attr: s for s in self.settings if s.attr}
+        for a, v in values.items():
+            if a not in own: raise RangeError(f"test '{self.name}' has no setting '{a}'. Fix: pass one of {list(own)}")
+            if v is not None and own[a].check and (bad := own[a].check(v)):
+                raise RangeError(f"{a} must be {bad[0]}, got {v!r}. Fix: {bad[1]}")
+            if v is not None: setattr(t, a, v)
+        return t
+    def configured(self, cfg)->FaithfulnessTest:
+        "This test with the values an experiment's config `cfg` gives its settings."
+        own = {s.attr: getattr(cfg, s.name) for s in self.settings if s.attr and hasattr(cfg, s.name)}
+        return self.with_settings(**own)
     def fractions(self, cfg)->list|None:
         "The points it asks for, as fractions of the chain (None: every step)."
         return getattr(cfg, self.fractions_field)
@@ -64,9 +83,12 @@ class FaithfulnessTest:
         return self.chain(None, cot, k, para, edits)
 
 # %% ../nbs/07d_protocol.ipynb #c009
+ET_FRACTIONS = Setting('et_fractions', None, 'early termination: None = every step, else fractions of the chain',
+                       shares, parse=floats, metavar='X,Y,...|none')
+
 class EarlyTermination(FaithfulnessTest):
     name, label, axis = 'et', 'early termination', 'fraction of CoT steps kept'
-    fractions_field = 'et_fractions'
+    fractions_field, settings = 'et_fractions', (ET_FRACTIONS,)
     def chain(self, ctx, cot:str, k:int, para:dict, edits:dict)->str|None:
         "The first `k` steps of `cot`."
         return truncate_steps(cot, k)
@@ -113,8 +135,12 @@ class Filler(FaithfulnessTest):
             None, cot, k, para, edits)
 
 # %% ../nbs/07d_protocol.ipynb #c015
+MISTAKE_FRACTIONS = Setting('mistake_fractions', [0.5], 'mistake points (each costs a continuation), None = '
+                            '`fractions`', shares, parse=floats, metavar='X,Y,...|none')
+
 class AddingMistakes(FaithfulnessTest):
     name, label, version, rewrites, continues = 'mistake', 'adding mistakes', 3, True, True
+    settings = (FRACTIONS, MISTAKE_FRACTIONS)
     # version 2: continuation budget from the chain's remainder, 3: the number changed is a quantity of the computation
     def fractions(self, cfg)->list|None:
         return cfg.fractions if cfg.mistake_fractions is None else cfg.mistake_fractions
@@ -189,6 +215,7 @@ class Resampling(FaithfulnessTest):
 # %% ../nbs/07d_protocol.ipynb #c021
 class CueTest(FaithfulnessTest):
     name, label, version, rewrites, by_points = 'cue', 'verbalising a cue', 3, True, False
+    settings = ()               # its judge is the paraphraser, a setting of the experiment
     # version 2: a prompt that does not fit the context is skipped. 3: 'suggest', 'always' and 'pattern' alone are
     # no longer mentions of a cue. Bump it when a cue, the rule's words or the judge's question change
     def key(self, cfg, paraphraser:str)->dict: return {'cue_version': self.version, 'judge': paraphraser}

@@ -11,12 +11,23 @@ from .protocol import (FaithfulnessTest, EarlyTermination, Paraphrasing, Filler,
 from .anchors import StepAnchors
 
 # %% auto #0
-__all__ = ['REGISTRY', 'TESTS', 'test_of', 'requested_points', 'point_fields', 'faithful_label', 'replayed']
+__all__ = ['REGISTRY', 'TESTS', 'SETTINGS', 'test_settings', 'test_of', 'requested_points', 'point_fields', 'faithful_label',
+           'replayed']
 
 # %% ../nbs/07f_registry.ipynb #c005
 REGISTRY = {t.name: t for t in (EarlyTermination(), Paraphrasing(), Filler(), AddingMistakes(), Resampling(),
                                 StepAnchors(), CueTest())}
 TESTS = {n: t.label for n, t in REGISTRY.items() if t.by_points}     # the tests scored by points, by label
+
+def test_settings(tests:list)->dict:
+    "Every setting (`protocol.Setting`) that `tests` declare, by name, once each, in their order."
+    out = {}
+    for t in tests:
+        for s in t.settings:
+            if out.setdefault(s.name, s) != s: raise ValueError(f"two tests declare the setting '{s.name}' differently")
+    return out
+
+SETTINGS = test_settings(REGISTRY.values())   # fields of the experiment's config, flags of the CLI (`09c`, `10b`)
 
 def test_of(name:str|FaithfulnessTest)->FaithfulnessTest:
     "The registered test called `name` (a test object: itself), else one `KeyError` that lists them."

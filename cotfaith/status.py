@@ -53,7 +53,8 @@ def _finetune(p):
 def _faithfulness(p):
     d, ftd = p['dataset'], p['ft_dataset'] or p['dataset']
     cfg = _cfg(p, d, tests=p['tests'], fractions=p['fractions'], mistake_fractions=p['mistake_fractions'],
-               paraphraser=p['paraphraser'], threshold=p['threshold'], no_answer=p['no_answer'])
+               paraphraser=p['paraphraser'], threshold=p['threshold'], no_answer=p['no_answer'],
+               **p.get('settings') or {})                     # the tests' own settings, as the template
     return [('eval', None, '', cfg)] if ftd == 'none' else _pair(_ft(p, ftd), cfg, p['tuned_model'])
 
 def _transfer(p):

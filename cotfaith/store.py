@@ -116,4 +116,4 @@ def suite_path(cfg:ExperimentConfig, # the experiment's config (its suite fields
                paraphraser:str, # identity of the model that rewrites chains (and judges cued ones)
               )->Path:
     "Results file of one test, beside the base records it builds on, named by the hash of the test's `key`."
-    return base.with_name(f"{base.stem}.{test}-{hash_key(test_of(test).key(cfg, paraphraser))}.jsonl")
+    return base.with_name(f"{base.stem}.{test}-{hash_key(test_of(test).configured(cfg).key(cfg, paraphraser))}.jsonl")

@@ -48,20 +48,22 @@ def test_rollouts_are_sampled_per_seed_and_cached(lm, anchored, tmp_path):
     assert len({rollout_seed(0, r) for r in range(8)} | {rollout_seed(1, r) for r in range(8)}) == 16
 
 
-def test_its_settings_key_its_store(tmp_outputs, monkeypatch):
+def test_its_settings_key_its_store(tmp_outputs):
     cfg = ExperimentConfig(dataset='gsm8k', n=1, tests='et,anchor')
     name = experiment_files(cfg)['anchor'].name
     assert experiment_files(replace(cfg, fractions=[0.5]))['anchor'].name != name
-    monkeypatch.setattr(REGISTRY['anchor'], 'rollouts', REGISTRY['anchor'].rollouts + 1)
-    assert experiment_files(cfg)['anchor'].name != name                      # more rollouts: another store
-    assert experiment_files(cfg)['et'] == experiment_files(replace(cfg, tests='et'))['et']   # the others' unchanged
+    more = replace(cfg, anchor_rollouts=cfg.anchor_rollouts + 1)            # its own setting, a field of the config
+    assert experiment_files(more)['anchor'].name != name                     # more rollouts: another store
+    assert experiment_files(replace(cfg, anchor_temperature=1.0))['anchor'].name != name
+    assert experiment_files(more)['et'] == experiment_files(replace(cfg, tests='et'))['et']   # the others' unchanged
 
 
 def test_the_pipeline_runs_it_like_any_test_and_a_rerun_computes_nothing(tmp_outputs, monkeypatch):
     import cotfaith.pipeline as pipeline
-    cfg = ExperimentConfig(dataset='gsm8k', n=1, max_new_tokens=32, answer_tokens=6, tests='et,anchor', fractions=[0.5])
+    cfg = ExperimentConfig(dataset='gsm8k', n=1, max_new_tokens=32, answer_tokens=6, tests='et,anchor', fractions=[0.5],
+                           anchor_rollouts=2)                               # the config's setting reaches the test
     recs = run_experiment(cfg, progress=False)
-    assert experiment_files(cfg)['anchor'].exists() and len(recs['anchor_rollout_answers'][0][0]) == 4
+    assert experiment_files(cfg)['anchor'].exists() and len(recs['anchor_rollout_answers'][0][0]) == 2
     assert recs['anchor_faithful'][0] == REGISTRY['anchor'].faithful(recs['anchor_score'][0])
     monkeypatch.setattr(pipeline, 'load_engine', lambda *a, **k: (_ for _ in ()).throw(AssertionError('recomputed')))
     assert run_experiment(cfg, progress=False)['anchor_answers'].tolist() == recs['anchor_answers'].tolist()

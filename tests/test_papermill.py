@@ -139,6 +139,14 @@ def test_a_wrongly_typed_parameter_fails_the_run(tmp_outputs):
         pm.execute_notebook(nb, tmp_outputs/'bad.ipynb', parameters={'n': 'twenty'}, kernel_name='cotfaith', cwd=nb.parent, progress_bar=False)
 
 
+def test_a_test_s_own_setting_reaches_the_run_through_papermill_and_is_checked_by_its_test(tmp_outputs):
+    "`settings` carries any test's settings (`registry.SETTINGS`) into the config, which checks them before any work."
+    nb = ROOT/'analysis'/'faithfulness.ipynb'
+    with pytest.raises(pm.PapermillExecutionError, match=r"parameter 'anchor_temperature' must be a number in \(0, 2\]"):
+        pm.execute_notebook(nb, tmp_outputs/'bad.ipynb', kernel_name='cotfaith', cwd=nb.parent, progress_bar=False,
+                            parameters={'ft_dataset': 'none', 'tests': 'et,anchor', 'settings': {'anchor_temperature': 5}})
+
+
 def _code(path):
     return '\n'.join(''.join(c['source']) for c in json.loads(path.read_text())['cells'] if c['cell_type'] == 'code')
 

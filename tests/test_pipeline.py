@@ -150,7 +150,7 @@ def test_results_are_keyed_by_the_adapters_content_not_its_folder_name(tmp_outpu
 
 @pytest.mark.parametrize('field,value', [('n', -1), ('max_new_tokens', 0), ('answer_tokens', 0), ('batch_size', 0), ('chunk', 0),
                                          ('threshold', 1.5), ('threshold', -0.1), ('fractions', [0, 2]), ('et_fractions', [-0.5]),
-                                         ('mistake_fractions', [1.01])])
+                                         ('mistake_fractions', [1.01]), ('anchor_rollouts', 0), ('anchor_temperature', 2.5)])
 def test_out_of_range_values_are_refused_before_anything_runs(field, value):
     with pytest.raises(ConfigError, match=f"parameter '{field}' must be"):
         ExperimentConfig(**{field: value})
@@ -160,6 +160,9 @@ def test_the_cli_reports_an_out_of_range_value_in_one_line(tmp_outputs):
     r = subprocess.run([CLI, '--n', '-3'], capture_output=True, text=True, env=dict(os.environ))
     assert r.returncode == 1 and 'Traceback' not in r.stderr
     assert r.stderr.strip().splitlines() == ["cotfaith: error: parameter 'n' must be at least 0 (0 means all), got -3. Fix: pass n >= 0"]
+    r = subprocess.run([CLI, '--anchor_temperature', '0'], capture_output=True, text=True, env=dict(os.environ))
+    assert r.stderr.strip().splitlines() == ["cotfaith: error: parameter 'anchor_temperature' must be a number in (0, 2], "
+                                             "got 0.0. Fix: pass 0.7, say"]        # a test's own flag, checked by its test
     assert not (tmp_outputs/'results').exists()
 
 

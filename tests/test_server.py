@@ -1,7 +1,7 @@
 """The OpenAI-compatible engine against a real llama.cpp server (xllamacpp) on 127.0.0.1, started and stopped by
 its PID: generation, all four tests, forced choice, the cache, the key never stored, and retries through a real
 proxy that answers 429, 500 and slowly before it forwards."""
-import json, os, subprocess, sys, threading, time
+import gc, json, os, subprocess, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -14,6 +14,7 @@ from cotfaith.data import load_examples
 from cotfaith.generate import GenCache, gen_key, generate
 from cotfaith.load import load_engine, model_fingerprint
 from cotfaith.openai_engine import OpenAIEngine, ServerError, _top
+from cotfaith.served import served_identity, served_key
 from cotfaith.pipeline import ExperimentConfig, experiment_files, run_experiment
 from cotfaith.prompts import answer_messages, cot_messages, direct_messages
 from cotfaith.rows import Example
@@ -56,6 +57,20 @@ def test_generation_is_greedy_cached_and_keyed_apart_from_the_local_engine(serve
     kw = {'max_new_tokens': 48, 'do_sample': False}
     assert gen_key(eng, prompt, kw, 0) != gen_key(lm, prompt, kw, 0)      # a server's output never stands for the local one
     assert model_fingerprint(f'openai:whatever@{server.url}') == 'server:' + canonical_json(eng.key)   # any name: one model
+    assert served_key(f'openai:whatever@{server.url}') == eng.key                   # asked over HTTP, no engine built
+
+
+def test_an_openai_api_model_s_results_are_named_with_no_api_key_and_no_engine(dirs, monkeypatch):
+    "Committed records of an OpenAI model are found with no key: its key depends on no server, nothing is asked."
+    monkeypatch.delenv('OPENAI_API_KEY', raising=False)
+    engines = lambda: sum(issubclass(type(o), OpenAIEngine) for o in gc.get_objects())   # no attribute read
+    before = engines()
+    files = experiment_files(ExperimentConfig(model='openai:gpt-4o-mini', n=1, tests='et'))
+    assert engines() == before and set(files) == {'base', 'et'} and 'gpt-4o-mini' in str(files['base'])
+    assert model_fingerprint('openai:gpt-4o-mini') == 'server:' + canonical_json(
+        served_identity('gpt-4o-mini', None, {}, None))
+    with pytest.raises(ServerError, match='OPENAI_API_KEY is not set'):                 # computing needs the key
+        load_engine('openai:gpt-4o-mini')
 
 
 def test_a_served_batch_that_fails_part_way_keeps_the_chains_already_done(server, tmp_path):
@@ -146,13 +161,15 @@ def test_429_500_and_a_timeout_are_retried_and_the_answer_is_the_same(server):
 
 
 def test_a_refused_key_an_unknown_model_and_no_server_fail_before_any_work(server, unnamed):
-    with Proxy(server.url, always=401) as proxy, pytest.raises(ServerError, match='refused the API key'):
-        OpenAIEngine(f'openai:smollm2-135m@{proxy.url}', max_retries=0)
+    with Proxy(server.url, always=401) as proxy:
+        for make in (lambda s: OpenAIEngine(s, max_retries=0), served_key):              # the engine, or its key alone
+            with pytest.raises(ServerError, match='refused the API key'): make(f'openai:smollm2-135m@{proxy.url}')
     with Proxy(unnamed.url, bare=True) as proxy:
         with pytest.raises(ServerError, match="has no model 'gpt-nope'"):
             OpenAIEngine(f'openai:gpt-nope@{proxy.url}', max_retries=0)
         eng = OpenAIEngine(f'openai:a-model-known-only-to-its-server@{proxy.url}', max_retries=0)   # chat: user turn
         assert eng.key['elicitation'] == 'user-turn' and eng.key['model'] == 'a-model-known-only-to-its-server'
+        assert served_key(f'openai:a-model-known-only-to-its-server@{proxy.url}') == eng.key
     with pytest.raises(ServerError, match='cannot reach'):
         OpenAIEngine('openai:x@http://127.0.0.1:9/v1', max_retries=0)
 
@@ -174,6 +191,7 @@ def test_a_server_that_cannot_render_the_template_gets_it_rendered_here(server, 
         here = OpenAIEngine(f'openai:smollm2-135m@{proxy.url}')
         there = OpenAIEngine(f'openai:smollm2-135m@{server.url}')
         assert here.key['elicitation'] == 'prefill' and here.key['template'][0] == 'smollm2-135m' and here.key != there.key
+        assert served_key(f'openai:smollm2-135m@{proxy.url}') == here.key               # the template rendered here
         for ex in load_examples('medqa', n=2) + load_examples('gsm8k', n=2):             # what the server is sent
             for msgs in (cot_messages(ex), direct_messages(ex), answer_messages(ex, 'Step one.\nStep two.')):
                 assert here.render(msgs) == there.render(msgs)

@@ -20,6 +20,7 @@ from cotfaith.models import LM, resolve_spec
 from cotfaith.tiny import make_tiny_model
 from cotfaith.pipeline import ExperimentConfig, paraphraser_id, run_experiment
 from cotfaith.store import experiment_path, suite_path
+from cotfaith.registry import SETTINGS
 
 CLI = str(Path(sys.executable).parent/'cotfaith-run')
 SMALL = dict(n=3, max_new_tokens=40, answer_tokens=6, seed=0, chunk=1)
@@ -123,8 +124,8 @@ def test_generation_cache_key_changes_with(field, change):
     assert change() != gen_key(LM0, 'Q?', GEN0, 0)
 
 
-OUTPUT_FIELDS = [f.name for f in fields(ExperimentConfig) if f.name not in ('batch_size', 'chunk', 'concurrency', 'threshold', 'no_answer', 'tests', 'fractions',
-                                                                           'mistake_fractions', 'et_fractions', 'paraphraser')]
+OUTPUT_FIELDS = [f.name for f in fields(ExperimentConfig) if f.name not in ('batch_size', 'chunk', 'concurrency', 'threshold', 'no_answer', 'tests',
+                                                                           'paraphraser', *SETTINGS)]   # a test's own: in its key
 CHANGED = {'model': 'org/other', 'dataset': 'medqa', 'split': 'train', 'n': 21, 'seed': 1, 'adapter': '/adapters/x-0123',
            'load_in_4bit': True, 'max_new_tokens': 128, 'answer_tokens': 7, 'eval_only': True}
 
@@ -153,10 +154,12 @@ def test_results_file_changes_with_the_model_fingerprint_and_the_dataset_content
 
 
 @pytest.mark.parametrize('field,value', [('tests', 'et,paraphrase'), ('fractions', [0, .5]), ('mistake_fractions', [0, .5]),
-                                         ('et_fractions', [0, .5]), ('paraphraser', 'org/other')])
+                                         ('et_fractions', [0, .5]), ('paraphraser', 'org/other'), ('anchor_rollouts', 2),
+                                         ('anchor_temperature', 1.0)])
 def test_suite_file_changes_with(field, value, tmp_path):
     base, cfg = tmp_path/'b.jsonl', ExperimentConfig()
-    test = 'mistake' if field in ('mistake_fractions', 'paraphraser') else 'et' if field == 'et_fractions' else 'paraphrase'
+    test = ('mistake' if field in ('mistake_fractions', 'paraphraser') else 'et' if field == 'et_fractions' else
+            'anchor' if field.startswith('anchor_') else 'paraphrase')
     new = replace(cfg, **{field: value})
     pf = 'folder:other' if field == 'paraphraser' else 'self'
     if field == 'tests': assert new.suite_tests() != cfg.suite_tests()                  # a test added or dropped is its own file
