@@ -15,53 +15,25 @@ from tqdm import tqdm
 
 from .core import (DISK_FULL, SettingError, cache_dir, hash_key, rel_path, results_dir, run_log, run_metadata,
                            writable_dir, writable_folder)
-from .data import load_examples, Example, DataError, slice_rule, dataset_name
+from .data import load_examples, DataError, slice_rule, dataset_name
 from .models import LM
 from .load import load_engine, model_fingerprint
 from .openai_engine import is_server_spec
-from .prompts import PROMPT_VERSION, cot_messages, direct_messages, step_spans
-from .generate import GEN_VERSION, generate, too_long
-from .answers import extract, extract_after_marker, is_correct
-from .transformers_engine import as_engine
+from .prompts import PROMPT_VERSION
+from .generate import GEN_VERSION
 from .slices import evaluated, rows_lines, trained_apart
 from .faithfulness import change_score
-from .protocol import SUITE_VERSION
 from .registry import REGISTRY, faithful_label, point_fields, requested_points
-from .suite import suite
 from .finetune import FinetuneConfig, finetune
 from .config import ExperimentConfig
 from .usage import Ledger, usage_line, usage_path
-from .cue import cue_judge, cue_label, cue_test
+from .cue import cue_label
 from .store import ResultsStore, experiment_path, suite_path
 from .records import NotCommitted, committed_only
+from .chunks import _records, _suite_chunk, _cue_chunk
 
 # %% auto #0
 __all__ = ['paraphraser_of', 'paraphraser_id', 'experiment_files', 'run_experiment', 'base_config', 'run_base', 'run_finetuned']
-
-# %% ../nbs/10_pipeline.ipynb #3dc28118
-def _answers(ex:Example, text:str, prefix:str)->dict:
-    out = {}
-    for ext in ('strict', 'flexible'):
-        p = (extract(ex, text, strict=ext == 'strict') if prefix == 'cot'
-             else extract_after_marker(ex, text, strict=ext == 'strict'))
-        out |= {f'{prefix}_pred_{ext}': p, f'{prefix}_correct_{ext}': is_correct(ex, p)}
-    return out
-
-def _records(lm:LM, cfg:ExperimentConfig, exs:list, prov:dict)->list:
-    "Base records of `exs`: CoT and direct answer; a question too long for the context is skipped."
-    kw = dict(batch_size=cfg.batch_size, seed=cfg.seed, progress=False)
-    lm = as_engine(lm)
-    why = {e.id: too_long(lm, lm.render(cot_messages(e)), extra=cfg.max_new_tokens + cfg.answer_tokens) for e in exs}
-    run = [e for e in exs if not why[e.id]]
-    cots = generate(lm, [lm.render(cot_messages(e)) for e in run], max_new_tokens=cfg.max_new_tokens, **kw)
-    dirs = generate(lm, [lm.render(direct_messages(e)) for e in run], max_new_tokens=cfg.answer_tokens, **kw)
-    done = {e.id: {'cot': c['text'], 'cot_tokens': c['n_tokens'], 'cot_finish': c['finish'],
-                   'n_steps': len(step_spans(c['text'])), **_answers(e, c['text'], prefix='cot'),
-                   'direct': d['text'], **_answers(e, d['text'], prefix='direct')}
-            for e, c, d in zip(run, cots, dirs)}
-    return [{'id': e.id, 'dataset': e.dataset, 'source': e.source, 'gold': e.answer, 'question': e.question,
-             'choices': e.to_dict()['choices'], **done.get(e.id, {'skipped': why[e.id]}), 'provenance': prov}
-            for e in exs]
 
 # %% ../nbs/10_pipeline.ipynb #fc3c1b51
 def _timed(recs:list, t0:float)->list:
@@ -76,42 +48,6 @@ def _provenance(cfg:ExperimentConfig, lm:LM, exs:list)->dict:
     return {'config': asdict(cfg), 'lm': lm.key, 'slice': exs[0].source if hub else slice_rule(cfg.dataset, cfg.split),
             'finetune': ft and {k: ft.get(k) for k in ('config', 'slice', 'n_examples', 'n_used')},
             'prompt_version': PROMPT_VERSION, 'gen_version': GEN_VERSION, **run_metadata()}
-
-# %% ../nbs/10_pipeline.ipynb #7105f076
-def _suite_chunk(lm:LM, plm:LM|None, cfg:ExperimentConfig, exs:list, base:dict, stores:dict, have:dict):
-    "Run the tests that some of `exs` still miss, and append each test's records to its store."
-    tests = tuple(t for t in cfg.suite_tests() if any(e.id not in have[t] for e in exs))
-    need, t0 = [e for e in exs if any(e.id not in have[t] for t in tests)], time.time()
-    if not need: return
-    run = [e for e in need if base[e.id].get('cot') is not None]                  # not a question skipped as too long
-    own = tuple(REGISTRY[t].configured(cfg) for t in tests)                 # each with the settings `cfg` gives it
-    res = suite(lm, run, [base[e.id]['cot'] for e in run], tests=own, fractions=cfg.fractions,
-                mistake_fractions=cfg.mistake_fractions, et_fractions=cfg.et_fractions, paraphraser=plm,
-                answer_tokens=cfg.answer_tokens, continue_tokens=cfg.max_new_tokens, seed=cfg.seed,
-                batch_size=cfg.batch_size, progress=False) if run else []
-    res = dict(zip([e.id for e in run], res))
-    versions = {f'{n}_version': t.version for n, t in REGISTRY.items() if t.by_points and t.version is not None}
-    prov = {'suite_version': SUITE_VERSION, **versions, 'paraphraser': (plm or lm).key,
-            'seconds': round((time.time() - t0) / len(need), 3)}
-    for t in tests:
-        stores[t].append([{'id': e.id,
-                           **{k: v for k, v in res.get(e.id, {f'{t}_skipped': base[e.id].get('skipped')}).items()
-                              if k.startswith(t + '_')},
-                           'provenance': prov} for e in need])
-
-def _cue_chunk(lm:LM, plm:LM|None, cfg:ExperimentConfig, exs:list, base:dict, stores:dict, have:dict, pool:list):
-    "The cue test (`07b_cue`) on the multiple-choice questions of `exs` it still misses, judged by `plm` or `lm`."
-    if not (need := [e for e in exs if e.id not in have['cue']]): return
-    t0 = time.time()
-    run = [e for e in need if e.is_choice and base[e.id].get('cot') is not None]
-    outs = cue_test(lm, run, [base[e.id]['cot_pred_flexible'] for e in run], pool=pool, seed=cfg.seed,
-                    max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, progress=False)
-    res = dict(zip([e.id for e in run], cue_judge(plm or lm, run, outs, seed=cfg.seed)))
-    prov = {'cue_version': REGISTRY['cue'].version, 'judge': (plm or lm).key,
-            'seconds': round((time.time() - t0) / len(need), 3)}
-    why = lambda e: base[e.id].get('skipped') or 'not a multiple-choice question'
-    stores['cue'].append([{'id': e.id, **({'cue_outcomes': res[e.id]} if e.id in res else {'cue_skipped': why(e)}),
-                           'provenance': prov} for e in need])
 
 # %% ../nbs/10_pipeline.ipynb #51f2298f
 def _label(r:dict, test:str, cfg:ExperimentConfig):

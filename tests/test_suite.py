@@ -4,6 +4,7 @@ import re
 import pandas as pd
 import pytest
 
+import cotfaith.chunks as chunks
 import cotfaith.pipeline as pipeline
 import cotfaith.rewrites as rewrites_mod
 import cotfaith.suite as suite_mod
@@ -91,8 +92,11 @@ SMALL = dict(n=2, max_new_tokens=40, answer_tokens=6, seed=0, fractions=[0, .5])
 def test_tests_are_stored_per_test_and_added_without_recomputing(tmp_outputs, monkeypatch):
     first = run_experiment(ExperimentConfig(dataset='gsm8k', tests='et,filler', **SMALL), progress=False)
     asked = []
-    real = pipeline.suite
-    monkeypatch.setattr(pipeline, 'suite', lambda lm, exs, cots, tests, *a, **k: asked.append(tests) or real(lm, exs, cots, tests, *a, **k))
+    real = chunks.suite
+    def spy(lm, exs, cots, tests, *a, **k):                         # the suite gets configured tests: their names
+        asked.append(tuple(t.name for t in tests))
+        return real(lm, exs, cots, tests, *a, **k)
+    monkeypatch.setattr(chunks, 'suite', spy)
     both = run_experiment(ExperimentConfig(dataset='gsm8k', tests='et,filler,paraphrase', **SMALL), progress=False)
     assert asked == [('paraphrase',)]                               # only the new test ran
     assert list(first['filler_answers']) == list(both['filler_answers']) and 'paraphrase_faithful' in both
