@@ -13,10 +13,13 @@ from .rows import Example, LETTERS
 from .prompts import ANSWER_MARKER, render
 from .models import LM
 from .engine import ANSWER_VERSION, Engine, answer_done, answer_text
+from .letters import (LetterTokenError, letter_tokens, _common_prefix, _eos_ids, _forward, _prompt_ids,
+                              _read_answer)
+_all_ = ['LetterTokenError', 'letter_tokens']
 
 # %% auto #0
-__all__ = ['SHARED_MIN', 'BATCH_TOKENS', 'LetterTokenError', 'letter_tokens', 'answers_naive', 'attention_window',
-           'answers_shared', 'TransformersEngine', 'as_engine']
+__all__ = ['SHARED_MIN', 'BATCH_TOKENS', 'answers_naive', 'attention_window', 'answers_shared', 'TransformersEngine', 'as_engine',
+           'LetterTokenError', 'letter_tokens']
 
 # %% ../nbs/03b_transformers_engine.ipynb #b675e9f5
 def _row_budgets(start:int, budgets:list):
@@ -49,60 +52,6 @@ def _decode_batch(lm:LM, prompts:list, gen_kwargs:dict)->list:
         res.append({'text': lm.tok.decode(row[:n], skip_special_tokens=True), 'n_tokens': n,
                     'finish': 'eos' if len(hits) else 'length'})
     return res
-
-def _eos_ids(lm:LM)->list:
-    e = lm.model.generation_config.eos_token_id
-    return sorted({*(e if isinstance(e, list) else [e] if e is not None else []), lm.tok.eos_token_id} - {None})
-
-# %% ../nbs/03b_transformers_engine.ipynb #c1662155
-def _common_prefix(a:list, b:list)->int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y: break
-        n += 1
-    return n
-
-class LetterTokenError(ValueError):
-    "The option letters are not distinct single tokens after the answer marker."
-
-def letter_tokens(tok, n:int)->tuple:
-    "(prefix, ids): tokens every letter shares after `Final answer:`, then each of the first `n` letters' own token."
-    marker = tok(ANSWER_MARKER, add_special_tokens=False).input_ids
-    tails = [tok(f'{ANSWER_MARKER} {L}', add_special_tokens=False).input_ids for L in LETTERS[:n]]
-    if any(t[:len(marker)] != marker for t in tails):
-        raise LetterTokenError(f"the tokenizer splits '{ANSWER_MARKER}' differently before a letter")
-    tails = [t[len(marker):] for t in tails]
-    k = min(_common_prefix(tails[0], t) for t in tails)
-    own = [t[k:] for t in tails]
-    if any(len(o) != 1 for o in own) or len({o[0] for o in own}) != n:
-        raise LetterTokenError(f"option letters {LETTERS[:n]} are not distinct single tokens after '{ANSWER_MARKER}' "
-                               f"(token ids {own}). Fix: use a model whose tokenizer writes each letter as one token")
-    return tails[0][:k], [o[0] for o in own]
-
-# %% ../nbs/03b_transformers_engine.ipynb #d542f50d
-def _forward(lm:LM, ids:list, cache=None):
-    "Logits at the last position and the KV cache after feeding `ids` (on top of `cache`)."
-    with torch.inference_mode():
-        out = lm.model(input_ids=torch.tensor([ids], device=lm.device), cache=cache, use_cache=True, logits_to_keep=1)
-    return out.logits[0, -1], out.cache
-
-# %% ../nbs/03b_transformers_engine.ipynb #ecdba38a
-def _prompt_ids(lm:LM, ex:Example, prompt:str)->list:
-    "Token ids of `prompt`; for forced choice followed by the tokens every letter shares (see `letter_tokens`)."
-    ids = lm.tok(prompt, add_special_tokens=False).input_ids
-    return ids + letter_tokens(lm.tok, len(ex.choices))[0] if ex.is_choice else ids
-
-def _read_answer(lm:LM, ex:Example, logits, cache, max_new_tokens:int)->str:
-    "The continuation after the answer marker: a forced-choice letter, or the greedy first line."
-    if ex.is_choice: return ' ' + LETTERS[int(logits[letter_tokens(lm.tok, len(ex.choices))[1]].argmax())]
-    toks, stop = [], set(_eos_ids(lm))
-    for _ in range(max_new_tokens):
-        t = int(logits.argmax())
-        if t in stop: break
-        toks.append(t)
-        if answer_done(lm.tok.decode(toks)): break
-        logits, cache = _forward(lm, [t], cache)
-    return answer_text(lm.tok.decode(toks, skip_special_tokens=True))
 
 # %% ../nbs/03b_transformers_engine.ipynb #f6aea6fd
 def answers_naive(lm:LM, # a loaded model
