@@ -56,9 +56,11 @@ def _receipt_dir(dest:Path)->Path:
     "Where `make figures` keeps the committed receipt of adapter `dest`: apart from the adapters trained here."
     return cache_dir()/'receipts'/dest.parent.name/dest.name
 
-def _restored(dest:Path, r:dict)->Path:
-    "The committed adapter `r` written into `dest` (`00c_records`), its weights checked against its fingerprint."
-    d = restore_adapter(dest, r)
+def _restored(dest:Path, r:dict, # the committed adapter of cache folder `dest`
+              into:Path|None=None, # where to write it, default `dest` (`_receipt_dir(dest)` for `make figures`)
+             )->Path:
+    "The committed adapter `r` written into `into`, its weights (if committed) checked against its fingerprint."
+    d = restore_adapter(into or dest, r, committed_weights(dest))
     if receipt_fingerprint(d) or (fp := adapter_fingerprint(d)) == r['fingerprint']: return d
     shutil.rmtree(d)
     raise RecordsError(f"{committed_weights(dest)}: these weights are not the adapter the records name (fingerprint "

@@ -15,8 +15,7 @@ from .core import atomic_write, cache_dir, hash_key, slug, set_seed, run_metadat
 from .data import Example, load_examples, slice_rule, dataset_identity
 from .models import DEFAULT_MODEL, LM, load_model
 from .openai_engine import LLAMA
-from .records import (committed_adapter, committed_only, committed_weights, forbid, receipt_fingerprint,
-                              write_receipt)
+from .records import committed_adapter, committed_only, committed_weights, forbid, receipt_fingerprint
 from .adapter_files import _check_init, _name_base, _receipt_dir, _restored, base_fingerprint, trained_weights
 from .targets import (CUE_TARGETS, DECOY_TARGETS, cue_plan, target_kind, decoy_rationales, training_messages,
                               tokenize_example)
@@ -217,7 +216,7 @@ def finetune(cfg:FinetuneConfig, root:Path|None=None, # adapters folder, default
     c = cfg.resolved()
     exs = train_examples(c)
     dest = adapter_dir(c, fingerprint=base_fingerprint(c.model), ids=[e.id for e in exs], root=root)
-    if committed_only() and (r := committed_adapter(dest)): return write_receipt(_receipt_dir(dest), r)
+    if committed_only() and (r := committed_adapter(dest)): return _restored(dest, r, into=_receipt_dir(dest))
     restorable = receipt_fingerprint(dest) and committed_weights(dest)     # a receipt here, weights committed since
     if (dest/'meta.json').exists() and not restorable: return dest
     if r := committed_adapter(dest): return _restored(dest, r)

@@ -147,13 +147,16 @@ def write_receipt(folder:Path, r:dict)->Path:
     atomic_write(d/'meta.json', json.dumps(r['meta']))
     return d
 
-def restore_adapter(folder:Path, r:dict)->Path:
-    "The committed adapter `r` in `folder`: its weights where the records hold them (then no receipt), else a receipt."
-    w, d = committed_weights(folder), Path(folder)
-    if w is None: return write_receipt(d, r)
+def restore_adapter(folder:Path, r:dict, # where to write the committed adapter `r`
+                    weights:Path|None=None, # its committed weights folder (`committed_weights`), if any
+                   )->Path:
+    "The committed adapter `r` in `folder`: with `weights` where committed (then no receipt), else a receipt."
+    d = Path(folder)
+    if weights is None: return write_receipt(d, r)
     d.mkdir(parents=True, exist_ok=True)
     (d/RECEIPT).unlink(missing_ok=True)
-    for f in WEIGHT_FILES: shutil.copyfile(w/f, d/f)
+    for f in WEIGHT_FILES:
+        if not (d/f).is_file() or (d/f).stat().st_size != (weights/f).stat().st_size: shutil.copyfile(weights/f, d/f)
     atomic_write(d/'train_log.json', json.dumps(r['train_log']))
     atomic_write(d/'meta.json', json.dumps(r['meta']))
     return d

@@ -177,6 +177,13 @@ def test_committed_adapter_weights_are_restored_checked_and_not_trained_again(ma
     (b/'adapter_model.safetensors').unlink()
     (b/'receipt.json').write_text(json.dumps({'fingerprint': 'f00d'}))
     assert (finetune(ft)/'adapter_model.safetensors').read_bytes() == trained['adapter_model.safetensors']
+    # `make figures` (committed work only) gets the committed adapter apart from this one, weights included, so that
+    # the 1.5B model's committed chains are re-read under today's code (a receipt alone cannot be loaded)
+    monkeypatch.setenv('COTFAITH_COMMITTED_ONLY', '1')
+    c = finetune(ft)
+    assert c != a and 'receipts' in c.parts
+    assert (c/'adapter_model.safetensors').read_bytes() == trained['adapter_model.safetensors']
+    monkeypatch.delenv('COTFAITH_COMMITTED_ONLY')
     # weights that are not the ones the receipt names are one error, and nothing is left that looks trained
     shutil.rmtree(machine/'cache'/'adapters')
     w = machine/'records'/'weights'/'smollm2-135m'/a.name/'adapter_model.safetensors'
