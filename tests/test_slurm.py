@@ -1,7 +1,7 @@
 """The CI grid through a real one-node SLURM cluster (12b_slurm): every step a job that crosses sbatch, the figures
 byte for byte those of the local executor, a job killed mid-step recomputed alone on the rerun, no process left, and a
 failing job tried again, then named with its log, the steps after it not run, the others going on."""
-import json, os, re, shutil, subprocess, time
+import json, os, re, shutil, signal, subprocess, time
 from pathlib import Path
 
 import pytest
@@ -175,3 +175,24 @@ def test_a_failing_job_is_tried_again_then_named_with_its_log_the_steps_after_it
     assert _times(env, now['figure'])[0] >= _times(env, now['eval'])[1], (now, out)
     figs = sorted(f.name for f in Path(env['COTFAITH_FIGURES_DIR']).glob('*.png'))
     assert len(figs) == 1 and '__gsm8k__accuracy_et__' in figs[0], figs
+
+
+def test_ctrl_c_cancels_every_job_it_submitted(cluster, tmp_path):
+    "Interrupted while it waits for its jobs, the batch cancels each of them by its id (scancel) and says how to go on."
+    (batch := tmp_path/'grid.yaml').write_text(FAILING.format(nb=ROOT/'analysis'/'accuracy_et.ipynb'))
+    env = _stores(tmp_path/'stores', cluster.env | {'OMP_NUM_THREADS': '1'})
+    p = subprocess.Popen([BATCH, '--batch', str(batch), '--executor', 'slurm'], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        states = Path(env['COTFAITH_CACHE_DIR'], 'slurm')
+        jobs = _until('the jobs submitted', lambda: list(states.glob('grid-*/state.json')) and _state(env, 'grid'))
+        ids = [v['job'] for v in jobs.values()]
+        _until('a job running', lambda: 'RUNNING' in [_sacct(env, j) for j in ids])
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None: p.kill()
+    assert p.returncode != 0 and f"cancelled the {len(ids)} jobs it submitted (scancel {' '.join(ids)})" in err, err
+    assert 'Rerun to go on' in err
+    _until('every job cancelled', lambda: {_sacct(env, j) for j in ids} == {'CANCELLED'}, timeout=60)
+    _until('the queue empty', lambda: not _queue(env), timeout=60)          # a running job ends its COMPLETING state
